@@ -1,0 +1,1 @@
+"""Concrete storage backends, metadata stores and lockers behind the core's interfaces."""

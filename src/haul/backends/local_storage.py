@@ -1,0 +1,191 @@
+"""Uploads as plain files under ``<data dir>/uploads``.
+
+The file's size is the offset. A request that must be all-or-nothing (it carries a checksum)
+first leaves a small ``.pending`` marker holding the offset it started from: while the marker
+exists those bytes do not count, and if the process dies the next writer truncates them away.
+Blocking calls run in worker threads so the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from haul.errors import OffsetMismatch, StorageFull
+
+T = TypeVar("T")
+
+READ_BLOCK = 1 << 20
+_SUFFIXES = (".pending", ".assembling")
+
+
+async def _off_loop(func: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(func)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull("the server's storage is full; try again later") from exc
+        raise
+
+
+class LocalWriter:
+    def __init__(self, fd: int, start: int, marker: Path, fsync: bool) -> None:
+        self._fd = fd
+        self._start = start
+        self._marker = marker
+        self._fsync = fsync
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        await _off_loop(lambda: self._write_all(data))
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+
+    async def commit(self) -> int:
+        return await _off_loop(self._commit)
+
+    def _commit(self) -> int:
+        if self._fsync:
+            os.fsync(self._fd)
+        size = os.fstat(self._fd).st_size
+        self._close()
+        return size
+
+    async def discard(self) -> None:
+        await asyncio.to_thread(self._discard)
+
+    def _discard(self) -> None:
+        if self._closed:
+            return
+        os.ftruncate(self._fd, self._start)
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+            self._marker.unlink(missing_ok=True)
+
+
+class LocalStorage:
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, upload_id: str, suffix: str = "") -> Path:
+        return self.root / f"{upload_id}{suffix}"
+
+    # A marker reads "<offset> <atomic>"; non-atomic markers only note that a writer was open.
+    def _marker_offset(self, upload_id: str) -> int | None:
+        try:
+            text = self._path(upload_id, ".pending").read_text()
+        except FileNotFoundError:
+            return None
+        start, _, atomic = text.partition(" ")
+        return int(start) if atomic.strip() == "1" and start.isdigit() else None
+
+    def _offset(self, upload_id: str) -> int:
+        # Marker, size, marker: a writer that discards truncates before removing its marker,
+        # so whichever order the reads interleave with it, uncommitted bytes are never counted.
+        before = self._marker_offset(upload_id)
+        try:
+            size = self._path(upload_id).stat().st_size
+        except FileNotFoundError:
+            size = 0
+        after = self._marker_offset(upload_id)
+        for start in (before, after):
+            if start is not None:
+                size = min(size, start)
+        return size
+
+    async def offset(self, upload_id: str) -> int:
+        return await asyncio.to_thread(self._offset, upload_id)
+
+    async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> LocalWriter:
+        return await _off_loop(lambda: self._open_writer(upload_id, offset, atomic))
+
+    def _open_writer(self, upload_id: str, offset: int, atomic: bool) -> LocalWriter:
+        marker = self._path(upload_id, ".pending")
+        fd = os.open(self._path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            leftover = self._marker_offset(upload_id)
+            if leftover is not None:  # a checksummed write died half way: forget its bytes
+                os.ftruncate(fd, leftover)
+            marker.unlink(missing_ok=True)
+            size = os.fstat(fd).st_size
+            if size != offset:
+                raise OffsetMismatch(f"the upload's offset is {size}, the request says {offset}")
+            marker.write_text(f"{offset} {int(atomic)}")
+            os.lseek(fd, offset, os.SEEK_SET)
+        except BaseException:
+            os.close(fd)
+            raise
+        return LocalWriter(fd, offset, marker, self.fsync)
+
+    async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        await _off_loop(lambda: self._concatenate(upload_id, part_ids))
+
+    def _concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        # copy_file_range copies inside the kernel (and shares extents on reflink file systems
+        # such as XFS and Btrfs): the bytes never pass through Python.
+        staging = self._path(upload_id, ".assembling")
+        with open(staging, "wb") as out:
+            for part_id in part_ids:
+                with open(self._path(part_id), "rb") as src:
+                    remaining = os.fstat(src.fileno()).st_size
+                    while remaining:
+                        copied = os.copy_file_range(src.fileno(), out.fileno(), remaining)
+                        if copied == 0:
+                            raise OSError(errno.EIO, f"partial upload {part_id} shrank")
+                        remaining -= copied
+            if self.fsync:
+                os.fsync(out.fileno())
+        os.replace(staging, self._path(upload_id))
+
+    async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, self._path(upload_id), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            position = start
+            while position < end:
+                size = min(READ_BLOCK, end - position)
+                block = await asyncio.to_thread(os.pread, fd, size, position)
+                if not block:
+                    raise OSError(errno.EIO, f"upload {upload_id} is shorter than recorded")
+                position += len(block)
+                yield block
+        finally:
+            os.close(fd)
+
+    async def delete(self, upload_id: str) -> None:
+        def remove() -> None:
+            for suffix in ("", *_SUFFIXES):
+                self._path(upload_id, suffix).unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
+
+    async def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
+        def scan() -> list[tuple[str, float]]:
+            found: dict[str, float] = {}
+            with os.scandir(self.root) as entries:
+                for entry in entries:
+                    name = entry.name
+                    for suffix in _SUFFIXES:
+                        name = name.removesuffix(suffix)
+                    try:
+                        changed = entry.stat().st_mtime
+                    except FileNotFoundError:
+                        continue
+                    found[name] = max(changed, found.get(name, 0.0))
+            return list(found.items())
+
+        for item in await asyncio.to_thread(scan):
+            yield item

@@ -1,0 +1,186 @@
+"""Upload records in SQLite (WAL mode, so several server processes can share one data dir)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from haul.core.models import ConcatKind, Upload, UploadState
+
+# Each entry migrates the schema from version N to N+1; PRAGMA user_version records N.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE uploads (
+        id TEXT PRIMARY KEY,
+        length INTEGER,
+        state TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        expires_at REAL,
+        metadata TEXT,
+        concat TEXT,
+        parts TEXT NOT NULL DEFAULT '[]',
+        owner TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX uploads_expiry ON uploads (state, expires_at);
+    CREATE INDEX uploads_updated ON uploads (state, updated_at);
+    CREATE TABLE concat_parts (
+        final_id TEXT NOT NULL,
+        part_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (final_id, position)
+    );
+    CREATE INDEX concat_parts_part ON concat_parts (part_id);
+    """,
+)
+
+_COLUMNS = "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner"
+_GONE = tuple(s.value for s in UploadState if s.gone)
+
+
+def _row_to_upload(row: Any) -> Upload:
+    return Upload(
+        id=row[0],
+        length=row[1],
+        state=UploadState(row[2]),
+        created_at=row[3],
+        updated_at=row[4],
+        expires_at=row[5],
+        metadata_raw=row[6],
+        concat=ConcatKind(row[7]) if row[7] else None,
+        parts=tuple(json.loads(row[8])),
+        owner=row[9],
+    )
+
+
+def _values(upload: Upload) -> tuple[Any, ...]:
+    return (
+        upload.id,
+        upload.length,
+        upload.state.value,
+        upload.created_at,
+        upload.updated_at,
+        upload.expires_at,
+        upload.metadata_raw,
+        upload.concat.value if upload.concat else None,
+        json.dumps(list(upload.parts)),
+        upload.owner,
+    )
+
+
+class SQLiteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        # One connection is shared by every request: writes take turns so that a statement
+        # from one request can never land inside another request's open transaction.
+        self._writing = asyncio.Lock()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("the SQLite store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        await self.db.execute("PRAGMA busy_timeout = 30000")
+        await self.db.execute("PRAGMA journal_mode = WAL")
+        await self.db.execute("PRAGMA synchronous = NORMAL")
+        await self._migrate()
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._writing:
+            await self.db.execute("BEGIN IMMEDIATE")  # other processes wait (busy_timeout)
+            try:
+                yield self.db
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
+            await self.db.execute("COMMIT")
+
+    async def _migrate(self) -> None:
+        async with self._transaction() as db:
+            async with db.execute("PRAGMA user_version") as cursor:
+                row = await cursor.fetchone()
+            version = row[0] if row else 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number}")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def insert(self, upload: Upload) -> None:
+        async with self._transaction() as db:
+            await db.execute(
+                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _values(upload)
+            )
+            await db.executemany(
+                "INSERT INTO concat_parts (final_id, part_id, position) VALUES (?,?,?)",
+                [(upload.id, part, i) for i, part in enumerate(upload.parts)],
+            )
+
+    async def get(self, upload_id: str) -> Upload | None:
+        async with self.db.execute(
+            f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return _row_to_upload(row) if row else None
+
+    async def save(self, upload: Upload) -> None:
+        async with self._writing:
+            await self.db.execute(
+                "UPDATE uploads SET length=?, state=?, updated_at=?, expires_at=?, metadata=? "
+                "WHERE id=?",
+                (
+                    upload.length,
+                    upload.state.value,
+                    upload.updated_at,
+                    upload.expires_at,
+                    upload.metadata_raw,
+                    upload.id,
+                ),
+            )
+
+    async def delete(self, upload_id: str) -> None:
+        async with self._transaction() as db:
+            await db.execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+            await db.execute("DELETE FROM concat_parts WHERE final_id = ?", (upload_id,))
+
+    async def _select(self, where: str, params: tuple[Any, ...]) -> list[Upload]:
+        async with self.db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE {where}", params) as cur:
+            return [_row_to_upload(row) for row in await cur.fetchall()]
+
+    async def expired(self, now: float, limit: int) -> list[Upload]:
+        return await self._select(
+            "state = 'active' AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?", (now, limit)
+        )
+
+    async def tombstones(self, before: float, limit: int) -> list[Upload]:
+        marks = ",".join("?" * len(_GONE))
+        return await self._select(
+            f"state IN ({marks}) AND updated_at < ? LIMIT ?", (*_GONE, before, limit)
+        )
+
+    async def finals_waiting_for(self, part_id: str) -> list[Upload]:
+        return await self._select(
+            "state = 'active' AND id IN (SELECT final_id FROM concat_parts WHERE part_id = ?)",
+            (part_id,),
+        )
+
+    async def count_active(self) -> int:
+        async with self.db.execute("SELECT count(*) FROM uploads WHERE state = 'active'") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

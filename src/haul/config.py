@@ -1,0 +1,224 @@
+"""Server settings: one declaration per setting, read from defaults < TOML file < HAUL_* env < CLI.
+
+Each field's metadata carries its help text and the kind of value it takes; the CLI options of
+``haul serve`` and the README's configuration table are generated from the same declarations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from haul.errors import ConfigError
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
+    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
+}  # fmt: skip
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_size(value: object) -> int:
+    """``1048576``, ``"10GiB"``, ``"500 MB"`` → bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+    if not match or match[2].lower() not in _SIZE_UNITS:
+        raise ConfigError(f"not a size: {value!r} (try 1048576, 500MB or 10GiB)")
+    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+
+
+def parse_duration(value: object) -> float:
+    """``90``, ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"`` → seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(value))
+    if not match:
+        raise ConfigError(f"not a duration: {value!r} (try 30, 30s, 15m, 24h or 7d)")
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def parse_bool(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"not a boolean: {value!r} (use true or false)")
+
+
+def parse_int(value: object) -> int:
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) else value
+    except ValueError:
+        raise ConfigError(f"not an integer: {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"must not be negative: {value!r}")
+    return number
+
+
+def parse_float(value: object) -> float:
+    try:
+        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"not a number: {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"must not be negative: {value!r}")
+    return number
+
+
+def parse_list(value: object) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def parse_choice(*choices: str) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ConfigError(f"{value!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _setting(default: Any, help: str, parse: Callable[[object], Any] = str) -> Any:
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = _setting("127.0.0.1", "Address to listen on.")
+    port: int = _setting(8080, "TCP port to listen on.", parse_int)
+    data_dir: Path = _setting(
+        Path("haul-data"),
+        "Directory for upload bytes (uploads/), locks and the SQLite state.",
+        lambda value: Path(str(value)),
+    )
+    base_path: str = _setting("/files/", "URL path under which the tus endpoint lives.")
+    max_size: int = _setting(
+        0,
+        "Largest accepted upload (e.g. 50GiB); advertised as Tus-Max-Size. 0 = no limit.",
+        parse_size,
+    )
+    max_metadata_size: int = _setting(
+        4096, "Largest accepted Upload-Metadata header, in bytes.", parse_size
+    )
+    max_active_uploads: int = _setting(
+        0,
+        "Most unfinished uploads held at once; creation answers 503 beyond. 0 = no limit.",
+        parse_int,
+    )
+    expiration: float = _setting(
+        86400.0,
+        "An unfinished upload expires this long after its last write (e.g. 24h). 0 = never.",
+        parse_duration,
+    )
+    sweep_interval: float = _setting(
+        60.0,
+        "How often the server removes expired uploads (e.g. 60s). 0 = only `haul gc`.",
+        parse_duration,
+    )
+    tombstone_ttl: float = _setting(
+        7 * 86400.0,
+        "How long a terminated or expired upload still answers 410 Gone.",
+        parse_duration,
+    )
+    lock_timeout: float = _setting(
+        3.0,
+        "Seconds a request waits for another request on the same upload before 423.",
+        parse_float,
+    )
+    body_timeout: float = _setting(
+        30.0,
+        "A request body that stalls this long is closed; what arrived is kept.",
+        parse_duration,
+    )
+    keep_partials: bool = _setting(
+        False,
+        "Keep partial uploads after they were concatenated into a final upload.",
+        parse_bool,
+    )
+    fsync: bool = _setting(
+        True,
+        "fsync each request's bytes before acknowledging them (survives power loss).",
+        parse_bool,
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        ("*",),
+        "Origins allowed to call the API from a browser, comma separated; * = any.",
+        parse_list,
+    )
+    trust_proxy: bool = _setting(
+        False,
+        "Build URLs from X-Forwarded-Proto/-Host (only behind a proxy you control).",
+        parse_bool,
+    )
+    relative_location: bool = _setting(
+        False,
+        "Answer creation with a relative Location (/files/ID) instead of an absolute URL.",
+        parse_bool,
+    )
+    log_level: str = _setting(
+        "info", "Logging level.", parse_choice("debug", "info", "warning", "error")
+    )
+    access_log: bool = _setting(False, "Log every HTTP request.", parse_bool)
+
+    @classmethod
+    def declared(cls) -> Iterator[tuple[str, Any, str]]:
+        """(name, default, help) of every setting, in declaration order."""
+        for f in fields(cls):
+            yield f.name, f.default, f.metadata["help"]
+
+    def __post_init__(self) -> None:
+        if not self.base_path.startswith("/") or not self.base_path.endswith("/"):
+            raise ConfigError(f"base_path must start and end with '/', got {self.base_path!r}")
+        if not 0 < self.port < 65536 and self.port != 0:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+
+
+def env_name(name: str) -> str:
+    return f"HAUL_{name.upper()}"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Merge the sources, each parsed by the setting's own parser, and validate the result."""
+    raw: dict[str, object] = {}
+    if config_file is not None:
+        try:
+            table = tomllib.loads(config_file.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
+        section = table.get("haul", table)
+        if not isinstance(section, dict):
+            raise ConfigError("the [haul] section of the config file must be a table")
+        raw.update({key.replace("-", "_"): value for key, value in section.items()})
+    env = os.environ if environ is None else environ
+    known = {f.name: f for f in fields(Settings)}
+    raw.update({name: env[env_name(name)] for name in known if env_name(name) in env})
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown setting(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in raw.items():
+        try:
+            values[name] = known[name].metadata["parse"](value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return replace(Settings(), **values)

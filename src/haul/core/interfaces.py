@@ -1,0 +1,100 @@
+"""The small interfaces the core needs from the outside world.
+
+A storage backend keeps bytes and is the truth for how many are durable; a metadata store keeps
+upload records; a locker serialises requests on one upload across every process and node.
+The core only ever talks to these protocols, never to a concrete library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from haul.core.models import Upload
+
+
+class ChunkWriter(Protocol):
+    """Appends one request's bytes at the upload's current end.
+
+    Opened with ``atomic=True`` the bytes only count once :meth:`commit` is called: a crash or
+    :meth:`discard` leaves the upload exactly as before. Otherwise whatever reached the storage
+    counts even if the writer is never committed (an interrupted request keeps what arrived).
+    """
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> int:
+        """Make the written bytes durable and return the new offset."""
+        ...
+
+    async def discard(self) -> None:
+        """Forget every byte written through this writer."""
+        ...
+
+
+class Storage(Protocol):
+    async def offset(self, upload_id: str) -> int:
+        """Bytes durably stored for the upload: the only truth for ``Upload-Offset``."""
+        ...
+
+    async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> ChunkWriter:
+        """Start appending at ``offset``; raises OffsetMismatch if that is not the current end.
+        The caller holds the upload's lock."""
+        ...
+
+    async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        """Store the concatenation of completed uploads as ``upload_id`` (all or nothing)."""
+        ...
+
+    def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of a completed upload."""
+        ...
+
+    async def delete(self, upload_id: str) -> None:
+        """Remove the upload's bytes; deleting what does not exist is not an error."""
+        ...
+
+    def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
+        """Every upload id with bytes in the storage, with the time it last changed."""
+        ...
+
+
+class MetadataStore(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def insert(self, upload: Upload) -> None: ...
+
+    async def get(self, upload_id: str) -> Upload | None: ...
+
+    async def save(self, upload: Upload) -> None:
+        """Write back a record the caller holds the lock for."""
+        ...
+
+    async def delete(self, upload_id: str) -> None: ...
+
+    async def expired(self, now: float, limit: int) -> list[Upload]:
+        """Active uploads whose ``expires_at`` has passed."""
+        ...
+
+    async def tombstones(self, before: float, limit: int) -> list[Upload]:
+        """Gone uploads last changed before ``before``."""
+        ...
+
+    async def finals_waiting_for(self, part_id: str) -> list[Upload]:
+        """Active final uploads that list ``part_id`` among their partials."""
+        ...
+
+    async def count_active(self) -> int: ...
+
+
+class Locker(Protocol):
+    def lock(self, upload_id: str, timeout: float) -> AbstractAsyncContextManager[None]:
+        """Hold the upload's exclusive lock; raise Locked if it is not free within ``timeout``."""
+        ...
+
+    async def forget(self, upload_id: str) -> None:
+        """Drop lock state kept for an upload that no longer exists."""
+        ...

@@ -1,0 +1,392 @@
+"""The upload service: every rule about an upload's life lives here, once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.models import ConcatKind, Upload, UploadState
+from haul.core.pump import BodyInterrupted, pump
+from haul.errors import (
+    ChecksumMismatch,
+    ExceedsLength,
+    Gone,
+    HaulError,
+    InvalidConcat,
+    InvalidHeader,
+    LengthAlreadySet,
+    ModifyFinal,
+    NotFound,
+    OffsetMismatch,
+    TooLarge,
+    TooManyUploads,
+    UnsupportedChecksumAlgorithm,
+    UploadIncomplete,
+)
+from haul.protocol.checksums import new_hasher
+
+log = logging.getLogger("haul")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_size: int = 0  # bytes; 0 = no limit
+    max_active_uploads: int = 0  # 0 = no limit
+    expiration: float = (
+        86400.0  # seconds an unfinished upload lives after its last write; 0 = forever
+    )
+    tombstone_ttl: float = 7 * 86400.0  # how long 410 is answered for a gone upload
+    orphan_grace: float = 3600.0  # stored bytes without a record are removed after this long
+    lock_timeout: float = 3.0
+    keep_partials: bool = False  # keep partial uploads after they were concatenated
+
+
+@dataclass
+class GcReport:
+    expired: int = 0
+    purged_tombstones: int = 0
+    orphans: int = 0
+    ids: list[str] = field(default_factory=list)
+
+
+def new_upload_id() -> str:
+    """128 random bits: unguessable, and safe as a file or object name."""
+    return secrets.token_hex(16)
+
+
+def is_upload_id(text: str) -> bool:
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
+class UploadService:
+    def __init__(
+        self, storage: Storage, store: MetadataStore, locker: Locker, limits: Limits
+    ) -> None:
+        self.storage = storage
+        self.store = store
+        self.locker = locker
+        self.limits = limits
+
+    # -- creation -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        length: int | None,
+        metadata_raw: str | None = None,
+        partial: bool = False,
+        owner: str = "",
+    ) -> Upload:
+        if length is not None:
+            self._check_size(length)
+        await self._check_capacity()
+        now = time.time()
+        upload = Upload(
+            id=new_upload_id(),
+            length=length,
+            state=UploadState.ACTIVE,
+            created_at=now,
+            updated_at=now,
+            expires_at=self._expiry(now),
+            metadata_raw=metadata_raw,
+            concat=ConcatKind.PARTIAL if partial else None,
+            owner=owner,
+        )
+        if length == 0:
+            upload.state = UploadState.COMPLETE
+            upload.expires_at = None
+        await self.store.insert(upload)
+        log.info("created upload %s length=%s", upload.id, length)
+        return upload
+
+    async def create_final(
+        self, part_ids: Sequence[str], *, metadata_raw: str | None = None, owner: str = ""
+    ) -> Upload:
+        parts: list[Upload] = []
+        for part_id in part_ids:
+            part = await self.store.get(part_id)
+            if part is None or part.owner != owner:
+                raise InvalidConcat(f"partial upload {part_id} does not exist")
+            if part.concat is not ConcatKind.PARTIAL:
+                raise InvalidConcat(f"upload {part_id} was not created as a partial upload")
+            if part.state.gone:
+                raise InvalidConcat(f"partial upload {part_id} is {part.state.value}")
+            parts.append(part)
+        known = [p.length for p in parts if p.length is not None]
+        if len(known) == len(parts):
+            self._check_size(sum(known))
+        await self._check_capacity()
+        now = time.time()
+        final = Upload(
+            id=new_upload_id(),
+            length=None,
+            state=UploadState.ACTIVE,
+            created_at=now,
+            updated_at=now,
+            expires_at=self._expiry(now),
+            metadata_raw=metadata_raw,
+            concat=ConcatKind.FINAL,
+            parts=tuple(part_ids),
+            owner=owner,
+        )
+        await self.store.insert(final)
+        log.info("created final upload %s from %d partials", final.id, len(part_ids))
+        return await self._try_assemble(final.id)
+
+    # -- reading state --------------------------------------------------------------------
+
+    async def status(self, upload_id: str, *, owner: str = "") -> Upload:
+        upload = await self._live(upload_id, owner)
+        if upload.state is UploadState.ACTIVE:
+            if upload.is_final:
+                return await self._try_assemble(upload.id)
+            upload.offset = await self.storage.offset(upload.id)
+            if upload.length is not None and upload.offset == upload.length:
+                # The bytes landed but the process died before the record said so.
+                async with self._lock(upload.id):
+                    return await self._complete(await self._live(upload_id, owner))
+        elif upload.complete:
+            upload.offset = upload.length or 0
+        return upload
+
+    async def open_download(
+        self, upload_id: str, start: int | None = None, end: int | None = None, *, owner: str = ""
+    ) -> tuple[Upload, AsyncIterator[bytes]]:
+        upload = await self.status(upload_id, owner=owner)
+        if not upload.complete:
+            raise UploadIncomplete(
+                f"upload {upload_id} has {upload.offset} of {upload.length} bytes; "
+                "it can be downloaded once complete"
+            )
+        size = upload.length or 0
+        first = start or 0
+        stop = size if end is None else end
+        return upload, self.storage.read(upload.id, first, stop)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def append(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        content_length: int | None = None,
+        checksum: tuple[str, bytes] | None = None,
+        new_length: int | None = None,
+        owner: str = "",
+    ) -> Upload:
+        hasher = None
+        if checksum is not None:
+            hasher = new_hasher(checksum[0])
+            if hasher is None:
+                raise UnsupportedChecksumAlgorithm(
+                    f"checksum algorithm {checksum[0]!r} is not supported"
+                )
+        async with self._lock(upload_id):
+            upload = await self._live(upload_id, owner)
+            if upload.is_final:
+                raise ModifyFinal("a final upload is assembled from its partials, not patched")
+            if new_length is not None:
+                await self._declare_length(upload, new_length)
+            current = await self.storage.offset(upload.id)
+            if upload.complete or (upload.length is not None and current == upload.length):
+                current = upload.length or 0
+            if offset != current:
+                raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
+            limit = self._remaining(upload, current)
+            if content_length is not None and limit is not None and content_length > limit:
+                raise self._overflow(upload, limit)
+            writer = await self.storage.open_writer(upload.id, current, atomic=hasher is not None)
+            try:
+                await pump(body, writer, [hasher] if hasher else [], limit)
+            except BodyInterrupted:
+                # An interrupted request keeps what arrived, unless a checksum has to vouch for it.
+                with contextlib.suppress(Exception):
+                    if hasher is None:
+                        upload.offset = await writer.commit()
+                        await self._after_write(upload)
+                    else:
+                        await writer.discard()
+                raise
+            except BaseException:
+                await asyncio.shield(writer.discard())
+                raise
+            if hasher is not None and checksum is not None and hasher.digest() != checksum[1]:
+                await writer.discard()
+                raise ChecksumMismatch("the body does not match its Upload-Checksum")
+            upload.offset = await writer.commit()
+            return await self._after_write(upload)
+
+    async def _declare_length(self, upload: Upload, length: int) -> None:
+        if upload.length is not None:
+            if upload.length != length:
+                raise LengthAlreadySet(f"the upload's length is already {upload.length}")
+            return
+        self._check_size(length)
+        current = await self.storage.offset(upload.id)
+        if length < current:
+            raise InvalidHeader(f"Upload-Length {length} is less than the {current} bytes stored")
+        upload.length = length
+        await self.store.save(upload)
+
+    def _remaining(self, upload: Upload, current: int) -> int | None:
+        if upload.length is not None:
+            return upload.length - current
+        if self.limits.max_size:
+            return self.limits.max_size - current
+        return None
+
+    def _overflow(self, upload: Upload, limit: int) -> HaulError:
+        if upload.length is None:
+            return TooLarge(f"the upload would exceed the maximum size {self.limits.max_size}")
+        return ExceedsLength(f"the request carries more than the {limit} bytes still owed")
+
+    async def _after_write(self, upload: Upload) -> Upload:
+        now = time.time()
+        upload.updated_at = now
+        if upload.length is not None and upload.offset == upload.length:
+            return await self._complete(upload)
+        upload.expires_at = self._expiry(now)
+        await self.store.save(upload)
+        return upload
+
+    async def _complete(self, upload: Upload) -> Upload:
+        """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
+        if upload.state is not UploadState.ACTIVE:
+            return upload
+        upload.state = UploadState.COMPLETE
+        upload.offset = upload.length or 0
+        upload.expires_at = None
+        upload.updated_at = time.time()
+        await self.store.save(upload)
+        log.info("upload %s complete (%s bytes)", upload.id, upload.length)
+        if upload.concat is ConcatKind.PARTIAL:
+            for final in await self.store.finals_waiting_for(upload.id):
+                # The final's own lock is taken inside; the partial's lock is ours already.
+                asyncio.get_running_loop().create_task(self._assemble_quietly(final.id))
+        return upload
+
+    async def _assemble_quietly(self, final_id: str) -> None:
+        try:
+            await self._try_assemble(final_id)
+        except HaulError as exc:
+            log.info("final upload %s not assembled yet: %s", final_id, exc.message)
+
+    async def _try_assemble(self, final_id: str) -> Upload:
+        """Assemble a final upload if every partial is complete; return its current state."""
+        async with self._lock(final_id):
+            final = await self.store.get(final_id)
+            if final is None:
+                raise NotFound(f"upload {final_id} does not exist")
+            if final.state is not UploadState.ACTIVE:
+                final.offset = final.length or 0
+                return final
+            parts: list[Upload] = []
+            for part_id in final.parts:
+                part = await self.store.get(part_id)
+                if part is None or part.state.gone:
+                    raise Gone(f"partial upload {part_id} of final upload {final_id} is gone")
+                if part.state is UploadState.ACTIVE:
+                    part = await self.status(part_id, owner=part.owner)
+                if not part.complete:
+                    return final  # concatenation-unfinished: wait for the rest
+                parts.append(part)
+            final.length = sum(p.length or 0 for p in parts)
+            self._check_size(final.length)
+            await self.storage.concatenate(final.id, final.parts)
+            final = await self._complete(final)
+        if not self.limits.keep_partials:
+            for part in parts:
+                await self._retire(part.id, UploadState.CONSUMED)
+        return final
+
+    # -- ending ---------------------------------------------------------------------------
+
+    async def terminate(self, upload_id: str, *, owner: str = "") -> None:
+        await self._live(upload_id, owner)
+        await self._retire(upload_id, UploadState.TERMINATED)
+        log.info("upload %s terminated", upload_id)
+
+    async def _retire(self, upload_id: str, state: UploadState) -> None:
+        """Turn an upload into a tombstone, then drop its bytes (the order makes a crash safe:
+        a tombstone's bytes are removed again by the collector)."""
+        async with self._lock(upload_id):
+            upload = await self.store.get(upload_id)
+            if upload is None or upload.state.gone:
+                return
+            upload.state = state
+            upload.updated_at = time.time()
+            upload.expires_at = None
+            await self.store.save(upload)
+            await self.storage.delete(upload_id)
+
+    async def collect_garbage(self, *, now: float | None = None, batch: int = 500) -> GcReport:
+        """Expire unfinished uploads, purge old tombstones, remove bytes nobody references."""
+        moment = time.time() if now is None else now
+        report = GcReport()
+        for upload in await self.store.expired(moment, batch):
+            with contextlib.suppress(HaulError):
+                await self._retire(upload.id, UploadState.EXPIRED)
+                report.expired += 1
+                report.ids.append(upload.id)
+        for tomb in await self.store.tombstones(moment - self.limits.tombstone_ttl, batch):
+            with contextlib.suppress(HaulError):
+                async with self._lock(tomb.id):
+                    await self.storage.delete(tomb.id)
+                    await self.store.delete(tomb.id)
+                await self.locker.forget(tomb.id)
+                report.purged_tombstones += 1
+        async for upload_id, changed in self.storage.stored_ids():
+            if changed > moment - self.limits.orphan_grace:
+                continue
+            record = await self.store.get(upload_id)
+            if record is None or record.state.gone:
+                with contextlib.suppress(HaulError):
+                    async with self._lock(upload_id):
+                        await self.storage.delete(upload_id)
+                    report.orphans += 1
+        if report.expired or report.purged_tombstones or report.orphans:
+            log.info(
+                "gc: %d expired, %d tombstones purged, %d orphans removed",
+                report.expired,
+                report.purged_tombstones,
+                report.orphans,
+            )
+        return report
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.locker.lock(upload_id, self.limits.lock_timeout)
+
+    async def _live(self, upload_id: str, owner: str) -> Upload:
+        upload = await self.store.get(upload_id) if is_upload_id(upload_id) else None
+        if upload is None or upload.owner != owner:
+            raise NotFound(f"upload {upload_id} does not exist")
+        if upload.state.gone:
+            raise Gone(f"upload {upload_id} was {upload.state.value}")
+        return upload
+
+    def _check_size(self, length: int) -> None:
+        if self.limits.max_size and length > self.limits.max_size:
+            raise TooLarge(
+                f"upload length {length} exceeds the maximum size {self.limits.max_size}"
+            )
+
+    async def _check_capacity(self) -> None:
+        cap = self.limits.max_active_uploads
+        if cap and await self.store.count_active() >= cap:
+            raise TooManyUploads(
+                f"the server already holds {cap} unfinished uploads; try again later",
+                headers={"Retry-After": "60"},
+            )
+
+    def _expiry(self, now: float) -> float | None:
+        return now + self.limits.expiration if self.limits.expiration else None

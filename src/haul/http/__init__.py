@@ -1,0 +1,1 @@
+"""HTTP surfaces over the upload core."""

@@ -1,0 +1,175 @@
+"""Assemble the ASGI application from settings: backends, core service, HTTP surfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from haul.backends.file_locker import FileLocker
+from haul.backends.local_storage import LocalStorage
+from haul.backends.sqlite_store import SQLiteStore
+from haul.config import Settings
+from haul.core.service import Limits, UploadService
+from haul.errors import HaulError, VersionUnsupported
+from haul.http.middleware import MethodOverride
+from haul.http.tus import TusEndpoint
+from haul.protocol.tus import TUS_VERSION
+
+log = logging.getLogger("haul")
+
+TUS_REQUEST_HEADERS = (
+    "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
+    "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
+    "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
+)  # fmt: skip
+TUS_RESPONSE_HEADERS = (
+    "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
+    "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Metadata",
+    "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
+    "Content-Disposition", "Content-Length", "ETag", "Retry-After",
+)  # fmt: skip
+
+
+def build_service(settings: Settings) -> UploadService:
+    """The embedded default: local disk + SQLite + flock, all under the data dir."""
+    data = settings.data_dir
+    limits = Limits(
+        max_size=settings.max_size,
+        max_active_uploads=settings.max_active_uploads,
+        expiration=settings.expiration,
+        tombstone_ttl=settings.tombstone_ttl,
+        lock_timeout=settings.lock_timeout,
+        keep_partials=settings.keep_partials,
+    )
+    return UploadService(
+        LocalStorage(data / "uploads", fsync=settings.fsync),
+        SQLiteStore(data / "haul.db"),
+        FileLocker(data / "locks"),
+        limits,
+    )
+
+
+class TusResumableHeader:
+    """Every response under the tus endpoint carries ``Tus-Resumable`` (tus 1.0.0 core)."""
+
+    def __init__(self, app: ASGIApp, base_path: str) -> None:
+        self.app = app
+        self.prefix = base_path.rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"tus-resumable", TUS_VERSION.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+async def _haul_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HaulError)
+    headers = dict(exc.headers)
+    if isinstance(exc, VersionUnsupported):
+        headers["Tus-Version"] = TUS_VERSION
+    return PlainTextResponse(exc.render(), status_code=exc.status, headers=headers)
+
+
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (paths that match no route) in the same ``CODE: message`` form."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "ERR_UPLOAD_NOT_FOUND", 405: "ERR_METHOD_NOT_ALLOWED"}.get(
+        exc.status_code, "ERR_BAD_REQUEST"
+    )
+    message = "no such upload or resource" if exc.status_code == 404 else str(exc.detail)
+    return PlainTextResponse(
+        f"{code}: {message}\n", status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse("ERR_INTERNAL: the server failed; the error is logged\n", 500)
+
+
+async def _sweep_forever(service: UploadService, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.collect_garbage()
+        except Exception:
+            log.exception("garbage collection failed; retrying in %s s", interval)
+
+
+def create_app(settings: Settings, service: UploadService | None = None) -> Starlette:
+    service = service or build_service(settings)
+    tus = TusEndpoint(service, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.store.open()
+        sweeper = None
+        if settings.sweep_interval:
+            sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_interval))
+        try:
+            yield
+        finally:
+            if sweeper is not None:
+                sweeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sweeper
+            await service.store.close()
+
+    async def index(request: Request) -> Response:
+        return PlainTextResponse(f"haul upload server. tus 1.0.0 endpoint: {settings.base_path}\n")
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    every_method = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"]
+    base = settings.base_path
+    routes = [
+        Route("/", index, methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route(base, tus.collection, methods=every_method),
+        Route(base.rstrip("/"), tus.collection, methods=every_method),
+        Route(base + "{upload_id}", tus.resource, methods=every_method),
+    ]
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=list(TUS_REQUEST_HEADERS),
+            expose_headers=list(TUS_RESPONSE_HEADERS),
+            max_age=86400,
+        ),
+        Middleware(MethodOverride),
+        Middleware(TusResumableHeader, base_path=base),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            HaulError: _haul_error,
+            HTTPException: _routing_error,
+            Exception: _internal_error,
+        },
+    )

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import HaulServer
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[object]:
+    """Start real `haul serve` processes; each is stopped after the test."""
+    started: list[HaulServer] = []
+
+    def make(*extra: str, data_dir: Path | None = None, port: int | None = None) -> HaulServer:
+        server = HaulServer(
+            data_dir=data_dir or tmp_path / f"data{len(started)}", extra=list(extra)
+        )
+        if port is not None:
+            server.port = port
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server) -> HaulServer:  # type: ignore[no-untyped-def]
+    return make_server()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=60, trust_env=False) as c:
+        yield c
