@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from haul import __version__
+from haul.client_cli import download, list_uploads, remove, status, upload
 from haul.config import Settings, env_name, load_settings
 from haul.errors import ConfigError
 
@@ -81,6 +82,10 @@ def gc(config_file: Path | None, **overrides: Any) -> None:
         }
 
     click.echo(json.dumps(asyncio.run(run())))
+
+
+for _command in (upload, download, status, remove, list_uploads):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -107,6 +107,9 @@ class LocalStorage:
                 size = min(size, start)
         return size
 
+    async def create(self, upload_id: str) -> None:
+        await _off_loop(lambda: self._path(upload_id).touch(mode=0o640))
+
     async def offset(self, upload_id: str) -> int:
         return await asyncio.to_thread(self._offset, upload_id)
 

@@ -34,6 +34,10 @@ class ChunkWriter(Protocol):
 
 
 class Storage(Protocol):
+    async def create(self, upload_id: str) -> None:
+        """Make room for a new, empty upload."""
+        ...
+
     async def offset(self, upload_id: str) -> int:
         """Bytes durably stored for the upload: the only truth for ``Upload-Offset``."""
         ...

@@ -102,6 +102,7 @@ class UploadService:
             upload.state = UploadState.COMPLETE
             upload.expires_at = None
         await self.store.insert(upload)
+        await self.storage.create(upload.id)
         log.info("created upload %s length=%s", upload.id, length)
         return upload
 
@@ -136,6 +137,7 @@ class UploadService:
             owner=owner,
         )
         await self.store.insert(final)
+        await self.storage.create(final.id)
         log.info("created final upload %s from %d partials", final.id, len(part_ids))
         return await self._try_assemble(final.id)
 

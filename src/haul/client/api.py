@@ -1,0 +1,208 @@
+"""The public client: ``haul.AsyncClient`` and its synchronous twin ``haul.Client``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+
+from haul.client.errors import HaulClientError, ServerRejected
+from haul.client.session import RetryPolicy, Session, Transient, rejection
+from haul.client.state import StateStore
+from haul.client.upload import FileUpload, ProgressCallback, UploadOptions, UploadResult
+from haul.protocol.tus import parse_metadata
+
+T = TypeVar("T")
+DOWNLOAD_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class UploadStatus:
+    url: str
+    offset: int | None  # None for a final upload still waiting for its partials
+    length: int | None  # None while deferred
+    metadata: dict[str, str]
+    expires: str | None
+
+    @property
+    def complete(self) -> bool:
+        return self.length is not None and self.offset == self.length
+
+
+def endpoint_for(base_url: str) -> str:
+    """``http://host:8080`` → ``http://host:8080/files/``; a URL with a path is used as is."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HaulClientError(f"not an http(s) URL: {base_url!r}")
+    if parts.path in ("", "/"):
+        return base_url.rstrip("/") + "/files/"
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+class AsyncClient:
+    """Upload, download, inspect and delete uploads on any tus 1.0.0 server.
+
+    ``parallel`` streams are used when the server offers concatenation; ``chunk_size`` (bytes)
+    adapts to the file when not given. Resume state lives in ``state_dir``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        parallel: int = 4,
+        chunk_size: int | None = None,
+        retries: int = 10,
+        timeout: float = 60.0,
+        state_dir: Path | None = None,
+        headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint_for(base_url)
+        self.parallel = parallel
+        self.chunk_size = chunk_size
+        self.state = StateStore(state_dir)
+        # read/write timeouts catch a stalled connection; no timeout on the whole request,
+        # which may legitimately take hours.
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0), pool=None),
+            limits=httpx.Limits(max_connections=max(parallel, 1) * 2 + 2),
+            headers=headers,
+            transport=transport,
+            trust_env=False,
+        )
+        self._session = Session(self._http, RetryPolicy(attempts=max(1, retries)))
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def upload(
+        self,
+        path: str | Path,
+        *,
+        parallel: int | None = None,
+        chunk_size: int | None = None,
+        metadata: dict[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+        resume: bool = True,
+    ) -> UploadResult:
+        options = UploadOptions(
+            parallel=self.parallel if parallel is None else parallel,
+            chunk_size=chunk_size or self.chunk_size,
+            metadata=dict(metadata or {}),
+            resume=resume,
+        )
+        job = FileUpload(self._session, self.endpoint, Path(path), options, self.state, on_progress)
+        return await job.run()
+
+    async def status(self, url: str) -> UploadStatus:
+        response = await self._session.request("HEAD", url)
+        headers = response.headers
+        raw = headers.get("upload-metadata")
+        metadata = (
+            {k: v.decode("utf-8", "replace") for k, v in parse_metadata(raw).items()} if raw else {}
+        )
+        return UploadStatus(
+            url=url,
+            offset=int(headers["upload-offset"]) if "upload-offset" in headers else None,
+            length=int(headers["upload-length"]) if "upload-length" in headers else None,
+            metadata=metadata,
+            expires=headers.get("upload-expires"),
+        )
+
+    async def delete(self, url: str) -> None:
+        await self._session.request("DELETE", url, ok=(204,))
+
+    async def download(
+        self, url: str, destination: str | Path, *, on_progress: ProgressCallback | None = None
+    ) -> Path:
+        """Download to ``destination``, resuming a previous partial download with Range.
+
+        Bytes go to ``<destination>.part`` (with the ETag beside it) and are renamed into place
+        once complete, so a half-downloaded file never looks finished."""
+        from haul.client.upload import Progress
+
+        target = Path(destination)
+        partial = target.with_name(target.name + ".part")
+        tag_file = target.with_name(target.name + ".part.json")
+        failures = 0
+        while True:
+            have = partial.stat().st_size if partial.exists() else 0
+            etag = json.loads(tag_file.read_text()).get("etag") if tag_file.exists() else None
+            headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
+            try:
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    if response.status_code == 416 and have:
+                        break  # we already hold every byte
+                    if response.status_code not in (200, 206):
+                        await response.aread()
+                        if response.status_code >= 500:
+                            raise Transient(f"HTTP {response.status_code}")
+                        raise rejection(response)
+                    mode = "ab" if response.status_code == 206 else "wb"
+                    total = int(response.headers.get("content-length", 0)) + (
+                        have if mode == "ab" else 0
+                    )
+                    tag_file.write_text(json.dumps({"etag": response.headers.get("etag")}))
+                    done = have if mode == "ab" else 0
+                    with open(partial, mode) as out:
+                        async for block in response.aiter_bytes(DOWNLOAD_BLOCK):
+                            await asyncio.to_thread(out.write, block)
+                            done += len(block)
+                            if on_progress:
+                                on_progress(Progress(target, done, total))
+                break
+            except (httpx.TransportError, Transient) as exc:
+                failures += 1
+                if failures >= self._session.policy.attempts:
+                    raise HaulClientError(f"download of {url} keeps failing: {exc}") from exc
+                await asyncio.sleep(self._session.policy.delay(failures - 1))
+        partial.replace(target)
+        tag_file.unlink(missing_ok=True)
+        return target
+
+
+class Client:
+    """Synchronous twin of :class:`AsyncClient` (same arguments, same methods)."""
+
+    def __init__(self, base_url: str, **options: object) -> None:
+        self._base_url = base_url
+        self._options = options
+        AsyncClient(base_url, **options)  # type: ignore[arg-type]  # validate early
+
+    def _run(self, call: Callable[[AsyncClient], Awaitable[T]]) -> T:
+        async def go() -> T:
+            async with AsyncClient(self._base_url, **self._options) as client:  # type: ignore[arg-type]
+                return await call(client)
+
+        return asyncio.run(go())
+
+    def upload(self, path: str | Path, **options: object) -> UploadResult:
+        return self._run(lambda c: c.upload(path, **options))  # type: ignore[arg-type]
+
+    def status(self, url: str) -> UploadStatus:
+        return self._run(lambda c: c.status(url))
+
+    def delete(self, url: str) -> None:
+        self._run(lambda c: c.delete(url))
+
+    def download(self, url: str, destination: str | Path, **options: object) -> Path:
+        return self._run(lambda c: c.download(url, destination, **options))  # type: ignore[arg-type]
+
+
+__all__ = ["AsyncClient", "Client", "ServerRejected", "UploadResult", "UploadStatus"]

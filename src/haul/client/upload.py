@@ -1,0 +1,354 @@
+"""Uploading one file: sequentially, or as parallel partial uploads joined by concatenation.
+
+The file is read once, in order: every block feeds the whole-file SHA-256 and the per-request
+checksum, so no second pass over the file is needed. In parallel mode each chunk becomes its own
+partial upload; chunks are read and hashed in file order while up to ``parallel`` of them are
+on the wire, so memory stays at ``parallel`` chunks whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import math
+import mimetypes
+import os
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+from haul.client.errors import HaulClientError, NotSupported, RetriesExhausted, UploadGone
+from haul.client.session import Capabilities, Session, Transient
+from haul.client.state import FileIdentity, StateStore, UploadEntry
+from haul.protocol.tus import encode_metadata
+
+MiB = 1 << 20
+MIN_CHUNK = 8 * MiB
+MAX_CHUNK = 64 * MiB
+TARGET_PARTS = 1000  # keeps the final upload's Upload-Concat header around 40 KB at most
+SEND_SLICE = 256 * 1024
+OCTETS = "application/offset+octet-stream"
+
+
+@dataclass(frozen=True)
+class Progress:
+    path: Path
+    sent: int  # bytes the server has or is receiving
+    total: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class UploadResult:
+    url: str
+    path: Path
+    size: int
+    sha256: str  # of the local file, computed while reading it
+    parallel: int  # streams used (1 = one sequential upload)
+    resumed: bool  # continued an upload started earlier
+    sent: int  # body bytes sent in this run
+    elapsed: float
+
+
+@dataclass
+class UploadOptions:
+    parallel: int = 4
+    chunk_size: int | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    resume: bool = True
+
+
+def choose_chunk_size(size: int, requested: int | None) -> int:
+    """Adapt the chunk to the file: about TARGET_PARTS chunks, within [8 MiB, 64 MiB]."""
+    if requested:
+        return max(1, requested)
+    wanted = math.ceil(size / TARGET_PARTS)
+    return min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(wanted / MiB) * MiB))
+
+
+def _checksum(algorithm: str, data: memoryview) -> str:
+    if algorithm == "crc32":
+        raw = zlib.crc32(data).to_bytes(4, "big")
+    else:
+        raw = hashlib.new(algorithm, data).digest()
+    return f"{algorithm} {base64.b64encode(raw).decode()}"
+
+
+class _OrderedHash:
+    """SHA-256 of the whole file, fed by chunks that may be read concurrently but are hashed
+    strictly in file order."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self._next = 0
+        self._turn = asyncio.Condition()
+
+    async def feed(self, index: int, data: bytes) -> None:
+        async with self._turn:
+            await self._turn.wait_for(lambda: self._next == index)
+            await asyncio.to_thread(self.digest.update, data)
+            self._next += 1
+            self._turn.notify_all()
+
+
+class _Rewind(Exception):
+    """The server holds fewer bytes than it acknowledged before (it lost unsynced data)."""
+
+    def __init__(self, offset: int) -> None:
+        super().__init__(offset)
+        self.offset = offset
+
+
+class FileUpload:
+    def __init__(
+        self,
+        session: Session,
+        endpoint: str,
+        path: Path,
+        options: UploadOptions,
+        state: StateStore,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self.path = path
+        self.options = options
+        self.state = state
+        self.on_progress = on_progress
+        self.sent_bytes = 0
+        self._progress: dict[int, int] = {}
+        self._save_lock = asyncio.Lock()
+        self._fd = -1
+        self._size = 0
+
+    # -- entry point ----------------------------------------------------------------------
+
+    async def run(self) -> UploadResult:
+        started = time.monotonic()
+        caps = await self.session.capabilities(self.endpoint)
+        identity = await asyncio.to_thread(FileIdentity.of, self.path)
+        size = self._size = identity.size
+        if caps.max_size is not None and size > caps.max_size:
+            raise NotSupported(
+                f"{self.path} is {size} bytes; the server takes at most {caps.max_size}"
+            )
+        key = identity.key(self.endpoint)
+        entry = self.state.load(key) if self.options.resume else None
+        resumed = entry is not None
+        chunk = choose_chunk_size(size, self.options.chunk_size)
+        parallel = self.options.parallel if "concatenation" in caps.extensions else 1
+        if entry is None:
+            use_parallel = parallel > 1 and size > chunk
+            count = math.ceil(size / chunk) if use_parallel else 1
+            entry = UploadEntry(self.endpoint, identity, chunk, [None] * count, use_parallel)
+        elif entry.parallel and "concatenation" not in caps.extensions:
+            raise NotSupported("the saved upload used concatenation, which the server lost")
+        self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if entry.parallel:
+                url, digest = await self._parallel(key, entry, caps, max(1, parallel))
+            else:
+                url, digest = await self._sequential(key, entry, caps)
+        finally:
+            os.close(self._fd)
+        self.state.remove(key)
+        return UploadResult(
+            url=url,
+            path=self.path,
+            size=size,
+            sha256=digest,
+            parallel=max(1, parallel) if entry.parallel else 1,
+            resumed=resumed,
+            sent=self.sent_bytes,
+            elapsed=time.monotonic() - started,
+        )
+
+    # -- sequential -----------------------------------------------------------------------
+
+    async def _sequential(
+        self, key: str, entry: UploadEntry, caps: Capabilities
+    ) -> tuple[str, str]:
+        size = entry.identity.size
+        url = entry.parts[0]
+        server_offset = 0
+        if url is not None:
+            try:
+                server_offset, _ = await self.session.offset(url)
+            except UploadGone:
+                url = None
+        if url is None:
+            url = await self._create(size, self._metadata(), partial=False)
+            entry.parts[0] = url
+            await self._save(key, entry)
+        algorithm = caps.checksum_algorithm()
+        while True:
+            try:
+                digest = hashlib.sha256()
+                position = 0
+                self._progress.clear()
+                while position < size:
+                    data = await self._read(position, min(entry.chunk_size, size - position))
+                    await asyncio.to_thread(digest.update, data)
+                    # Progress is kept per chunk, keyed by where the chunk starts.
+                    done = max(server_offset, position)
+                    await self._send(url, position, data, done, position, algorithm)
+                    server_offset = max(server_offset, position + len(data))
+                    position += len(data)
+                return url, digest.hexdigest()
+            except _Rewind as rewind:
+                server_offset = rewind.offset
+
+    # -- parallel -------------------------------------------------------------------------
+
+    async def _parallel(
+        self, key: str, entry: UploadEntry, caps: Capabilities, parallel: int
+    ) -> tuple[str, str]:
+        size = entry.identity.size
+        chunk = entry.chunk_size
+        count = len(entry.parts)
+        offsets = [0] * count
+        limit = asyncio.Semaphore(parallel * 2)
+
+        async def probe(index: int, url: str) -> None:
+            async with limit:
+                try:
+                    offsets[index], _ = await self.session.offset(url)
+                except UploadGone:
+                    entry.parts[index] = None
+
+        await asyncio.gather(*(probe(i, u) for i, u in enumerate(entry.parts) if u is not None))
+        ordered = _OrderedHash()
+        algorithm = caps.checksum_algorithm()
+        indexes = iter(range(count))
+
+        async def worker() -> None:
+            for index in indexes:
+                start = index * chunk
+                data = await self._read(start, min(chunk, size - start))
+                await ordered.feed(index, data)
+                url = entry.parts[index]
+                if url is None:
+                    url = await self._create(len(data), None, partial=True)
+                    entry.parts[index] = url
+                    await self._save(key, entry)
+                    offsets[index] = 0
+                try:
+                    await self._send(url, 0, data, offsets[index], index, algorithm)
+                except _Rewind as rewind:
+                    offsets[index] = rewind.offset
+                    await self._send(url, 0, data, rewind.offset, index, algorithm)
+
+        tasks = [asyncio.create_task(worker()) for _ in range(min(parallel, count))]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        parts = " ".join(self._same_origin_path(u) for u in entry.parts if u is not None)
+        headers = {"Upload-Concat": f"final;{parts}"}
+        metadata = self._metadata()
+        if metadata:
+            headers["Upload-Metadata"] = metadata
+        response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
+        return urljoin(self.endpoint, response.headers["location"]), ordered.digest.hexdigest()
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def _create(self, length: int, metadata: str | None, *, partial: bool) -> str:
+        headers = {"Upload-Length": str(length)}
+        if metadata:
+            headers["Upload-Metadata"] = metadata
+        if partial:
+            headers["Upload-Concat"] = "partial"
+        response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
+        return urljoin(self.endpoint, response.headers["location"])
+
+    async def _send(
+        self,
+        url: str,
+        start: int,
+        data: bytes,
+        server_offset: int,
+        index: int,
+        algorithm: str | None,
+    ) -> None:
+        """PATCH ``data`` (which begins at upload offset ``start``) from ``server_offset`` on,
+        re-syncing with HEAD after every failure."""
+        end = start + len(data)
+        failures = 0
+        while server_offset < end:
+            piece = memoryview(data)[server_offset - start :]
+            headers = {
+                "Upload-Offset": str(server_offset),
+                "Content-Type": OCTETS,
+                "Content-Length": str(len(piece)),
+            }
+            if algorithm:
+                headers["Upload-Checksum"] = await asyncio.to_thread(_checksum, algorithm, piece)
+            base = server_offset - start
+            self._report(index, base)
+            try:
+                response = await self.session.once(
+                    "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
+                )
+                server_offset = int(response.headers["upload-offset"])
+                failures = 0
+            except Transient as exc:
+                failures += 1
+                if failures >= self.session.policy.attempts:
+                    raise RetriesExhausted(f"PATCH {url} failed {failures} times: {exc}") from exc
+                await asyncio.sleep(self.session.policy.delay(failures - 1, exc.retry_after))
+                server_offset, _ = await self.session.offset(url)
+                if server_offset < start:
+                    raise _Rewind(server_offset) from exc
+        self._report(index, len(data))
+
+    def _body(self, piece: memoryview, index: int, base: int) -> Callable[[], AsyncIterator[bytes]]:
+        async def stream() -> AsyncIterator[bytes]:
+            done = 0
+            for at in range(0, len(piece), SEND_SLICE):
+                block = bytes(piece[at : at + SEND_SLICE])
+                yield block
+                done += len(block)
+                self.sent_bytes += len(block)
+                self._report(index, base + done)
+
+        return stream
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _read(self, offset: int, length: int) -> bytes:
+        data = await asyncio.to_thread(os.pread, self._fd, length, offset)
+        if len(data) != length:
+            raise HaulClientError(f"{self.path} changed while it was being uploaded")
+        return data
+
+    async def _save(self, key: str, entry: UploadEntry) -> None:
+        async with self._save_lock:
+            await asyncio.to_thread(self.state.save, key, entry)
+
+    def _report(self, index: int, done: int) -> None:
+        self._progress[index] = done
+        if self.on_progress is not None:
+            sent = sum(self._progress.values())
+            self.on_progress(Progress(self.path, sent, self._size))
+
+    def _metadata(self) -> str:
+        values = {"filename": self.path.name}
+        guessed, _ = mimetypes.guess_type(self.path.name)
+        if guessed:
+            values["filetype"] = guessed
+        values.update(self.options.metadata)
+        return encode_metadata({k: v.encode() for k, v in values.items()})
+
+    def _same_origin_path(self, url: str) -> str:
+        here, there = urlsplit(self.endpoint), urlsplit(url)
+        return there.path if (here.scheme, here.netloc) == (there.scheme, there.netloc) else url

@@ -1,0 +1,274 @@
+"""Client commands of the ``haul`` CLI: upload, download, status, rm, ls. A thin layer over
+:mod:`haul.client`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from haul.client import AsyncClient, HaulClientError
+from haul.client import Progress as UploadProgress
+from haul.client.state import StateStore
+from haul.config import parse_size
+from haul.errors import ConfigError
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def _files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
+    """Every file to send, with the name it is sent under (relative within a directory)."""
+    found: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_dir():
+            for item in sorted(p for p in path.rglob("*") if p.is_file()):
+                found.append((item, str(item.relative_to(path.parent))))
+        else:
+            found.append((path, path.name))
+    return found
+
+
+def _bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}", justify="left"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _client_options(f: Any) -> Any:
+    timeout = click.option(
+        "--timeout", type=float, default=60.0, show_default=True,
+        help="Seconds without progress on a connection before it is retried.",
+    )  # fmt: skip
+    retries = click.option(
+        "--retries", type=click.IntRange(1, 1000), default=10, show_default=True,
+        help="Attempts per request on network errors, 5xx, 409, 423.",
+    )  # fmt: skip
+    return retries(timeout(f))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))  # fmt: skip
+@click.option("--server", required=True, envvar="HAUL_SERVER",
+              help="Server URL (http://host:8080) or a tus endpoint URL.")  # fmt: skip
+@click.option("--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Streams per file (needs the concatenation extension).")  # fmt: skip
+@click.option("--chunk-size", default=None, help="Chunk size, e.g. 16MiB (default: adapts).")
+@click.option("-m", "--metadata", multiple=True, metavar="KEY=VALUE", help="Extra metadata.")
+@click.option("--no-resume", is_flag=True, help="Start fresh even if an earlier run was cut off.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
+@_client_options
+def upload(
+    paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
+    metadata: tuple[str, ...], no_resume: bool, as_json: bool, retries: int, timeout: float,
+) -> None:  # fmt: skip
+    """Upload files and directories (recursively); rerun the same command to resume."""
+    try:
+        chunk = parse_size(chunk_size) if chunk_size else None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--chunk-size") from None
+    extra: dict[str, str] = {}
+    for item in metadata:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
+        extra[key] = value
+    files = _files(paths)
+    console = Console(stderr=True)
+    show_bar = not as_json and console.is_terminal
+
+    async def run() -> int:
+        failures = 0
+        total = sum(p.stat().st_size for p, _ in files)
+        async with AsyncClient(server, parallel=parallel, chunk_size=chunk, retries=retries,
+                               timeout=timeout) as client:  # fmt: skip
+            with _bar(console) if show_bar else _NoBar() as bar:
+                overall = bar.add_task("total", total=total) if len(files) > 1 else None
+                finished = 0
+                for path, name in files:
+                    task = bar.add_task(name, total=path.stat().st_size)
+
+                    def progress(
+                        p: UploadProgress, task: TaskID = task, before: int = finished
+                    ) -> None:
+                        bar.update(task, completed=p.sent)
+                        if overall is not None:
+                            bar.update(overall, completed=before + p.sent)
+
+                    try:
+                        result = await client.upload(
+                            path, metadata={"filename": name, **extra}, on_progress=progress,
+                            resume=not no_resume,
+                        )  # fmt: skip
+                    except HaulClientError as exc:
+                        failures += 1
+                        _report_failure(console, as_json, path, exc)
+                    else:
+                        _report_success(console, as_json, result)
+                    finished += path.stat().st_size
+        return EXIT_PARTIAL if failures else EXIT_OK
+
+    try:
+        code = asyncio.run(run())
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: run the same command again to resume[/]")
+        sys.exit(130)
+    sys.exit(code)
+
+
+class _NoBar:
+    """Stands in for the progress bar when output is not a terminal or is JSON."""
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int) -> TaskID:
+        return TaskID(0)
+
+    def update(self, task: TaskID, completed: int) -> None:
+        return None
+
+
+def _report_success(console: Console, as_json: bool, result: Any) -> None:
+    if as_json:
+        click.echo(json.dumps({
+            "path": str(result.path), "url": result.url, "size": result.size,
+            "sha256": result.sha256, "parallel": result.parallel, "resumed": result.resumed,
+            "sent": result.sent, "seconds": round(result.elapsed, 3), "ok": True,
+        }))  # fmt: skip
+    else:
+        how = "resumed, " if result.resumed else ""
+        console.print(
+            f"[green]✓[/] {result.path} → {result.url} ({how}sha256 {result.sha256[:16]}…)"
+        )
+
+
+def _report_failure(console: Console, as_json: bool, path: Path, exc: Exception) -> None:
+    if as_json:
+        click.echo(json.dumps({"path": str(path), "ok": False, "error": str(exc)}))
+    else:
+        console.print(f"[red]✗[/] {path}: {exc}")
+
+
+@click.command()
+@click.argument("url")
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path), default=None,
+    help="Where to write (default: the upload's filename, in the current directory).",
+)  # fmt: skip
+@_client_options
+def download(url: str, output: Path | None, retries: int, timeout: float) -> None:
+    """Download a completed upload; an interrupted download resumes with Range."""
+
+    async def run() -> Path:
+        async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+            target = output
+            if target is None:
+                status = await client.status(url)
+                from haul.protocol.http import safe_filename
+
+                target = Path(
+                    safe_filename(status.metadata.get("filename", ""), url.rsplit("/", 1)[-1])
+                )
+            return await client.download(url, target)
+
+    try:
+        click.echo(str(asyncio.run(run())))
+    except HaulClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command()
+@click.argument("url")
+@_client_options
+def status(url: str, retries: int, timeout: float) -> None:
+    """Show an upload's offset, length, metadata and expiry (as JSON)."""
+
+    async def run() -> dict[str, Any]:
+        async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+            s = await client.status(url)
+        return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
+                "metadata": s.metadata, "expires": s.expires}  # fmt: skip
+
+    try:
+        click.echo(json.dumps(asyncio.run(run()), indent=2))
+    except HaulClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command(name="rm")
+@click.argument("urls", nargs=-1, required=True)
+@_client_options
+def remove(urls: tuple[str, ...], retries: int, timeout: float) -> None:
+    """Delete uploads on the server (tus termination)."""
+
+    async def run() -> None:
+        for url in urls:
+            async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+                await client.delete(url)
+            click.echo(f"deleted {url}")
+
+    try:
+        asyncio.run(run())
+    except HaulClientError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.command(name="ls")
+@click.option("--json", "as_json", is_flag=True)
+def list_uploads(as_json: bool) -> None:
+    """Uploads this machine started and has not finished, with their state on the server."""
+    entries = StateStore().entries()
+
+    async def probe() -> list[dict[str, Any]]:
+        rows = []
+        for key, entry in entries:
+            urls = [u for u in entry.parts if u]
+            sent: int | None = 0
+            state = "not started" if not urls else "unfinished"
+            async with AsyncClient(entry.endpoint, retries=1, timeout=10) as client:
+                for url in urls:
+                    try:
+                        s = await client.status(url)
+                        sent = (sent or 0) + (s.offset or 0)
+                    except HaulClientError as exc:
+                        state, sent = f"unreachable or gone ({exc.__class__.__name__})", None
+                        break
+            rows.append({"id": key, "path": entry.identity.path, "size": entry.identity.size,
+                         "server": entry.endpoint, "parts": len(entry.parts), "sent": sent,
+                         "state": state})  # fmt: skip
+        return rows
+
+    rows = asyncio.run(probe())
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no unfinished uploads")
+    for row in rows:
+        sent = "?" if row["sent"] is None else row["sent"]
+        click.echo(f"{row['path']}  {sent}/{row['size']} bytes  {row['state']}  {row['server']}")

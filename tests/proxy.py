@@ -1,0 +1,104 @@
+"""A TCP proxy for tests that counts, throttles, stalls and cuts connections on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Coroutine
+from typing import Any
+
+from tests.helpers import free_port
+
+
+class ChaosProxy:
+    """Forwards 127.0.0.1:<port> to 127.0.0.1:<target_port> from a background thread.
+
+    Knobs (change them any time): ``rate`` limits client→server bytes per second (None = no
+    limit); ``cut_probability`` is the chance, per forwarded piece of upstream data, that the
+    connection is reset; ``stall`` makes every connection stop forwarding (without closing).
+    ``upstream_bytes`` counts what reached the server.
+    """
+
+    def __init__(self, target_port: int, *, rate: float | None = None, seed: int = 0) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.rate = rate
+        self.cut_probability = 0.0
+        self.stall = False
+        self.upstream_bytes = 0
+        self.cuts = 0
+        self._random = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+
+    def start(self) -> ChaosProxy:
+        self._thread.start()
+
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+        self._call(listen())
+        return self
+
+    def stop(self) -> None:
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._call(close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        try:
+            server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            client_w.transport.abort()
+            return
+        self._writers |= {client_w, server_w}
+
+        def cut() -> None:
+            client_w.transport.abort()
+            server_w.transport.abort()
+
+        async def up() -> None:
+            while data := await client_r.read(64 * 1024):
+                while self.stall:
+                    await asyncio.sleep(0.05)
+                if self.cut_probability and self._random.random() < self.cut_probability:
+                    self.cuts += 1
+                    cut()
+                    return
+                if self.rate:
+                    await asyncio.sleep(len(data) / self.rate)
+                server_w.write(data)
+                self.upstream_bytes += len(data)
+                await server_w.drain()
+            server_w.write_eof()
+
+        async def down() -> None:
+            while data := await server_r.read(64 * 1024):
+                while self.stall:
+                    await asyncio.sleep(0.05)
+                client_w.write(data)
+                await client_w.drain()
+            client_w.close()
+
+        try:
+            await asyncio.gather(up(), down())
+        except (OSError, asyncio.IncompleteReadError):
+            cut()
+        finally:
+            self._writers -= {client_w, server_w}
