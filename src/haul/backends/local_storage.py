@@ -1,8 +1,12 @@
 """Uploads as plain files under ``<data dir>/uploads``.
 
-The file's size is the offset. A request that must be all-or-nothing (it carries a checksum)
-first leaves a small ``.pending`` marker holding the offset it started from: while the marker
-exists those bytes do not count, and if the process dies the next writer truncates them away.
+A single upload is one file, whose size is its offset. A final (concatenated) upload is a
+directory ``<id>.parts`` of hard links to its partials' files, in order: concatenation copies
+no byte and costs the same for 1 KiB and 1 TiB; reads chain the segments.
+
+A request that must be all-or-nothing (it carries a checksum) first leaves a small ``.pending``
+marker holding the offset it started from: while the marker exists those bytes do not count,
+and if the process dies the next writer truncates them away.
 Blocking calls run in worker threads so the event loop never waits on the disk.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -20,7 +25,7 @@ from haul.errors import OffsetMismatch, StorageFull
 T = TypeVar("T")
 
 READ_BLOCK = 1 << 20
-_SUFFIXES = (".pending", ".assembling")
+_SUFFIXES = (".pending", ".assembling", ".parts")
 
 
 async def _off_loop(func: Callable[[], T]) -> T:
@@ -93,7 +98,19 @@ class LocalStorage:
         start, _, atomic = text.partition(" ")
         return int(start) if atomic.strip() == "1" and start.isdigit() else None
 
+    def _segments(self, upload_id: str) -> list[tuple[Path, int]]:
+        """The files holding the upload's bytes, in order, with their sizes."""
+        parts = self._path(upload_id, ".parts")
+        try:
+            names = sorted(os.listdir(parts))
+        except FileNotFoundError:
+            path = self._path(upload_id)
+            return [(path, path.stat().st_size)]
+        return [(parts / name, (parts / name).stat().st_size) for name in names]
+
     def _offset(self, upload_id: str) -> int:
+        if self._path(upload_id, ".parts").is_dir():
+            return sum(size for _, size in self._segments(upload_id))
         # Marker, size, marker: a writer that discards truncates before removing its marker,
         # so whichever order the reads interleave with it, uncommitted bytes are never counted.
         before = self._marker_offset(upload_id)
@@ -138,31 +155,41 @@ class LocalStorage:
         await _off_loop(lambda: self._concatenate(upload_id, part_ids))
 
     def _concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
-        # copy_file_range copies inside the kernel (and shares extents on reflink file systems
-        # such as XFS and Btrfs): the bytes never pass through Python.
+        # Hard links in a staging directory, renamed into place: all or nothing, and O(1) per
+        # part. Deleting a partial afterwards only drops its own name for the bytes.
         staging = self._path(upload_id, ".assembling")
-        with open(staging, "wb") as out:
-            for part_id in part_ids:
-                with open(self._path(part_id), "rb") as src:
-                    remaining = os.fstat(src.fileno()).st_size
-                    while remaining:
-                        copied = os.copy_file_range(src.fileno(), out.fileno(), remaining)
-                        if copied == 0:
-                            raise OSError(errno.EIO, f"partial upload {part_id} shrank")
-                        remaining -= copied
-            if self.fsync:
-                os.fsync(out.fileno())
-        os.replace(staging, self._path(upload_id))
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        for index, part_id in enumerate(part_ids):
+            os.link(self._path(part_id), staging / f"{index:06d}")
+        if self.fsync:
+            fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.rename(staging, self._path(upload_id, ".parts"))
+        self._path(upload_id).unlink(missing_ok=True)
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, self._path(upload_id), os.O_RDONLY | os.O_CLOEXEC)
+        segments = await asyncio.to_thread(self._segments, upload_id)
+        base = 0
+        for path, size in segments:
+            first, last = max(start, base), min(end, base + size)
+            if first < last:
+                async for block in self._read_file(path, first - base, last - base):
+                    yield block
+            base += size
+
+    async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             position = start
             while position < end:
                 size = min(READ_BLOCK, end - position)
                 block = await asyncio.to_thread(os.pread, fd, size, position)
                 if not block:
-                    raise OSError(errno.EIO, f"upload {upload_id} is shorter than recorded")
+                    raise OSError(errno.EIO, f"{path} is shorter than recorded")
                 position += len(block)
                 yield block
         finally:
@@ -171,7 +198,11 @@ class LocalStorage:
     async def delete(self, upload_id: str) -> None:
         def remove() -> None:
             for suffix in ("", *_SUFFIXES):
-                self._path(upload_id, suffix).unlink(missing_ok=True)
+                path = self._path(upload_id, suffix)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
 
         await asyncio.to_thread(remove)
 

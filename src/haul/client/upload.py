@@ -190,16 +190,32 @@ class FileUpload:
         while True:
             try:
                 digest = hashlib.sha256()
+
+                async def prepare(at: int, digest: hashlib._Hash = digest) -> bytes:
+                    data = await self._read(at, min(entry.chunk_size, size - at))
+                    await asyncio.to_thread(digest.update, data)
+                    return data
+
                 position = 0
                 self._progress.clear()
-                while position < size:
-                    data = await self._read(position, min(entry.chunk_size, size - position))
-                    await asyncio.to_thread(digest.update, data)
+                upcoming = asyncio.create_task(prepare(0)) if size else None
+                while upcoming is not None:
+                    data = await upcoming
+                    # Read and hash the next chunk while this one is on the wire.
+                    after = position + len(data)
+                    upcoming = asyncio.create_task(prepare(after)) if after < size else None
                     # Progress is kept per chunk, keyed by where the chunk starts.
                     done = max(server_offset, position)
-                    await self._send(url, position, data, done, position, algorithm)
-                    server_offset = max(server_offset, position + len(data))
-                    position += len(data)
+                    try:
+                        await self._send(url, position, data, done, position, algorithm)
+                    except BaseException:
+                        if upcoming is not None:
+                            upcoming.cancel()
+                        raise
+                    server_offset = max(server_offset, after)
+                    position = after
+                if size == 0:
+                    await self._send(url, 0, b"", server_offset, 0, algorithm)
                 return url, digest.hexdigest()
             except _Rewind as rewind:
                 server_offset = rewind.offset

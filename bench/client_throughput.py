@@ -1,0 +1,101 @@
+"""Client throughput against one haul server: the haul client at several --parallel values
+next to tus-js-client (Node) on the same file, server and machine, in the same run.
+
+Two links: loopback (the machine's limit), and loopback through a proxy that caps each TCP
+connection at --stream-cap (default 25 MB/s), the way latency and window size cap a single
+stream over a real WAN. The second shows what --parallel is for.
+
+    .venv/bin/python bench/client_throughput.py [--size 512MiB] [--dir /dev/shm]
+
+Prints a markdown table (MB/s and the ratio to tus-js-client with one stream) and writes JSON
+under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers import JS_DIR, HaulServer, env_without_proxy, random_file
+from tests.proxy import ChaosProxy
+
+import haul
+from haul.config import parse_size
+
+
+def haul_client(url: str, source: Path, parallel: int, state: Path) -> float:
+    client = haul.Client(url, parallel=parallel, state_dir=state)
+    start = time.perf_counter()
+    result = client.upload(source, resume=False)
+    elapsed = time.perf_counter() - start
+    assert result.size == source.stat().st_size
+    return result.size / elapsed
+
+
+def tus_js(url: str, source: Path, parallel: int) -> float:
+    options = {"file": str(source), "endpoint": f"{url}/files/", "parallelUploads": parallel}
+    start = time.perf_counter()
+    command = ["node", str(JS_DIR / "tus_upload.mjs"), json.dumps(options)]
+    out = subprocess.run(
+        command, capture_output=True, text=True, env=env_without_proxy(), check=True
+    )
+    elapsed = time.perf_counter() - start
+    assert '"url"' in out.stdout.splitlines()[-1], out.stdout[-500:]
+    return source.stat().st_size / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--size", default="512MiB")
+    parser.add_argument("--dir", default="/dev/shm")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stream-cap", default="25MB", help="per-connection cap of the WAN link")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="haul-bench-", dir=args.dir))
+    try:
+        source = random_file(work / "source.bin", parse_size(args.size))
+        server = HaulServer(data_dir=work / "data", extra=["--sweep-interval", "0"]).start()
+        rows: dict[str, list[float]] = {}
+        proxy = ChaosProxy(server.port, rate=parse_size(args.stream_cap)).start()
+        links = {"loopback": server.url, f"{args.stream_cap}/s per stream": proxy.url}
+        try:
+            for _ in range(args.rounds):  # interleaved rounds: noise hits every line alike
+                for link, url in links.items():
+                    for parallel in (1, 2, 4, 8):
+                        speed = haul_client(url, source, parallel, work / "state")
+                        rows.setdefault(f"{link} | haul --parallel {parallel}", []).append(speed)
+                    for parallel in (1, 4):
+                        speed = tus_js(url, source, parallel)
+                        name = f"{link} | tus-js-client parallelUploads {parallel}"
+                        rows.setdefault(name, []).append(speed)
+                    shutil.rmtree(work / "data" / "uploads")
+                    (work / "data" / "uploads").mkdir()
+        finally:
+            proxy.stop()
+            server.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    best = {name: max(speeds) for name, speeds in rows.items()}
+    lines = ["| link | client | MB/s (best of rounds) | vs tus-js-client x1, same link |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, speed in best.items():
+        link = name.split(" | ")[0]
+        baseline = best[f"{link} | tus-js-client parallelUploads 1"]
+        lines.append(f"| {name} | {speed / 1e6:.0f} | {speed / baseline:.2f} |")
+    table = "\n".join(lines)
+    print(f"client upload of {args.size} to haul (data on {args.dir})\n\n{table}")
+    out = Path(__file__).parent / "results"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (out / f"client_throughput-{stamp}.json").write_text(json.dumps(rows, indent=2))
+    (out / f"client_throughput-{stamp}.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
