@@ -166,6 +166,25 @@ def test_sigkill_cli_then_rerun_sends_only_the_rest(
     assert result["sha256"] == sha256_file(source)
 
 
+def test_ctrl_c_exits_130_and_the_same_command_resumes(
+    server, proxy_for, tmp_path, state_dir
+) -> None:
+    source = random_file(tmp_path / "big.bin", 32 * MiB, seed=14)
+    proxy = proxy_for(server, rate=8 * MiB)
+    args = ("upload", str(source), "--server", proxy.url, "--chunk-size", "2MiB", "--json")
+    first = _cli(state_dir, *args)
+    _wait_upstream(proxy, 8 * MiB, first)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert "run the same command again to resume" in err
+    proxy.rate = None
+    code, (result,), err = _run_cli(state_dir, *args)
+    assert code == 0, err
+    assert result["resumed"] is True
+    assert _server_digest(result["url"]) == sha256_file(source)
+
+
 def test_modified_file_starts_a_fresh_upload(server, proxy_for, tmp_path, state_dir) -> None:
     source = random_file(tmp_path / "doc.bin", 24 * MiB, seed=6)
     proxy = proxy_for(server, rate=8 * MiB)
