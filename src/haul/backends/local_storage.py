@@ -25,6 +25,7 @@ from haul.errors import OffsetMismatch, StorageFull
 T = TypeVar("T")
 
 READ_BLOCK = 1 << 20
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _SUFFIXES = (".pending", ".assembling", ".parts")
 
 
@@ -45,14 +46,19 @@ class LocalWriter:
         self._fsync = fsync
         self._closed = False
 
-    async def write(self, data: bytes) -> None:
-        await _off_loop(lambda: self._write_all(data))
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        await _off_loop(lambda: self._write_all(pieces))
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+    def _write_all(self, pieces: Sequence[bytes]) -> None:
+        # writev hands the kernel the pieces as they came off the socket: no joining copy.
+        views = [memoryview(p) for p in pieces if p]
+        while views:
+            written = os.writev(self._fd, views[:_IOV_MAX])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if written:
+                views[0] = views[0][written:]
 
     async def commit(self) -> int:
         return await _off_loop(self._commit)

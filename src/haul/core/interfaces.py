@@ -22,7 +22,9 @@ class ChunkWriter(Protocol):
     counts even if the writer is never committed (an interrupted request keeps what arrived).
     """
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        """Append one block, given as the pieces it arrived in (joining them would cost a copy)."""
+        ...
 
     async def commit(self) -> int:
         """Make the written bytes durable and return the new offset."""

@@ -1,0 +1,241 @@
+"""Every server benchmark, side by side with its baselines, in one run.
+
+    ./dev bench            # full sizes (2 GiB single upload, 10 GiB memory run, 500 clients)
+    ./dev bench --quick    # smaller sizes, same tables
+
+Writes bench/results/<timestamp>.md and .json and prints the markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from bench.loadgen import many_uploads
+from bench.servers import (
+    ROOT,
+    RssSampler,
+    ceiling,
+    create,
+    curl_patch,
+    haul_granian,
+    haul_server,
+    node_server,
+    remove,
+    scratch,
+)
+
+GiB, MiB = 1 << 30, 1 << 20
+
+
+def mbps(value: float) -> str:
+    return f"{value / 1e6:.0f}"
+
+
+def zero_digest(size: int) -> str:
+    digest, block = hashlib.sha256(), bytes(MiB)
+    for _ in range(size // MiB):
+        digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def single_upload(size: int, dirs: list[str], rounds: int, source: Path) -> tuple[str, dict]:
+    checksum = f"Upload-Checksum: sha256 {zero_digest(size)}"
+    results: dict[str, dict[str, float]] = {}
+    for _ in range(rounds):
+        for base in dirs:
+            row = results.setdefault(base, {})
+
+            def best(key: str, value: float, row: dict[str, float] = row) -> None:
+                row[key] = max(row.get(key, 0.0), value)
+
+            best("ceiling", ceiling(Path(base), size))
+            work = scratch(base)
+            try:
+                with haul_server(work / "haul") as haul:
+                    best("haul", curl_patch(create(haul.endpoint, size), source))
+                    remove(work / "haul" / "uploads")
+                    (work / "haul" / "uploads").mkdir()
+                    best("haul_sha256", curl_patch(create(haul.endpoint, size), source, checksum))
+                remove(work / "haul")
+                with node_server(work / "node") as node:
+                    best("node", curl_patch(create(node.endpoint, size), source))
+            finally:
+                remove(work)
+    lines = ["| data dir | ceiling (dd) | haul | haul + sha256 checksum | @tus/server (Node) "
+             "| haul/Node | haul+sha256/Node | haul/ceiling |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for base, r in results.items():
+        lines.append(
+            f"| {base} | {mbps(r['ceiling'])} | {mbps(r['haul'])} | {mbps(r['haul_sha256'])} | "
+            f"{mbps(r['node'])} | {r['haul'] / r['node']:.2f} | {r['haul_sha256'] / r['node']:.2f} "
+            f"| {r['haul'] / r['ceiling']:.2f} |"
+        )
+    title = f"### Single upload, one stream, {size / GiB:.1f} GiB (MB/s, curl as the client)"
+    return title + "\n\n" + "\n".join(lines), results
+
+
+def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, dict]:
+    part = size // 4
+    sources = []
+    for i in range(4):
+        path = parts_dir / f"part{i}"
+        subprocess.run(["truncate", "-s", str(part), str(path)], check=True)
+        sources.append(path)
+    results = {}
+    for base in dirs:
+        work = scratch(base)
+        try:
+            with haul_server(work / "haul") as haul:
+                started = time.perf_counter()
+                urls = [
+                    create(haul.endpoint, part, **{"Upload-Concat": "partial"}) for _ in range(4)
+                ]
+                with ThreadPoolExecutor(4) as pool:
+                    list(pool.map(curl_patch, urls, sources))
+                sent = time.perf_counter()
+                concat = "final;" + " ".join(httpx.URL(u).path for u in urls)
+                headers = {"Tus-Resumable": "1.0.0", "Upload-Concat": concat}
+                final = httpx.post(haul.endpoint, timeout=600, headers=headers)
+                assert final.status_code == 201, final.text
+                done = time.perf_counter()
+            results[base] = {"throughput": part * 4 / (done - started), "finalize_s": done - sent}
+        finally:
+            remove(work)
+    lines = ["| data dir | throughput MB/s (4 streams + finalize) | finalize |", "|---|---|---|"]
+    for base, r in results.items():
+        lines.append(f"| {base} | {mbps(r['throughput'])} | {r['finalize_s'] * 1000:.0f} ms |")
+    title = f"### Parallel upload, 4 partials + concatenation, {size / GiB:.1f} GiB"
+    return title + "\n\n" + "\n".join(lines), results
+
+
+def memory(size: int, base: str, source: Path) -> tuple[str, dict]:
+    work = scratch(base)
+    try:
+        with haul_server(work / "haul") as haul:
+            url = create(haul.endpoint, size)
+            with RssSampler(haul.pid) as sampler:
+                time.sleep(0.3)
+                before = sampler.samples[-1][1]
+                speed = curl_patch(url, source)
+        start = sampler.samples[0][0]
+        half = [rss for t, rss in sampler.samples if t - start < (size / speed) / 2 + 0.3]
+        result = {"baseline_mib": before / MiB, "peak_mib": sampler.peak / MiB,
+                  "peak_first_half_mib": max(half) / MiB,
+                  "growth_mib": (sampler.peak - before) / MiB}  # fmt: skip
+    finally:
+        remove(work)
+    table = (
+        "| upload | RSS before | peak RSS, first half | peak RSS, whole upload | growth |\n"
+        "|---|---|---|---|---|\n"
+        f"| {size / GiB:.0f} GiB to {base} | {result['baseline_mib']:.0f} MiB | "
+        f"{result['peak_first_half_mib']:.0f} MiB | {result['peak_mib']:.0f} MiB | "
+        f"{result['growth_mib']:.1f} MiB |"
+    )
+    return f"### Server memory while receiving {size / GiB:.0f} GiB\n\n{table}", result
+
+
+def clients(count: int, base: str) -> tuple[str, dict]:
+    results = {}
+    work = scratch(base)
+    try:
+        with haul_server(work / "haul", "--no-fsync") as haul:
+            results["haul (no fsync)"] = asyncio.run(many_uploads(haul.endpoint, count, MiB, count))
+        with haul_server(work / "haul-fsync") as haul:
+            results["haul (fsync, default)"] = asyncio.run(
+                many_uploads(haul.endpoint, count, MiB, count)
+            )
+        with node_server(work / "node") as node:
+            results["@tus/server (Node)"] = asyncio.run(
+                many_uploads(node.endpoint, count, MiB, count)
+            )
+    finally:
+        remove(work)
+    lines = ["| server | uploads/s | p50 latency | p99 latency |", "|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['uploads_per_s']:.0f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms |"
+        )
+    title = f"### {count} concurrent uploads of 1 MiB (creation + one PATCH each), data on {base}"
+    return title + "\n\n" + "\n".join(lines), results
+
+
+def asgi_servers(size: int, base: str, source: Path, rounds: int) -> tuple[str, dict]:
+    results: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, runner in (("uvicorn", haul_server), ("granian (embedded)", haul_granian)):
+            work = scratch(base)
+            try:
+                with runner(work / "data") as server:
+                    speed = curl_patch(create(server.endpoint, size), source)
+                results[name] = max(results.get(name, 0.0), speed)
+            finally:
+                remove(work)
+    lines = ["| ASGI server | MB/s | vs uvicorn |", "|---|---|---|"]
+    for name, speed in results.items():
+        lines.append(f"| {name} | {mbps(speed)} | {speed / results['uvicorn']:.2f} |")
+    title = f"### The same application under two ASGI servers, {size / GiB:.1f} GiB to {base}"
+    return title + "\n\n" + "\n".join(lines), results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, one round")
+    parser.add_argument("--tmpfs", default="/dev/shm")
+    parser.add_argument("--disk", default="/var/tmp")
+    args = parser.parse_args()
+    quick = args.quick
+    size = 512 * MiB if quick else 2 * GiB
+    rounds = 1 if quick else 2
+    dirs = [args.tmpfs, args.disk]
+    sources = scratch(args.tmpfs)
+    sections: list[tuple[str, object]] = []
+    try:
+        source = sources / "zeros"
+        big = sources / "zeros-big"
+        subprocess.run(["truncate", "-s", str(size), str(source)], check=True)  # sparse: no RAM
+        subprocess.run(["truncate", "-s", str((2 if quick else 10) * GiB), str(big)], check=True)
+        for name, run in (
+            ("single", lambda: single_upload(size, dirs, rounds, source)),
+            ("parallel", lambda: parallel_upload(size, dirs, sources)),
+            ("memory", lambda: memory((2 if quick else 10) * GiB, args.disk, big)),
+            ("clients", lambda: clients(100 if quick else 500, args.tmpfs)),
+            ("asgi", lambda: asgi_servers(size, args.tmpfs, source, rounds)),
+        ):
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            sections.append(run())
+    finally:
+        remove(sources)
+    print("running client throughput ...", file=sys.stderr, flush=True)
+    client_md = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "client_throughput.py"),
+         "--size", "256MiB" if quick else "1GiB", "--rounds", str(rounds)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\n", 2)[2]  # fmt: skip
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    report = [f"## haul benchmarks, {stamp} ({'quick' if quick else 'full'} run, "
+              f"{__import__('os').cpu_count()} cores)"]  # fmt: skip
+    report += [md for md, _ in sections]
+    report.append(
+        "### Client throughput: haul vs tus-js-client, same server\n\n" + client_md.strip()
+    )
+    text = "\n\n".join(report) + "\n"
+    print(text)
+    out = ROOT / "bench" / "results"
+    name = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
+    (out / f"{name}.md").write_text(text)
+    (out / f"{name}.json").write_text(json.dumps([data for _, data in sections], indent=2))
+
+
+if __name__ == "__main__":
+    main()
