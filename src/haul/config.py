@@ -135,6 +135,12 @@ class Settings:
         "How long a terminated or expired upload still answers 410 Gone.",
         parse_duration,
     )
+    orphan_grace: float = _setting(
+        3600.0,
+        "Bytes in the data dir that no upload record claims are removed by GC once they "
+        "are this old (young ones may belong to an upload being created).",
+        parse_duration,
+    )
     lock_timeout: float = _setting(
         3.0,
         "Seconds a request waits for another request on the same upload before 423.",

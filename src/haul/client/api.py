@@ -50,7 +50,9 @@ class AsyncClient:
     """Upload, download, inspect and delete uploads on any tus 1.0.0 server.
 
     ``parallel`` streams are used when the server offers concatenation; ``chunk_size`` (bytes)
-    adapts to the file when not given. Resume state lives in ``state_dir``.
+    adapts to the file when not given. A failed request is tried ``retries`` times in all, with
+    exponential backoff capped at ``max_backoff`` seconds; ``timeout`` is how long a connection
+    may make no progress. Resume state lives in ``state_dir``.
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class AsyncClient:
         parallel: int = 4,
         chunk_size: int | None = None,
         retries: int = 10,
+        max_backoff: float = 15.0,
         timeout: float = 60.0,
         state_dir: Path | None = None,
         headers: dict[str, str] | None = None,
@@ -78,7 +81,8 @@ class AsyncClient:
             transport=transport,
             trust_env=False,
         )
-        self._session = Session(self._http, RetryPolicy(attempts=max(1, retries)))
+        policy = RetryPolicy(attempts=max(1, retries), max_delay=max_backoff)
+        self._session = Session(self._http, policy)
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -50,6 +50,7 @@ def build_service(settings: Settings) -> UploadService:
         max_active_uploads=settings.max_active_uploads,
         expiration=settings.expiration,
         tombstone_ttl=settings.tombstone_ttl,
+        orphan_grace=settings.orphan_grace,
         lock_timeout=settings.lock_timeout,
         keep_partials=settings.keep_partials,
     )
