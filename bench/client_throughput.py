@@ -1,5 +1,6 @@
-"""Client throughput against one haul server: the haul client at several --parallel values
-next to tus-js-client (Node) on the same file, server and machine, in the same run.
+"""Client throughput against one haul server: the haul CLI (`haul upload`) at several
+--parallel values next to tus-js-client (Node) on the same file, server and machine, in the
+same run. Both are timed as whole processes, start-up included.
 
 Two links: loopback (the machine's limit), and loopback through a proxy that caps each TCP
 connection at --stream-cap (default 25 MB/s), the way latency and window size cap a single
@@ -26,17 +27,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import JS_DIR, HaulServer, env_without_proxy, random_file
 from tests.proxy import ChaosProxy
 
-import haul
 from haul.config import parse_size
 
 
 def haul_client(url: str, source: Path, parallel: int, state: Path) -> float:
-    client = haul.Client(url, parallel=parallel, state_dir=state)
+    command = [str(Path(sys.executable).parent / "haul"), "upload", str(source), "--server", url,
+               "--parallel", str(parallel), "--no-resume", "--json"]  # fmt: skip
+    env = {**env_without_proxy(), "HAUL_STATE_DIR": str(state)}
     start = time.perf_counter()
-    result = client.upload(source, resume=False)
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
     elapsed = time.perf_counter() - start
-    assert result.size == source.stat().st_size
-    return result.size / elapsed
+    assert json.loads(out.splitlines()[-1])["ok"], out
+    return source.stat().st_size / elapsed
 
 
 def tus_js(url: str, source: Path, parallel: int) -> float:

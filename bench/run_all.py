@@ -42,6 +42,13 @@ def mbps(value: float) -> str:
     return f"{value / 1e6:.0f}"
 
 
+def section(title: str, header: list[str], rows: list[list[str]]) -> str:
+    """A markdown section: a title and a table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return f"### {title}\n\n" + "\n".join(lines)
+
+
 def zero_digest(size: int) -> str:
     digest, block = hashlib.sha256(), bytes(MiB)
     for _ in range(size // MiB):
@@ -72,17 +79,16 @@ def single_upload(size: int, dirs: list[str], rounds: int, source: Path) -> tupl
                     best("node", curl_patch(create(node.endpoint, size), source))
             finally:
                 remove(work)
-    lines = ["| data dir | ceiling (dd) | haul | haul + sha256 checksum | @tus/server (Node) "
-             "| haul/Node | haul+sha256/Node | haul/ceiling |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for base, r in results.items():
-        lines.append(
-            f"| {base} | {mbps(r['ceiling'])} | {mbps(r['haul'])} | {mbps(r['haul_sha256'])} | "
-            f"{mbps(r['node'])} | {r['haul'] / r['node']:.2f} | {r['haul_sha256'] / r['node']:.2f} "
-            f"| {r['haul'] / r['ceiling']:.2f} |"
-        )
-    title = f"### Single upload, one stream, {size / GiB:.1f} GiB (MB/s, curl as the client)"
-    return title + "\n\n" + "\n".join(lines), results
+    header = ["data dir", "ceiling (dd)", "haul", "haul + sha256 checksum", "@tus/server (Node)",
+              "haul/Node", "haul+sha256/Node", "haul/ceiling"]  # fmt: skip
+    rows = [
+        [base, mbps(r["ceiling"]), mbps(r["haul"]), mbps(r["haul_sha256"]), mbps(r["node"]),
+         f"{r['haul'] / r['node']:.2f}", f"{r['haul_sha256'] / r['node']:.2f}",
+         f"{r['haul'] / r['ceiling']:.2f}"]
+        for base, r in results.items()
+    ]  # fmt: skip
+    title = f"Single upload, one stream, {size / GiB:.1f} GiB (MB/s, curl as the client)"
+    return section(title, header, rows), results
 
 
 def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, dict]:
@@ -112,11 +118,11 @@ def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, d
             results[base] = {"throughput": part * 4 / (done - started), "finalize_s": done - sent}
         finally:
             remove(work)
-    lines = ["| data dir | throughput MB/s (4 streams + finalize) | finalize |", "|---|---|---|"]
-    for base, r in results.items():
-        lines.append(f"| {base} | {mbps(r['throughput'])} | {r['finalize_s'] * 1000:.0f} ms |")
-    title = f"### Parallel upload, 4 partials + concatenation, {size / GiB:.1f} GiB"
-    return title + "\n\n" + "\n".join(lines), results
+    rows = [[base, mbps(r["throughput"]), f"{r['finalize_s'] * 1000:.0f} ms"]
+            for base, r in results.items()]  # fmt: skip
+    title = f"Parallel upload, 4 partials + concatenation, {size / GiB:.1f} GiB"
+    header = ["data dir", "throughput MB/s (4 streams + finalize)", "finalize"]
+    return section(title, header, rows), results
 
 
 def memory(size: int, base: str, source: Path) -> tuple[str, dict]:
@@ -135,14 +141,11 @@ def memory(size: int, base: str, source: Path) -> tuple[str, dict]:
                   "growth_mib": (sampler.peak - before) / MiB}  # fmt: skip
     finally:
         remove(work)
-    table = (
-        "| upload | RSS before | peak RSS, first half | peak RSS, whole upload | growth |\n"
-        "|---|---|---|---|---|\n"
-        f"| {size / GiB:.0f} GiB to {base} | {result['baseline_mib']:.0f} MiB | "
-        f"{result['peak_first_half_mib']:.0f} MiB | {result['peak_mib']:.0f} MiB | "
-        f"{result['growth_mib']:.1f} MiB |"
-    )
-    return f"### Server memory while receiving {size / GiB:.0f} GiB\n\n{table}", result
+    header = ["upload", "RSS before", "peak RSS, first half", "peak RSS, whole upload", "growth"]
+    row = [f"{size / GiB:.0f} GiB to {base}", f"{result['baseline_mib']:.0f} MiB",
+           f"{result['peak_first_half_mib']:.0f} MiB", f"{result['peak_mib']:.0f} MiB",
+           f"{result['growth_mib']:.1f} MiB"]  # fmt: skip
+    return section(f"Server memory while receiving {size / GiB:.0f} GiB", header, [row]), result
 
 
 def clients(count: int, base: str) -> tuple[str, dict]:
@@ -161,13 +164,10 @@ def clients(count: int, base: str) -> tuple[str, dict]:
             )
     finally:
         remove(work)
-    lines = ["| server | uploads/s | p50 latency | p99 latency |", "|---|---|---|---|"]
-    for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['uploads_per_s']:.0f} | {r['p50_ms']:.0f} ms | {r['p99_ms']:.0f} ms |"
-        )
-    title = f"### {count} concurrent uploads of 1 MiB (creation + one PATCH each), data on {base}"
-    return title + "\n\n" + "\n".join(lines), results
+    rows = [[name, f"{r['uploads_per_s']:.0f}", f"{r['p50_ms']:.0f} ms", f"{r['p99_ms']:.0f} ms"]
+            for name, r in results.items()]  # fmt: skip
+    title = f"{count} concurrent uploads of 1 MiB (creation + one PATCH each), data on {base}"
+    return section(title, ["server", "uploads/s", "p50 latency", "p99 latency"], rows), results
 
 
 def asgi_servers(size: int, base: str, source: Path, rounds: int) -> tuple[str, dict]:
@@ -181,11 +181,10 @@ def asgi_servers(size: int, base: str, source: Path, rounds: int) -> tuple[str, 
                 results[name] = max(results.get(name, 0.0), speed)
             finally:
                 remove(work)
-    lines = ["| ASGI server | MB/s | vs uvicorn |", "|---|---|---|"]
-    for name, speed in results.items():
-        lines.append(f"| {name} | {mbps(speed)} | {speed / results['uvicorn']:.2f} |")
-    title = f"### The same application under two ASGI servers, {size / GiB:.1f} GiB to {base}"
-    return title + "\n\n" + "\n".join(lines), results
+    rows = [[name, mbps(speed), f"{speed / results['uvicorn']:.2f}"]
+            for name, speed in results.items()]  # fmt: skip
+    title = f"The same application under two ASGI servers, {size / GiB:.1f} GiB to {base}"
+    return section(title, ["ASGI server", "MB/s", "vs uvicorn"], rows), results
 
 
 def main() -> None:

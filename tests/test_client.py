@@ -72,6 +72,15 @@ def _wait_upstream(proxy: ChaosProxy, at_least: int, proc=None, timeout: float =
         time.sleep(0.02)
 
 
+def _interrupt(state_dir: Path, proxy: ChaosProxy, args: tuple[str, ...], at_least: int,
+               sig: int = signal.SIGKILL) -> subprocess.Popen[str]:  # fmt: skip
+    """Start `haul ...args`, and send it ``sig`` once ``at_least`` bytes reached the server."""
+    proc = _cli(state_dir, *args)
+    _wait_upstream(proxy, at_least, proc)
+    proc.send_signal(sig)
+    return proc
+
+
 # -- the library ----------------------------------------------------------------------------
 
 
@@ -148,10 +157,7 @@ def test_sigkill_cli_then_rerun_sends_only_the_rest(
     proxy = proxy_for(server, rate=16 * MiB)
     args = ("upload", str(source), "--server", proxy.url, "--parallel", parallel,
             "--chunk-size", "4MiB", "--json")  # fmt: skip
-    first = _cli(state_dir, *args)
-    _wait_upstream(proxy, size // 2, first)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    _interrupt(state_dir, proxy, args, size // 2).wait()
     before = proxy.upstream_bytes
     proxy.rate = None
     code, results, err = _run_cli(state_dir, *args)
@@ -172,9 +178,7 @@ def test_ctrl_c_exits_130_and_the_same_command_resumes(
     source = random_file(tmp_path / "big.bin", 32 * MiB, seed=14)
     proxy = proxy_for(server, rate=8 * MiB)
     args = ("upload", str(source), "--server", proxy.url, "--chunk-size", "2MiB", "--json")
-    first = _cli(state_dir, *args)
-    _wait_upstream(proxy, 8 * MiB, first)
-    first.send_signal(signal.SIGINT)
+    first = _interrupt(state_dir, proxy, args, 8 * MiB, signal.SIGINT)
     _, err = first.communicate(timeout=60)
     assert first.returncode == 130
     assert "run the same command again to resume" in err
@@ -189,10 +193,7 @@ def test_modified_file_starts_a_fresh_upload(server, proxy_for, tmp_path, state_
     source = random_file(tmp_path / "doc.bin", 24 * MiB, seed=6)
     proxy = proxy_for(server, rate=8 * MiB)
     args = ("upload", str(source), "--server", proxy.url, "--chunk-size", "2MiB", "--json")
-    first = _cli(state_dir, *args)
-    _wait_upstream(proxy, 8 * MiB, first)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    _interrupt(state_dir, proxy, args, 8 * MiB).wait()
     with open(source, "r+b") as handle:  # same size, new content in the middle
         handle.seek(12 * MiB)
         handle.write(os.urandom(MiB))
@@ -374,10 +375,7 @@ def test_resume_against_the_official_node_server(node_tus_server, tmp_path, stat
     try:
         args = ("upload", str(source), "--server", f"{proxy.url}/files", "--json",
                 "--chunk-size", "2MiB")  # fmt: skip
-        first = _cli(state_dir, *args)
-        _wait_upstream(proxy, 8 * MiB, first)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        _interrupt(state_dir, proxy, args, 8 * MiB).wait()
         before = proxy.upstream_bytes
         proxy.rate = None
         code, (result,), err = _run_cli(state_dir, *args)

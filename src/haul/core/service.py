@@ -72,6 +72,8 @@ class UploadService:
         self.store = store
         self.locker = locker
         self.limits = limits
+        # asyncio keeps only weak references to tasks: hold background work until it is done.
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- creation -------------------------------------------------------------------------
 
@@ -272,7 +274,9 @@ class UploadService:
         if upload.concat is ConcatKind.PARTIAL:
             for final in await self.store.finals_waiting_for(upload.id):
                 # The final's own lock is taken inside; the partial's lock is ours already.
-                asyncio.get_running_loop().create_task(self._assemble_quietly(final.id))
+                task = asyncio.create_task(self._assemble_quietly(final.id))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         return upload
 
     async def _assemble_quietly(self, final_id: str) -> None:
