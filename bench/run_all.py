@@ -75,16 +75,21 @@ def single_upload(size: int, dirs: list[str], rounds: int, source: Path) -> tupl
                     (work / "haul" / "uploads").mkdir()
                     best("haul_sha256", curl_patch(create(haul.endpoint, size), source, checksum))
                 remove(work / "haul")
+                with haul_server(work / "haul", "--no-verify-digest") as haul:
+                    best("haul_noverify", curl_patch(create(haul.endpoint, size), source))
+                remove(work / "haul")
                 with node_server(work / "node") as node:
                     best("node", curl_patch(create(node.endpoint, size), source))
             finally:
                 remove(work)
-    header = ["data dir", "ceiling (dd)", "haul", "haul + sha256 checksum", "@tus/server (Node)",
-              "haul/Node", "haul+sha256/Node", "haul/ceiling"]  # fmt: skip
+    header = ["data dir", "ceiling (dd)", "haul", "haul + sha256 checksum",
+              "haul, --no-verify-digest", "@tus/server (Node)", "haul/Node", "haul+sha256/Node",
+              "haul/ceiling", "verification on/off"]  # fmt: skip
     rows = [
-        [base, mbps(r["ceiling"]), mbps(r["haul"]), mbps(r["haul_sha256"]), mbps(r["node"]),
-         f"{r['haul'] / r['node']:.2f}", f"{r['haul_sha256'] / r['node']:.2f}",
-         f"{r['haul'] / r['ceiling']:.2f}"]
+        [base, mbps(r["ceiling"]), mbps(r["haul"]), mbps(r["haul_sha256"]),
+         mbps(r["haul_noverify"]), mbps(r["node"]), f"{r['haul'] / r['node']:.2f}",
+         f"{r['haul_sha256'] / r['node']:.2f}", f"{r['haul'] / r['ceiling']:.2f}",
+         f"{r['haul'] / r['haul_noverify']:.2f}"]
         for base, r in results.items()
     ]  # fmt: skip
     title = f"Single upload, one stream, {size / GiB:.1f} GiB (MB/s, curl as the client)"
@@ -99,10 +104,11 @@ def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, d
         subprocess.run(["truncate", "-s", str(part), str(path)], check=True)
         sources.append(path)
     results = {}
-    for base in dirs:
+    for base, verify in ((d, v) for d in dirs for v in (True, False)):
         work = scratch(base)
+        extra = () if verify else ("--no-verify-digest",)
         try:
-            with haul_server(work / "haul") as haul:
+            with haul_server(work / "haul", *extra) as haul:
                 started = time.perf_counter()
                 urls = [
                     create(haul.endpoint, part, **{"Upload-Concat": "partial"}) for _ in range(4)
@@ -115,7 +121,8 @@ def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, d
                 final = httpx.post(haul.endpoint, timeout=600, headers=headers)
                 assert final.status_code == 201, final.text
                 done = time.perf_counter()
-            results[base] = {"throughput": part * 4 / (done - started), "finalize_s": done - sent}
+            label = f"{base}, {'SHA-256 verified' if verify else '--no-verify-digest'}"
+            results[label] = {"throughput": part * 4 / (done - started), "finalize_s": done - sent}
         finally:
             remove(work)
     rows = [[base, mbps(r["throughput"]), f"{r['finalize_s'] * 1000:.0f} ms"]

@@ -156,6 +156,12 @@ class Settings:
         "Keep partial uploads after they were concatenated into a final upload.",
         parse_bool,
     )
+    verify_digest: bool = _setting(
+        True,
+        "Compute the SHA-256 of every completed upload (exposed as Repr-Digest) and check "
+        "it against the digest the client declared. Declared digests are checked even when off.",
+        parse_bool,
+    )
     fsync: bool = _setting(
         True,
         "fsync each request's bytes before acknowledging them (survives power loss).",

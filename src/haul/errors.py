@@ -88,6 +88,18 @@ class Gone(HaulError):
     code = "ERR_UPLOAD_GONE"
 
 
+class DigestMismatch(HaulError):
+    """The completed upload's bytes do not match the digest its client declared."""
+
+    status = 422
+    code = "ERR_DIGEST_MISMATCH"
+
+
+class DigestConflict(HaulError):
+    status = 409
+    code = "ERR_DIGEST_ALREADY_DECLARED"
+
+
 class LengthRequired(BadRequest):
     code = "ERR_LENGTH_REQUIRED"
 

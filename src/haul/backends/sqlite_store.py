@@ -38,9 +38,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX concat_parts_part ON concat_parts (part_id);
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN expected_sha256 TEXT;
+    ALTER TABLE uploads ADD COLUMN sha256 TEXT;
+    """,
 )
 
-_COLUMNS = "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner"
+_COLUMNS = (
+    "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
+    "expected_sha256, sha256"
+)
 _GONE = tuple(s.value for s in UploadState if s.gone)
 
 
@@ -56,6 +63,8 @@ def _row_to_upload(row: Any) -> Upload:
         concat=ConcatKind(row[7]) if row[7] else None,
         parts=tuple(json.loads(row[8])),
         owner=row[9],
+        expected_sha256=row[10],
+        sha256=row[11],
     )
 
 
@@ -71,6 +80,8 @@ def _values(upload: Upload) -> tuple[Any, ...]:
         upload.concat.value if upload.concat else None,
         json.dumps(list(upload.parts)),
         upload.owner,
+        upload.expected_sha256,
+        upload.sha256,
     )
 
 
@@ -125,7 +136,8 @@ class SQLiteStore:
     async def insert(self, upload: Upload) -> None:
         async with self._transaction() as db:
             await db.execute(
-                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", _values(upload)
+                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                _values(upload),
             )
             await db.executemany(
                 "INSERT INTO concat_parts (final_id, part_id, position) VALUES (?,?,?)",
@@ -142,14 +154,16 @@ class SQLiteStore:
     async def save(self, upload: Upload) -> None:
         async with self._writing:
             await self.db.execute(
-                "UPDATE uploads SET length=?, state=?, updated_at=?, expires_at=?, metadata=? "
-                "WHERE id=?",
+                "UPDATE uploads SET length=?, state=?, updated_at=?, expires_at=?, metadata=?, "
+                "expected_sha256=?, sha256=? WHERE id=?",
                 (
                     upload.length,
                     upload.state.value,
                     upload.updated_at,
                     upload.expires_at,
                     upload.metadata_raw,
+                    upload.expected_sha256,
+                    upload.sha256,
                     upload.id,
                 ),
             )

@@ -24,6 +24,7 @@ from urllib.parse import urljoin, urlsplit
 from haul.client.errors import HaulClientError, NotSupported, RetriesExhausted, UploadGone
 from haul.client.session import Capabilities, Session, Transient
 from haul.client.state import FileIdentity, StateStore, UploadEntry
+from haul.protocol.digest import format_repr_digest, parse_repr_digest
 from haul.protocol.tus import encode_metadata
 
 MiB = 1 << 20
@@ -157,6 +158,7 @@ class FileUpload:
                 url, digest = await self._sequential(key, entry, caps)
         finally:
             os.close(self._fd)
+        await self._confirm(url, digest)
         self.state.remove(key)
         return UploadResult(
             url=url,
@@ -183,7 +185,9 @@ class FileUpload:
             except UploadGone:
                 url = None
         if url is None:
-            url = await self._create(size, self._metadata(), partial=False)
+            empty = {"Repr-Digest": format_repr_digest(hashlib.sha256().hexdigest())}
+            url = await self._create(size, self._metadata(), partial=False,
+                                     extra=empty if size == 0 else None)  # fmt: skip
             entry.parts[0] = url
             await self._save(key, entry)
         algorithm = caps.checksum_algorithm()
@@ -206,8 +210,12 @@ class FileUpload:
                     upcoming = asyncio.create_task(prepare(after)) if after < size else None
                     # Progress is kept per chunk, keyed by where the chunk starts.
                     done = max(server_offset, position)
+                    # The request that completes the upload declares the whole-file digest,
+                    # known by now because every chunk was hashed before it was sent.
+                    extra = {"Repr-Digest": format_repr_digest(digest.hexdigest())}
                     try:
-                        await self._send(url, position, data, done, position, algorithm)
+                        await self._send(url, position, data, done, position, algorithm,
+                                         extra if after == size else None)  # fmt: skip
                     except BaseException:
                         if upcoming is not None:
                             upcoming.cancel()
@@ -269,17 +277,35 @@ class FileUpload:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         parts = " ".join(self._same_origin_path(u) for u in entry.parts if u is not None)
-        headers = {"Upload-Concat": f"final;{parts}"}
+        whole = ordered.digest.hexdigest()
+        headers = {"Upload-Concat": f"final;{parts}", "Repr-Digest": format_repr_digest(whole)}
         metadata = self._metadata()
         if metadata:
             headers["Upload-Metadata"] = metadata
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
-        return urljoin(self.endpoint, response.headers["location"]), ordered.digest.hexdigest()
+        return urljoin(self.endpoint, response.headers["location"]), whole
+
+    async def _confirm(self, url: str, digest: str) -> None:
+        """End-to-end check: a server that reports the digest of what it stored (haul does, as
+        Repr-Digest) must report ours."""
+        response = await self.session.request("HEAD", url)
+        reported = response.headers.get("repr-digest")
+        if reported is None:
+            return  # a server that does not say; per-request checksums guarded the transfer
+        stored = parse_repr_digest(reported).get("sha-256")
+        if stored is not None and stored.hex() != digest:
+            raise HaulClientError(
+                f"the server stored sha-256 {stored.hex()} for {self.path}, "
+                f"which hashes to {digest}"
+            )
 
     # -- requests -------------------------------------------------------------------------
 
-    async def _create(self, length: int, metadata: str | None, *, partial: bool) -> str:
-        headers = {"Upload-Length": str(length)}
+    async def _create(
+        self, length: int, metadata: str | None, *, partial: bool,
+        extra: dict[str, str] | None = None,
+    ) -> str:  # fmt: skip
+        headers = {"Upload-Length": str(length), **(extra or {})}
         if metadata:
             headers["Upload-Metadata"] = metadata
         if partial:
@@ -295,6 +321,7 @@ class FileUpload:
         server_offset: int,
         index: int,
         algorithm: str | None,
+        extra: dict[str, str] | None = None,
     ) -> None:
         """PATCH ``data`` (which begins at upload offset ``start``) from ``server_offset`` on,
         re-syncing with HEAD after every failure."""
@@ -306,6 +333,7 @@ class FileUpload:
                 "Upload-Offset": str(server_offset),
                 "Content-Type": OCTETS,
                 "Content-Length": str(len(piece)),
+                **(extra or {}),
             }
             if algorithm:
                 headers["Upload-Checksum"] = await asyncio.to_thread(_checksum, algorithm, piece)

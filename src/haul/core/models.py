@@ -14,10 +14,11 @@ class UploadState(StrEnum):
     TERMINATED = "terminated"  # deleted by its client; kept as a tombstone so requests get 410
     EXPIRED = "expired"  # not finished in time; bytes removed, tombstone kept
     CONSUMED = "consumed"  # a partial whose bytes now live in a final upload
+    FAILED = "failed"  # its bytes did not match the digest the client declared; bytes removed
 
     @property
     def gone(self) -> bool:
-        return self in (UploadState.TERMINATED, UploadState.EXPIRED, UploadState.CONSUMED)
+        return self is not UploadState.ACTIVE and self is not UploadState.COMPLETE
 
 
 class ConcatKind(StrEnum):
@@ -37,6 +38,8 @@ class Upload:
     concat: ConcatKind | None = None
     parts: tuple[str, ...] = ()  # partial upload ids of a final upload, in order
     owner: str = ""
+    expected_sha256: str | None = None  # hex digest the client declared for the whole upload
+    sha256: str | None = None  # hex digest of the stored bytes, set when the upload completes
     # Not persisted: filled from the storage, which is the only truth for it.
     offset: int = field(default=0, compare=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
@@ -15,6 +16,8 @@ from haul.core.models import ConcatKind, Upload, UploadState
 from haul.core.pump import BodyInterrupted, pump
 from haul.errors import (
     ChecksumMismatch,
+    DigestConflict,
+    DigestMismatch,
     ExceedsLength,
     Gone,
     HaulError,
@@ -29,7 +32,7 @@ from haul.errors import (
     UnsupportedChecksumAlgorithm,
     UploadIncomplete,
 )
-from haul.protocol.checksums import new_hasher
+from haul.protocol.checksums import Hasher, new_hasher
 
 log = logging.getLogger("haul")
 
@@ -45,6 +48,7 @@ class Limits:
     orphan_grace: float = 3600.0  # stored bytes without a record are removed after this long
     lock_timeout: float = 3.0
     keep_partials: bool = False  # keep partial uploads after they were concatenated
+    verify_digest: bool = True  # compute the SHA-256 of every completed upload
 
 
 @dataclass
@@ -53,6 +57,12 @@ class GcReport:
     purged_tombstones: int = 0
     orphans: int = 0
     ids: list[str] = field(default_factory=list)
+
+
+# Running SHA-256 states kept for uploads written sequentially in this process, so that
+# completing one costs no second read. Bounded: an evicted upload is hashed from storage.
+MAX_RUNNING_DIGESTS = 10_000
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def new_upload_id() -> str:
@@ -74,6 +84,7 @@ class UploadService:
         self.limits = limits
         # asyncio keeps only weak references to tasks: hold background work until it is done.
         self._background: set[asyncio.Task[None]] = set()
+        self._running: dict[str, tuple[int, Hasher]] = {}
 
     # -- creation -------------------------------------------------------------------------
 
@@ -84,6 +95,7 @@ class UploadService:
         metadata_raw: str | None = None,
         partial: bool = False,
         owner: str = "",
+        expected_sha256: str | None = None,
     ) -> Upload:
         if length is not None:
             self._check_size(length)
@@ -99,17 +111,26 @@ class UploadService:
             metadata_raw=metadata_raw,
             concat=ConcatKind.PARTIAL if partial else None,
             owner=owner,
+            expected_sha256=expected_sha256,
         )
         if length == 0:
+            if expected_sha256 not in (None, EMPTY_SHA256):
+                raise DigestMismatch("an empty upload's SHA-256 is " + EMPTY_SHA256)
             upload.state = UploadState.COMPLETE
             upload.expires_at = None
+            upload.sha256 = EMPTY_SHA256
         await self.store.insert(upload)
         await self.storage.create(upload.id)
         log.info("created upload %s length=%s", upload.id, length)
         return upload
 
     async def create_final(
-        self, part_ids: Sequence[str], *, metadata_raw: str | None = None, owner: str = ""
+        self,
+        part_ids: Sequence[str],
+        *,
+        metadata_raw: str | None = None,
+        owner: str = "",
+        expected_sha256: str | None = None,
     ) -> Upload:
         parts: list[Upload] = []
         for part_id in part_ids:
@@ -137,6 +158,7 @@ class UploadService:
             concat=ConcatKind.FINAL,
             parts=tuple(part_ids),
             owner=owner,
+            expected_sha256=expected_sha256,
         )
         await self.store.insert(final)
         await self.storage.create(final.id)
@@ -184,6 +206,7 @@ class UploadService:
         content_length: int | None = None,
         checksum: tuple[str, bytes] | None = None,
         new_length: int | None = None,
+        declared_sha256: str | None = None,
         owner: str = "",
     ) -> Upload:
         hasher = None
@@ -199,6 +222,11 @@ class UploadService:
                 raise ModifyFinal("a final upload is assembled from its partials, not patched")
             if new_length is not None:
                 await self._declare_length(upload, new_length)
+            if declared_sha256 is not None and declared_sha256 != upload.expected_sha256:
+                if upload.expected_sha256 is not None:
+                    raise DigestConflict("the upload already declares a different SHA-256")
+                upload.expected_sha256 = declared_sha256
+                await self.store.save(upload)
             current = await self.storage.offset(upload.id)
             if upload.complete or (upload.length is not None and current == upload.length):
                 current = upload.length or 0
@@ -207,9 +235,11 @@ class UploadService:
             limit = self._remaining(upload, current)
             if content_length is not None and limit is not None and content_length > limit:
                 raise self._overflow(upload, limit)
+            whole = self._take_running(upload.id, current)
+            hashers = [h for h in (hasher, whole) if h is not None]
             writer = await self.storage.open_writer(upload.id, current, atomic=hasher is not None)
             try:
-                await pump(body, writer, [hasher] if hasher else [], limit)
+                received = await pump(body, writer, hashers, limit)
             except BodyInterrupted:
                 # An interrupted request keeps what arrived, unless a checksum has to vouch for it.
                 with contextlib.suppress(Exception):
@@ -226,6 +256,8 @@ class UploadService:
                 await writer.discard()
                 raise ChecksumMismatch("the body does not match its Upload-Checksum")
             upload.offset = await writer.commit()
+            if whole is not None and upload.offset == current + received:
+                self._keep_running(upload.id, upload.offset, whole)
             return await self._after_write(upload)
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
@@ -265,6 +297,14 @@ class UploadService:
         """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
         if upload.state is not UploadState.ACTIVE:
             return upload
+        if self.limits.verify_digest or upload.expected_sha256:
+            upload.sha256 = await self._digest_of(upload)
+            if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
+                await self._fail(upload)
+                raise DigestMismatch(
+                    f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
+                    f"{upload.expected_sha256}; the upload was discarded"
+                )
         upload.state = UploadState.COMPLETE
         upload.offset = upload.length or 0
         upload.expires_at = None
@@ -313,6 +353,42 @@ class UploadService:
                 await self._retire(part.id, UploadState.CONSUMED)
         return final
 
+    # -- digests --------------------------------------------------------------------------
+
+    def _take_running(self, upload_id: str, offset: int) -> Hasher | None:
+        """The running SHA-256 of bytes [0, offset), or a fresh one at 0, as a copy the caller
+        may extend; None when this process cannot continue it (the upload is hashed later)."""
+        if not self.limits.verify_digest:
+            return None
+        kept = self._running.pop(upload_id, None)
+        if kept is not None and kept[0] == offset:
+            return kept[1]
+        return hashlib.sha256() if offset == 0 else None
+
+    def _keep_running(self, upload_id: str, offset: int, hasher: Hasher) -> None:
+        while len(self._running) >= MAX_RUNNING_DIGESTS:
+            self._running.pop(next(iter(self._running)))
+        self._running[upload_id] = (offset, hasher)
+
+    async def _digest_of(self, upload: Upload) -> str:
+        length = upload.length or 0
+        kept = self._running.pop(upload.id, None)
+        if kept is not None and kept[0] == length:
+            return kept[1].digest().hex()
+        # Written by another process, resumed after a restart, or concatenated: read it back.
+        digest = hashlib.sha256()
+        async for block in self.storage.read(upload.id, 0, length):
+            await asyncio.to_thread(digest.update, block)
+        return digest.hexdigest()
+
+    async def _fail(self, upload: Upload) -> None:
+        upload.state = UploadState.FAILED
+        upload.updated_at = time.time()
+        upload.expires_at = None
+        await self.store.save(upload)
+        await self.storage.delete(upload.id)
+        log.warning("upload %s failed verification and was discarded", upload.id)
+
     # -- ending ---------------------------------------------------------------------------
 
     async def terminate(self, upload_id: str, *, owner: str = "") -> None:
@@ -332,6 +408,7 @@ class UploadService:
             upload.expires_at = None
             await self.store.save(upload)
             await self.storage.delete(upload_id)
+            self._running.pop(upload_id, None)
 
     async def collect_garbage(self, *, now: float | None = None, batch: int = 500) -> GcReport:
         """Expire unfinished uploads, purge old tombstones, remove bytes nobody references."""
@@ -377,6 +454,8 @@ class UploadService:
         if upload is None or upload.owner != owner:
             raise NotFound(f"upload {upload_id} does not exist")
         if upload.state.gone:
+            if upload.state is UploadState.FAILED:
+                raise Gone(f"upload {upload_id} failed verification against its declared digest")
             raise Gone(f"upload {upload_id} was {upload.state.value}")
         return upload
 

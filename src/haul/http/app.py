@@ -33,12 +33,13 @@ TUS_REQUEST_HEADERS = (
     "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
     "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
+    "Repr-Digest",
 )  # fmt: skip
 TUS_RESPONSE_HEADERS = (
     "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
     "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
-    "Content-Disposition", "Content-Length", "ETag", "Retry-After",
+    "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
 )  # fmt: skip
 
 
@@ -53,6 +54,7 @@ def build_service(settings: Settings) -> UploadService:
         orphan_grace=settings.orphan_grace,
         lock_timeout=settings.lock_timeout,
         keep_partials=settings.keep_partials,
+        verify_digest=settings.verify_digest,
     )
     return UploadService(
         LocalStorage(data / "uploads", fsync=settings.fsync),

@@ -27,6 +27,7 @@ from haul.errors import (
 )
 from haul.http.body import request_body
 from haul.protocol.checksums import ALGORITHMS
+from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
 from haul.protocol.http import content_disposition, parse_range
 from haul.protocol.tus import (
     OFFSET_CONTENT_TYPE,
@@ -142,12 +143,14 @@ class TusEndpoint:
 
     async def create(self, request: Request) -> Response:
         metadata_raw = request.headers.get("upload-metadata")
+        metadata: dict[str, bytes] = {}
         if metadata_raw is not None:
             if len(metadata_raw) > self.settings.max_metadata_size:
                 raise InvalidMetadata(
                     f"Upload-Metadata is larger than {self.settings.max_metadata_size} bytes"
                 )
-            parse_metadata(metadata_raw)  # validate now; stored verbatim
+            metadata = parse_metadata(metadata_raw)  # validated now, stored verbatim
+        expected = self._declared_sha256(request, metadata)
         concat_header = request.headers.get("upload-concat")
         concat = parse_concat(concat_header) if concat_header is not None else None
         length = _header_uint(request, "upload-length")
@@ -162,7 +165,9 @@ class TusEndpoint:
             if has_body:
                 raise InvalidConcat("a final upload cannot carry a body")
             part_ids = [self._id_from_url(url) for url in concat.parts]
-            upload = await self.service.create_final(part_ids, metadata_raw=metadata_raw)
+            upload = await self.service.create_final(
+                part_ids, metadata_raw=metadata_raw, expected_sha256=expected
+            )
             return self._created(request, upload)
 
         if length is None and defer is None:
@@ -176,6 +181,7 @@ class TusEndpoint:
             length=length,
             metadata_raw=metadata_raw,
             partial=concat is not None,
+            expected_sha256=expected,
         )
         if has_body:
             upload = await self._append(request, upload.id, 0, checksum)
@@ -196,6 +202,7 @@ class TusEndpoint:
         if upload.concat is not None:
             headers["Upload-Concat"] = self._concat_value(upload)
         headers.update(self._expires(upload))
+        headers.update(self._digest(upload))
         return Response(status_code=200, headers=headers)
 
     async def patch(self, request: Request, upload_id: str) -> Response:
@@ -235,6 +242,7 @@ class TusEndpoint:
         headers["Content-Type"] = media_type
         headers["Content-Disposition"] = content_disposition(name, inline=self._inline(media_type))
         headers["Content-Length"] = str(stop - start)
+        headers.update(self._digest(upload))
         status = 200
         if span:
             status = 206
@@ -248,6 +256,7 @@ class TusEndpoint:
     ) -> Upload:
         new_length = _header_uint(request, "upload-length")
         content_length = _header_uint(request, "content-length")
+        declared = request.headers.get("repr-digest")
         body = request_body(request, self.settings.body_timeout)
         try:
             return await self.service.append(
@@ -257,12 +266,30 @@ class TusEndpoint:
                 content_length=content_length,
                 checksum=checksum,
                 new_length=new_length,
+                declared_sha256=sha256_from_repr_digest(declared) if declared else None,
             )
         except BodyInterrupted as exc:
             headers = {"Connection": "close"}
             if exc.timed_out:
                 raise RequestTimeout(str(exc), headers=headers) from None
             raise RequestInterrupted(str(exc), headers=headers) from None
+
+    @staticmethod
+    def _declared_sha256(request: Request, metadata: dict[str, bytes]) -> str | None:
+        """The whole-upload SHA-256 from ``Repr-Digest`` or, for tus clients that can only send
+        metadata, from the ``sha256`` metadata key."""
+        header = request.headers.get("repr-digest")
+        from_header = sha256_from_repr_digest(header) if header else None
+        from_metadata = sha256_from_metadata(metadata["sha256"]) if "sha256" in metadata else None
+        if from_header and from_metadata and from_header != from_metadata:
+            raise InvalidHeader("Repr-Digest and the sha256 metadata declare different digests")
+        return from_header or from_metadata
+
+    @staticmethod
+    def _digest(upload: Upload) -> dict[str, str]:
+        if not upload.complete or upload.sha256 is None:
+            return {}
+        return {"Repr-Digest": format_repr_digest(upload.sha256)}
 
     @staticmethod
     def _checksum(request: Request) -> tuple[str, bytes] | None:
