@@ -278,6 +278,21 @@ def test_directory_of_200_files(server, tmp_path, state_dir) -> None:
             assert base64.b64decode(name).decode() == str(path.relative_to(tmp_path))
 
 
+def test_cli_metadata_option(server, tmp_path, state_dir) -> None:
+    source = tmp_path / "notes.txt"
+    source.write_text("hello")
+    args = ("upload", str(source), "--server", server.url, "--json",
+            "-m", "project=apollo", "-m", "owner=ops")  # fmt: skip
+    code, (result,), err = _run_cli(state_dir, *args)
+    assert code == 0, err
+    status = haul.Client(server.url, state_dir=state_dir).status(result["url"])
+    assert status.metadata == {"filename": "notes.txt", "filetype": "text/plain",
+                               "project": "apollo", "owner": "ops"}  # fmt: skip
+    code, _, err = _run_cli(state_dir, "upload", str(source), "--server", server.url, "-m", "x")
+    assert code == 2
+    assert "KEY=VALUE" in err
+
+
 def test_exit_codes(make_server, tmp_path, state_dir) -> None:
     server = make_server("--max-size", "100")
     small = tmp_path / "small.txt"

@@ -476,3 +476,49 @@ def test_request_trailers_never_reach_the_application(server, client: httpx.Clie
     assert request.status() == 204
     request.close()
     assert "checksum-trailer" not in client.options(server.endpoint).headers["tus-extension"]
+
+
+def test_max_active_uploads(make_server, client: httpx.Client) -> None:
+    server = make_server("--max-active-uploads", "2")
+    first = create(client, server, 3)
+    create(client, server, 3)
+    refused = client.post(server.endpoint, headers={**TUS, "Upload-Length": "3"})
+    assert refused.status_code == 503
+    assert refused.text.startswith("ERR_TOO_MANY_UPLOADS: ")
+    assert refused.headers["retry-after"].isdigit()
+    patch(client, first, 0, b"abc")  # a finished upload frees its place
+    assert client.post(server.endpoint, headers={**TUS, "Upload-Length": "3"}).status_code == 201
+
+
+def test_settings_from_a_toml_file_and_the_environment(tmp_path, client: httpx.Client) -> None:
+    import os
+    import subprocess
+    import time
+
+    from tests.helpers import HAUL, free_port
+
+    config = tmp_path / "haul.toml"
+    config.write_text('[haul]\nmax-size = "2KiB"\nbase_path = "/uploads/"\n')
+    port = free_port()
+    env = {**os.environ, "HAUL_MAX_METADATA_SIZE": "10", "HAUL_PORT": str(port)}
+    proc = subprocess.Popen([HAUL, "serve", "--config", str(config), "--data-dir",
+                             str(tmp_path / "d")], env=env)  # fmt: skip
+    try:
+        endpoint = f"http://127.0.0.1:{port}/uploads/"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                options = client.options(endpoint)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        assert options.headers["tus-max-size"] == "2048"  # from the file
+        meta = {**TUS, "Upload-Length": "1", "Upload-Metadata": "filename aGVsbG8udHh0"}
+        long_meta = client.post(endpoint, headers=meta)
+        assert long_meta.status_code == 400  # from the environment: 10 bytes of metadata at most
+        created = client.post(endpoint, headers={**TUS, "Upload-Length": "1"})
+        assert created.headers["location"].startswith(f"http://127.0.0.1:{port}/uploads/")
+    finally:
+        proc.terminate()
+        proc.wait(10)
