@@ -177,6 +177,33 @@ def clients(count: int, base: str) -> tuple[str, dict]:
     return section(title, ["server", "uploads/s", "p50 latency", "p99 latency"], rows), results
 
 
+def instant_upload(sizes: list[int], base: str, sources: Path) -> tuple[str, dict]:
+    """Server-side latency of an instant upload of content already stored (median of 5)."""
+    results = {}
+    work = scratch(base)
+    try:
+        with haul_server(work / "haul", "--anonymous-dedup") as haul:
+            for size in sizes:
+                source = sources / f"instant-{size}"
+                subprocess.run(["truncate", "-s", str(size), str(source)], check=True)
+                digest = zero_digest(size)
+                curl_patch(create(haul.endpoint, size), source)
+                timings = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    url = create(haul.endpoint, size, **{"Repr-Digest": f"sha-256=:{digest}:"})
+                    timings.append(time.perf_counter() - started)
+                    offset = httpx.head(url, headers={"Tus-Resumable": "1.0.0"})
+                    assert offset.headers["upload-offset"] == str(size), "not instant"
+                source.unlink()
+                results[f"{size / GiB:g} GiB"] = sorted(timings)[2] * 1000
+    finally:
+        remove(work)
+    rows = [[name, f"{ms:.1f} ms"] for name, ms in results.items()]
+    title = f"Instant upload of content already stored (POST to 201, median of 5), data on {base}"
+    return section(title, ["upload size", "latency"], rows), results
+
+
 def asgi_servers(size: int, base: str, source: Path, rounds: int) -> tuple[str, dict]:
     results: dict[str, float] = {}
     for _ in range(rounds):
@@ -216,6 +243,12 @@ def main() -> None:
             ("parallel", lambda: parallel_upload(size, dirs, sources)),
             ("memory", lambda: memory((2 if quick else 10) * GiB, args.disk, big)),
             ("clients", lambda: clients(100 if quick else 500, args.tmpfs)),
+            (
+                "instant",
+                lambda: instant_upload(
+                    [GiB // 4, GiB] if quick else [GiB, 10 * GiB], args.disk, sources
+                ),
+            ),
             ("asgi", lambda: asgi_servers(size, args.tmpfs, source, rounds)),
         ):
             print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -88,16 +88,22 @@ def _interrupt(state_dir: Path, proxy: ChaosProxy, args: tuple[str, ...], at_lea
 def test_library_upload_with_progress(server, tmp_path, state_dir, parallel) -> None:
     source = random_file(tmp_path / "data.bin", 40 * MiB + 3, seed=1)
     seen: list[int] = []
+    hashed: list[int] = []
     client = haul.Client(server.url, state_dir=state_dir, parallel=parallel, chunk_size=8 * MiB)
-    result = client.upload(
-        source, metadata={"project": "x"}, on_progress=lambda p: seen.append(p.sent)
-    )
+
+    def progress(p: haul.Progress) -> None:
+        (hashed if p.phase == "hashing" else seen).append(p.sent)
+
+    result = client.upload(source, metadata={"project": "x"}, on_progress=progress)
     assert result.size == source.stat().st_size
     assert result.sha256 == sha256_file(source)  # computed while reading
     assert result.parallel == parallel
     assert _server_digest(result.url) == result.sha256
     assert seen[-1] == result.size
     assert seen == sorted(seen) or parallel > 1
+    assert hashed == sorted(hashed)  # the file is hashed first, for an instant upload
+    assert hashed[-1] == result.size
+    assert result.instant is False
     status = client.status(result.url)
     assert status.complete
     assert status.metadata["filename"] == "data.bin"

@@ -77,11 +77,14 @@ def _client_options(f: Any) -> Any:
 @click.option("--chunk-size", default=None, help="Chunk size, e.g. 16MiB (default: adapts).")
 @click.option("-m", "--metadata", multiple=True, metavar="KEY=VALUE", help="Extra metadata.")
 @click.option("--no-resume", is_flag=True, help="Start fresh even if an earlier run was cut off.")
+@click.option("--no-dedup", is_flag=True,
+              help="Skip hashing first (no instant upload of content the server has).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
 @_client_options
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
-    metadata: tuple[str, ...], no_resume: bool, as_json: bool, retries: int, timeout: float,
+    metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, as_json: bool, retries: int,
+    timeout: float,
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -95,7 +98,7 @@ def upload(
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
         extra[key] = value
     files = _files(paths)
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # never break a URL across lines
     show_bar = not as_json and console.is_terminal
 
     async def run() -> int:
@@ -110,16 +113,18 @@ def upload(
                     task = bar.add_task(name, total=path.stat().st_size)
 
                     def progress(
-                        p: UploadProgress, task: TaskID = task, before: int = finished
-                    ) -> None:
-                        bar.update(task, completed=p.sent)
-                        if overall is not None:
+                        p: UploadProgress, task: TaskID = task, before: int = finished,
+                        name: str = name,
+                    ) -> None:  # fmt: skip
+                        label = f"{name} (hashing)" if p.phase == "hashing" else name
+                        bar.update(task, completed=p.sent, description=label)
+                        if overall is not None and p.phase != "hashing":
                             bar.update(overall, completed=before + p.sent)
 
                     try:
                         result = await client.upload(
                             path, metadata={"filename": name, **extra}, on_progress=progress,
-                            resume=not no_resume,
+                            resume=not no_resume, dedup=not no_dedup,
                         )  # fmt: skip
                     except HaulClientError as exc:
                         failures += 1
@@ -149,7 +154,7 @@ class _NoBar:
     def add_task(self, description: str, total: int) -> TaskID:
         return TaskID(0)
 
-    def update(self, task: TaskID, completed: int) -> None:
+    def update(self, task: TaskID, completed: int, description: str | None = None) -> None:
         return None
 
 
@@ -158,8 +163,11 @@ def _report_success(console: Console, as_json: bool, result: Any) -> None:
         click.echo(json.dumps({
             "path": str(result.path), "url": result.url, "size": result.size,
             "sha256": result.sha256, "parallel": result.parallel, "resumed": result.resumed,
-            "sent": result.sent, "seconds": round(result.elapsed, 3), "ok": True,
+            "sent": result.sent, "seconds": round(result.elapsed, 3), "instant": result.instant,
+            "ok": True,
         }))  # fmt: skip
+    elif result.instant:
+        console.print(f"[cyan]≡[/] {result.path} → {result.url} (already on server, nothing sent)")
     else:
         how = "resumed, " if result.resumed else ""
         console.print(

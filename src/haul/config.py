@@ -162,6 +162,18 @@ class Settings:
         "it against the digest the client declared. Declared digests are checked even when off.",
         parse_bool,
     )
+    instant_upload: bool = _setting(
+        True,
+        "Complete an upload at once when its declared SHA-256 and length match content "
+        "the same owner already stored (no bytes are sent).",
+        parse_bool,
+    )
+    anonymous_dedup: bool = _setting(
+        False,
+        "Let anonymous clients share one instant-upload scope: anyone who knows a digest "
+        "could then get a copy of what another anonymous client uploaded.",
+        parse_bool,
+    )
     fsync: bool = _setting(
         True,
         "fsync each request's bytes before acknowledging them (survives power loss).",

@@ -177,6 +177,30 @@ class LocalStorage:
         os.rename(staging, self._path(upload_id, ".parts"))
         self._path(upload_id).unlink(missing_ok=True)
 
+    async def share(self, source_id: str, upload_id: str) -> bool:
+        return await _off_loop(lambda: self._share(source_id, upload_id))
+
+    def _share(self, source_id: str, upload_id: str) -> bool:
+        # Hard links again: the new upload costs no space, and deleting either upload only
+        # drops its own names; the kernel's link count keeps the bytes while one is left.
+        staging = self._path(upload_id, ".assembling")
+        shutil.rmtree(staging, ignore_errors=True)
+        try:
+            if self._path(source_id, ".parts").is_dir():
+                staging.mkdir()
+                for path, _ in self._segments(source_id):
+                    os.link(path, staging / path.name)
+                os.rename(staging, self._path(upload_id, ".parts"))
+                self._path(upload_id).unlink(missing_ok=True)
+            else:
+                os.link(self._path(source_id), staging)
+                os.replace(staging, self._path(upload_id))
+        except FileNotFoundError:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.unlink(missing_ok=True)
+            return False
+        return True
+
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         segments = await asyncio.to_thread(self._segments, upload_id)
         base = 0

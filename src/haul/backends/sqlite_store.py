@@ -42,6 +42,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE uploads ADD COLUMN expected_sha256 TEXT;
     ALTER TABLE uploads ADD COLUMN sha256 TEXT;
     """,
+    """
+    CREATE INDEX uploads_content ON uploads (sha256, length, owner) WHERE state = 'complete';
+    """,
 )
 
 _COLUMNS = (
@@ -193,6 +196,13 @@ class SQLiteStore:
             "state = 'active' AND id IN (SELECT final_id FROM concat_parts WHERE part_id = ?)",
             (part_id,),
         )
+
+    async def find_complete(self, sha256: str, length: int, owner: str) -> Upload | None:
+        found = await self._select(
+            "sha256 = ? AND length = ? AND owner = ? AND state = 'complete' LIMIT 1",
+            (sha256, length, owner),
+        )
+        return found[0] if found else None
 
     async def count_active(self) -> int:
         async with self.db.execute("SELECT count(*) FROM uploads WHERE state = 'active'") as cur:

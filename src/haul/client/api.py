@@ -104,12 +104,18 @@ class AsyncClient:
         metadata: dict[str, str] | None = None,
         on_progress: ProgressCallback | None = None,
         resume: bool = True,
+        dedup: bool = True,
     ) -> UploadResult:
+        """Upload one file and return where it went.
+
+        With ``dedup`` (the default) the file is hashed first and the digest declared, so a
+        server that already holds the content completes the upload at once (``instant``)."""
         options = UploadOptions(
             parallel=self.parallel if parallel is None else parallel,
             chunk_size=chunk_size or self.chunk_size,
             metadata=dict(metadata or {}),
             resume=resume,
+            dedup=dedup,
         )
         job = FileUpload(self._session, self.endpoint, Path(path), options, self.state, on_progress)
         return await job.run()

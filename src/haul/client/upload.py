@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import math
 import mimetypes
@@ -38,8 +39,9 @@ OCTETS = "application/offset+octet-stream"
 @dataclass(frozen=True)
 class Progress:
     path: Path
-    sent: int  # bytes the server has or is receiving
+    sent: int  # bytes the server has or is receiving (while hashing: bytes hashed)
     total: int
+    phase: str = "uploading"  # or "hashing", before an instant-upload attempt
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -55,6 +57,7 @@ class UploadResult:
     resumed: bool  # continued an upload started earlier
     sent: int  # body bytes sent in this run
     elapsed: float
+    instant: bool = False  # the server already had the content: no byte was sent
 
 
 @dataclass
@@ -63,6 +66,7 @@ class UploadOptions:
     chunk_size: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     resume: bool = True
+    dedup: bool = True  # hash first and try an instant upload
 
 
 def choose_chunk_size(size: int, requested: int | None) -> int:
@@ -152,6 +156,13 @@ class FileUpload:
             raise NotSupported("the saved upload used concatenation, which the server lost")
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
+            if self.options.dedup and size and not resumed:
+                digest = await self._hash_file()
+                instant = await self._probe(key, entry, digest)
+                if instant is not None:
+                    await self._confirm(instant, digest)
+                    return UploadResult(instant, self.path, size, digest, 1, False, 0,
+                                        time.monotonic() - started, instant=True)  # fmt: skip
             if entry.parallel:
                 url, digest = await self._parallel(key, entry, caps, max(1, parallel))
             else:
@@ -284,6 +295,34 @@ class FileUpload:
             headers["Upload-Metadata"] = metadata
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
         return urljoin(self.endpoint, response.headers["location"]), whole
+
+    async def _hash_file(self) -> str:
+        digest = hashlib.sha256()
+        position = 0
+        while position < self._size:
+            block = await self._read(position, min(MIN_CHUNK, self._size - position))
+            await asyncio.to_thread(digest.update, block)
+            position += len(block)
+            if self.on_progress is not None:
+                self.on_progress(Progress(self.path, position, self._size, "hashing"))
+        return digest.hexdigest()
+
+    async def _probe(self, key: str, entry: UploadEntry, digest: str) -> str | None:
+        """Create the upload declaring its digest: the server answers with a complete upload
+        when it already holds the content (instant upload). Otherwise a sequential upload goes
+        on with it; a parallel one removes it and uses partial uploads."""
+        extra = {"Repr-Digest": format_repr_digest(digest)}
+        url = await self._create(self._size, self._metadata(), partial=False, extra=extra)
+        offset, _ = await self.session.offset(url)
+        if offset == self._size:
+            return url
+        if entry.parallel:
+            with contextlib.suppress(HaulClientError):
+                await self.session.request("DELETE", url, ok=(204,))
+        else:
+            entry.parts[0] = url
+            await self._save(key, entry)
+        return None
 
     async def _confirm(self, url: str, digest: str) -> None:
         """End-to-end check: a server that reports the digest of what it stored (haul does, as

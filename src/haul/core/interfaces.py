@@ -53,6 +53,12 @@ class Storage(Protocol):
         """Store the concatenation of completed uploads as ``upload_id`` (all or nothing)."""
         ...
 
+    async def share(self, source_id: str, upload_id: str) -> bool:
+        """Give the new upload ``upload_id`` the bytes of the completed ``source_id``, sharing
+        them rather than copying where the storage can (all or nothing). False if the source's
+        bytes are gone."""
+        ...
+
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` of a completed upload."""
         ...
@@ -94,6 +100,10 @@ class MetadataStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+    async def find_complete(self, sha256: str, length: int, owner: str) -> Upload | None:
+        """A complete upload of ``owner`` whose bytes have this digest and length."""
+        ...
 
 
 class Locker(Protocol):

@@ -49,6 +49,8 @@ class Limits:
     lock_timeout: float = 3.0
     keep_partials: bool = False  # keep partial uploads after they were concatenated
     verify_digest: bool = True  # compute the SHA-256 of every completed upload
+    instant_upload: bool = True  # a declared digest the owner already stored completes at once
+    anonymous_dedup: bool = False  # let anonymous clients (owner "") share one dedup scope
 
 
 @dataclass
@@ -122,7 +124,32 @@ class UploadService:
         await self.store.insert(upload)
         await self.storage.create(upload.id)
         log.info("created upload %s length=%s", upload.id, length)
+        if expected_sha256 and length and upload.state is UploadState.ACTIVE:
+            return await self._try_instant(upload, expected_sha256, length)
         return upload
+
+    async def _try_instant(self, upload: Upload, sha256: str, length: int) -> Upload:
+        """Instant upload: when the owner already stored these bytes, share them and finish.
+
+        Knowing a digest must not grant content, so only the same owner's uploads are candidates
+        (anonymous clients count as one owner only when configured)."""
+        anonymous = upload.owner == ""
+        if not self.limits.instant_upload or (anonymous and not self.limits.anonymous_dedup):
+            return upload
+        source = await self.store.find_complete(sha256, length, upload.owner)
+        if source is None:
+            return upload
+        # Holding the source's lock keeps it from being deleted while its bytes are linked.
+        async with self._lock(source.id):
+            shared = await self.storage.share(source.id, upload.id)
+        if not shared:
+            return upload
+        async with self._lock(upload.id):
+            upload.offset = length
+            # The bytes are the very ones already verified as ``sha256``: no second read.
+            completed = await self._complete(upload, known_sha256=sha256)
+        log.info("instant upload %s: same content as %s", upload.id, source.id)
+        return completed
 
     async def create_final(
         self,
@@ -293,11 +320,13 @@ class UploadService:
         await self.store.save(upload)
         return upload
 
-    async def _complete(self, upload: Upload) -> Upload:
+    async def _complete(self, upload: Upload, known_sha256: str | None = None) -> Upload:
         """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
         if upload.state is not UploadState.ACTIVE:
             return upload
-        if self.limits.verify_digest or upload.expected_sha256:
+        if known_sha256 is not None:
+            upload.sha256 = known_sha256
+        elif self.limits.verify_digest or upload.expected_sha256:
             upload.sha256 = await self._digest_of(upload)
             if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
                 await self._fail(upload)

@@ -55,6 +55,8 @@ def build_service(settings: Settings) -> UploadService:
         lock_timeout=settings.lock_timeout,
         keep_partials=settings.keep_partials,
         verify_digest=settings.verify_digest,
+        instant_upload=settings.instant_upload,
+        anonymous_dedup=settings.anonymous_dedup,
     )
     return UploadService(
         LocalStorage(data / "uploads", fsync=settings.fsync),

@@ -183,7 +183,7 @@ class TusEndpoint:
             partial=concat is not None,
             expected_sha256=expected,
         )
-        if has_body:
+        if has_body and not upload.complete:  # an instant upload needs none of the body
             upload = await self._append(request, upload.id, 0, checksum)
         return self._created(request, upload)
 
