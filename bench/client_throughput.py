@@ -32,7 +32,7 @@ from haul.config import parse_size
 
 def haul_client(url: str, source: Path, parallel: int, state: Path) -> float:
     command = [str(Path(sys.executable).parent / "haul"), "upload", str(source), "--server", url,
-               "--parallel", str(parallel), "--no-resume", "--json"]  # fmt: skip
+               "--parallel", str(parallel), "--no-resume", "--no-dedup", "--json"]  # fmt: skip
     env = {**env_without_proxy(), "HAUL_STATE_DIR": str(state)}
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout

@@ -349,6 +349,7 @@ def test_download_status_rm_ls(server, proxy_for, tmp_path, state_dir) -> None:
     # `ls` shows an unfinished upload this machine started.
     slow = proxy_for(server, rate=4 * MiB)
     pending = _cli(state_dir, "upload", str(source), "--server", slow.url, "--no-resume",
+                   "--no-dedup",
                    "--parallel", "1", "--chunk-size", "2MiB")  # fmt: skip
     _wait_upstream(slow, 3 * MiB, pending)
     pending.send_signal(signal.SIGKILL)

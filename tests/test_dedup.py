@@ -138,3 +138,158 @@ def test_tus_js_client_with_sha256_metadata_gets_an_instant_upload(make_server, 
     assert "url" in lines[-1], lines[-1]
     with httpx.Client(trust_env=False) as c:
         assert hashlib.sha256(c.get(lines[-1]["url"]).content).hexdigest() == digest
+
+
+# -- proof of possession: content stored by someone else ---------------------------------------
+
+
+def test_another_client_that_holds_the_bytes_proves_it_and_gets_an_instant_upload(
+    server, tmp_path: Path
+) -> None:
+    source = random_file(tmp_path / "shared.bin", 24 * MiB, seed=47)
+    haul.Client(server.url, state_dir=tmp_path / "alice").upload(source)
+    proxy = ChaosProxy(server.port).start()
+    try:
+        result = haul.Client(proxy.url, state_dir=tmp_path / "bob").upload(source)
+        received = proxy.upstream_bytes
+    finally:
+        proxy.stop()
+    assert result.instant is True
+    assert received < 16 * 1024, received  # only the proof went over, never the file
+    url = result.url.replace(str(proxy.port), str(server.port))
+    with httpx.Client(trust_env=False, timeout=60) as c:
+        assert hashlib.sha256(c.get(url).content).hexdigest() == sha256_file(source)
+
+
+def _challenge(client: httpx.Client, server, length: int, digest: str) -> tuple[str, str]:
+    created = client.post(server.endpoint, headers={
+        **TUS, "Upload-Length": str(length), "Repr-Digest": _repr(digest)})  # fmt: skip
+    assert created.status_code == 201
+    assert created.headers["upload-offset"] == "0"
+    return created.headers["location"], created.headers["haul-challenge"]
+
+
+def _prove(client: httpx.Client, url: str, proof: bytes) -> httpx.Response:
+    return client.patch(url, headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+        "Haul-Proof": base64.b64encode(proof).decode()})  # fmt: skip
+
+
+def test_a_client_that_knows_only_the_digest_gets_nothing(server, client, tmp_path) -> None:
+    from haul.protocol.possession import Challenge, answer
+
+    source = random_file(tmp_path / "secret.bin", 8 * MiB, seed=48)
+    haul.Client(server.url, state_dir=tmp_path / "owner").upload(source)
+    url, header = _challenge(client, server, 8 * MiB, sha256_file(source))
+    challenge = Challenge.parse_header(header)
+    assert len(challenge.ranges) == 8
+    guessed = answer(challenge.nonce, [b"\0" * (b - a + 1) for a, b in challenge.ranges])
+    refused = _prove(client, url, guessed)
+    assert refused.status_code == 403
+    assert refused.text.startswith("ERR_PROOF_REJECTED: ")
+    # One answer per challenge: even the right one is refused now.
+    data = source.read_bytes()
+    right = answer(challenge.nonce, [data[a : b + 1] for a, b in challenge.ranges])
+    assert _prove(client, url, right).status_code == 403
+    assert head(client, url).headers["upload-offset"] == "0"
+    assert client.get(url).status_code == 409  # nothing to download
+    # A fresh challenge names other ranges and another nonce: old answers are worthless.
+    url2, header2 = _challenge(client, server, 8 * MiB, sha256_file(source))
+    assert Challenge.parse_header(header2).nonce != challenge.nonce
+    assert _prove(client, url2, right).status_code == 403
+
+
+def test_a_small_file_must_be_proven_whole(server, client, tmp_path) -> None:
+    from haul.protocol.possession import Challenge, answer
+
+    source = random_file(tmp_path / "small.bin", 1000, seed=49)
+    haul.Client(server.url, state_dir=tmp_path / "owner").upload(source)
+    url, header = _challenge(client, server, 1000, sha256_file(source))
+    challenge = Challenge.parse_header(header)
+    assert challenge.ranges == ((0, 999),)
+    accepted = _prove(client, url, answer(challenge.nonce, [source.read_bytes()]))
+    assert accepted.status_code == 204
+    assert accepted.headers["upload-offset"] == "1000"
+    assert client.get(url).content == source.read_bytes()
+
+
+def test_proof_dedup_can_be_switched_off(make_server, client, tmp_path) -> None:
+    server = make_server("--no-proof-dedup")
+    source = random_file(tmp_path / "f.bin", 1000, seed=50)
+    haul.Client(server.url, state_dir=tmp_path / "owner").upload(source)
+    created = client.post(server.endpoint, headers={
+        **TUS, "Upload-Length": "1000", "Repr-Digest": _repr(sha256_file(source))})  # fmt: skip
+    assert "haul-challenge" not in created.headers
+    result = haul.Client(server.url, state_dir=tmp_path / "other").upload(source)
+    assert result.instant is False
+    assert result.sent == 1000
+
+
+# -- shared bytes under deletion and garbage collection ----------------------------------------
+
+
+def test_deleting_the_original_while_instant_uploads_race_it(make_server, tmp_path) -> None:
+    import threading
+
+    server = make_server("--anonymous-dedup")
+    source = random_file(tmp_path / "f.bin", 2 * MiB, seed=51)
+    digest = sha256_file(source)
+    client = haul.Client(server.url, state_dir=tmp_path / "s", parallel=1)
+    originals = [client.upload(source, dedup=False).url for _ in range(3)]
+    completed: list[str] = []
+
+    def copier() -> None:
+        with httpx.Client(trust_env=False, timeout=30) as c:
+            for _ in range(30):
+                headers = {**TUS, "Upload-Length": str(2 * MiB), "Repr-Digest": _repr(digest)}
+                created = c.post(server.endpoint, headers=headers)
+                if created.headers.get("upload-offset") == str(2 * MiB):
+                    completed.append(created.headers["location"])
+
+    threads = [threading.Thread(target=copier) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        for url in originals:
+            assert c.delete(url, headers=TUS).status_code == 204
+    for thread in threads:
+        thread.join()
+    assert completed
+    with httpx.Client(trust_env=False, timeout=30) as c:
+        for url in completed:  # every upload that was answered complete is complete
+            assert hashlib.sha256(c.get(url).content).hexdigest() == digest
+
+
+def test_kill_9_during_gc_loses_nothing(make_server, tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    server = make_server("--anonymous-dedup", "--expiration", "1s", "--sweep-interval", "0")
+    keep = random_file(tmp_path / "keep.bin", MiB, seed=52)
+    client = haul.Client(server.url, state_dir=tmp_path / "s", parallel=1)
+    kept = [client.upload(keep, dedup=i > 0).url for i in range(5)]  # 1 stored + 4 instant copies
+    with httpx.Client(trust_env=False) as c:
+        new = {**TUS, "Upload-Length": "100"}
+        doomed = [c.post(server.endpoint, headers=new).headers["location"] for _ in range(400)]
+        half = {**TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}
+        for url in doomed[:100]:
+            c.patch(url, content=b"x" * 50, headers=half)
+        c.delete(kept[0], headers=TUS)  # the first copy's name goes; its bytes stay for the rest
+    time.sleep(1.2)
+    gc = [HAUL, "gc", "--data-dir", str(server.data_dir), "--tombstone-ttl", "0",
+          "--orphan-grace", "0"]  # fmt: skip
+    for delay in (0.3, 0.4, 0.5):  # interrupt GC at different points of its work
+        proc = subprocess.Popen(gc, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert subprocess.run(gc, capture_output=True, check=True).returncode == 0
+    subprocess.run(gc, capture_output=True, check=True)  # purges the new tombstones too
+    with httpx.Client(trust_env=False) as c:
+        for url in kept[1:]:
+            assert hashlib.sha256(c.get(url).content).hexdigest() == sha256_file(keep)
+        for url in doomed:
+            assert c.head(url, headers=TUS).status_code == 404
+    names = {p.name for p in (server.data_dir / "uploads").iterdir()}
+    assert names == {url.rsplit("/", 1)[1] for url in kept[1:]}

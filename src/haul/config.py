@@ -174,6 +174,12 @@ class Settings:
         "could then get a copy of what another anonymous client uploaded.",
         parse_bool,
     )
+    proof_dedup: bool = _setting(
+        True,
+        "Offer an instant upload of content another owner stored, after the client "
+        "proves it holds the bytes (digests of random ranges bound to a one-time nonce).",
+        parse_bool,
+    )
     fsync: bool = _setting(
         True,
         "fsync each request's bytes before acknowledging them (survives power loss).",

@@ -54,6 +54,10 @@ class Forbidden(HaulError):
     code = "ERR_FORBIDDEN"
 
 
+class ProofRejected(Forbidden):
+    code = "ERR_PROOF_REJECTED"
+
+
 class ModifyFinal(Forbidden):
     code = "ERR_MODIFY_FINAL"
 

@@ -45,11 +45,14 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX uploads_content ON uploads (sha256, length, owner) WHERE state = 'complete';
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN challenge TEXT;
+    """,
 )
 
 _COLUMNS = (
     "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
-    "expected_sha256, sha256"
+    "expected_sha256, sha256, challenge"
 )
 _GONE = tuple(s.value for s in UploadState if s.gone)
 
@@ -68,6 +71,7 @@ def _row_to_upload(row: Any) -> Upload:
         owner=row[9],
         expected_sha256=row[10],
         sha256=row[11],
+        challenge=row[12],
     )
 
 
@@ -85,6 +89,7 @@ def _values(upload: Upload) -> tuple[Any, ...]:
         upload.owner,
         upload.expected_sha256,
         upload.sha256,
+        upload.challenge,
     )
 
 
@@ -139,7 +144,7 @@ class SQLiteStore:
     async def insert(self, upload: Upload) -> None:
         async with self._transaction() as db:
             await db.execute(
-                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 _values(upload),
             )
             await db.executemany(
@@ -158,7 +163,7 @@ class SQLiteStore:
         async with self._writing:
             await self.db.execute(
                 "UPDATE uploads SET length=?, state=?, updated_at=?, expires_at=?, metadata=?, "
-                "expected_sha256=?, sha256=? WHERE id=?",
+                "expected_sha256=?, sha256=?, challenge=? WHERE id=?",
                 (
                     upload.length,
                     upload.state.value,
@@ -167,6 +172,7 @@ class SQLiteStore:
                     upload.metadata_raw,
                     upload.expected_sha256,
                     upload.sha256,
+                    upload.challenge,
                     upload.id,
                 ),
             )
@@ -197,11 +203,16 @@ class SQLiteStore:
             (part_id,),
         )
 
-    async def find_complete(self, sha256: str, length: int, owner: str) -> Upload | None:
-        found = await self._select(
-            "sha256 = ? AND length = ? AND owner = ? AND state = 'complete' LIMIT 1",
-            (sha256, length, owner),
-        )
+    async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
+        if owner is None:
+            found = await self._select(
+                "sha256 = ? AND length = ? AND state = 'complete' LIMIT 1", (sha256, length)
+            )
+        else:
+            found = await self._select(
+                "sha256 = ? AND length = ? AND owner = ? AND state = 'complete' LIMIT 1",
+                (sha256, length, owner),
+            )
         return found[0] if found else None
 
     async def count_active(self) -> int:

@@ -22,10 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from haul.client.errors import HaulClientError, NotSupported, RetriesExhausted, UploadGone
+from haul.client.errors import (
+    HaulClientError,
+    NotSupported,
+    RetriesExhausted,
+    ServerRejected,
+    UploadGone,
+)
 from haul.client.session import Capabilities, Session, Transient
 from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.protocol.digest import format_repr_digest, parse_repr_digest
+from haul.protocol.possession import Challenge, answer
 from haul.protocol.tus import encode_metadata
 
 MiB = 1 << 20
@@ -311,9 +318,14 @@ class FileUpload:
         """Create the upload declaring its digest: the server answers with a complete upload
         when it already holds the content (instant upload). Otherwise a sequential upload goes
         on with it; a parallel one removes it and uses partial uploads."""
-        extra = {"Repr-Digest": format_repr_digest(digest)}
-        url = await self._create(self._size, self._metadata(), partial=False, extra=extra)
-        offset, _ = await self.session.offset(url)
+        headers = {"Upload-Length": str(self._size), "Repr-Digest": format_repr_digest(digest),
+                   "Upload-Metadata": self._metadata()}  # fmt: skip
+        created = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
+        url = urljoin(self.endpoint, created.headers["location"])
+        offset = int(created.headers.get("upload-offset", "0"))
+        challenge = created.headers.get("haul-challenge")
+        if offset != self._size and challenge is not None:
+            offset = await self._prove(url, challenge)
         if offset == self._size:
             return url
         if entry.parallel:
@@ -323,6 +335,21 @@ class FileUpload:
             entry.parts[0] = url
             await self._save(key, entry)
         return None
+
+    async def _prove(self, url: str, header: str) -> int:
+        """Answer the server's proof-of-possession challenge; returns the upload's offset."""
+        try:
+            challenge = Challenge.parse_header(header)
+            blocks = [await self._read(first, last - first + 1) for first, last in challenge.ranges]
+        except (ValueError, HaulClientError):
+            return 0  # a challenge we cannot answer: send the bytes instead
+        proof = base64.b64encode(answer(challenge.nonce, blocks)).decode()
+        headers = {"Upload-Offset": "0", "Content-Type": OCTETS, "Haul-Proof": proof}
+        try:
+            response = await self.session.request("PATCH", url, headers=headers, ok=(204,))
+        except ServerRejected:
+            return 0
+        return int(response.headers.get("upload-offset", "0"))
 
     async def _confirm(self, url: str, digest: str) -> None:
         """End-to-end check: a server that reports the digest of what it stored (haul does, as

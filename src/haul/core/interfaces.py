@@ -101,8 +101,8 @@ class MetadataStore(Protocol):
 
     async def count_active(self) -> int: ...
 
-    async def find_complete(self, sha256: str, length: int, owner: str) -> Upload | None:
-        """A complete upload of ``owner`` whose bytes have this digest and length."""
+    async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
+        """A complete upload of ``owner`` (of anyone for None) with this digest and length."""
         ...
 
 

@@ -40,6 +40,7 @@ class Upload:
     owner: str = ""
     expected_sha256: str | None = None  # hex digest the client declared for the whole upload
     sha256: str | None = None  # hex digest of the stored bytes, set when the upload completes
+    challenge: str | None = None  # pending proof-of-possession challenge (JSON), one use only
     # Not persisted: filled from the storage, which is the only truth for it.
     offset: int = field(default=0, compare=False)
 

@@ -27,12 +27,14 @@ from haul.errors import (
     ModifyFinal,
     NotFound,
     OffsetMismatch,
+    ProofRejected,
     TooLarge,
     TooManyUploads,
     UnsupportedChecksumAlgorithm,
     UploadIncomplete,
 )
 from haul.protocol.checksums import Hasher, new_hasher
+from haul.protocol.possession import Challenge, answer, matches
 
 log = logging.getLogger("haul")
 
@@ -51,6 +53,7 @@ class Limits:
     verify_digest: bool = True  # compute the SHA-256 of every completed upload
     instant_upload: bool = True  # a declared digest the owner already stored completes at once
     anonymous_dedup: bool = False  # let anonymous clients (owner "") share one dedup scope
+    proof_dedup: bool = True  # other owners' content, after a proof of possession
 
 
 @dataclass
@@ -131,21 +134,53 @@ class UploadService:
     async def _try_instant(self, upload: Upload, sha256: str, length: int) -> Upload:
         """Instant upload: when the owner already stored these bytes, share them and finish.
 
-        Knowing a digest must not grant content, so only the same owner's uploads are candidates
-        (anonymous clients count as one owner only when configured)."""
-        anonymous = upload.owner == ""
-        if not self.limits.instant_upload or (anonymous and not self.limits.anonymous_dedup):
+        Knowing a digest must not grant content, so only the same owner's uploads are reused
+        directly (anonymous clients count as one owner only when configured); another owner's
+        content needs a proof of possession first (see :meth:`prove`)."""
+        if not self.limits.instant_upload:
             return upload
-        source = await self.store.find_complete(sha256, length, upload.owner)
-        if source is None:
-            return upload
+        if upload.owner or self.limits.anonymous_dedup:
+            source = await self.store.find_complete(sha256, length, upload.owner)
+            if source is not None:
+                return await self._adopt(upload, source, sha256)
+        if self.limits.proof_dedup:
+            other = await self.store.find_complete(sha256, length, None)
+            if other is not None:
+                upload.challenge = Challenge.new(length, other.id).to_json()
+                await self.store.save(upload)
+        return upload
+
+    async def prove(self, upload_id: str, proof: bytes, *, owner: str = "") -> Upload:
+        """Answer to the upload's challenge: the right answer completes it at once."""
+        async with self._lock(upload_id):
+            upload = await self._live(upload_id, owner)
+            if upload.challenge is None:
+                raise ProofRejected("no proof of possession was asked for this upload")
+            challenge = Challenge.from_json(upload.challenge)
+            upload.challenge = None  # one answer per challenge: no guessing
+            await self.store.save(upload)
+        source = await self.store.get(challenge.source)
+        if source is None or not source.complete or source.sha256 != upload.expected_sha256:
+            raise ProofRejected("that content is no longer stored; send the bytes instead")
+        if upload.length != source.length or upload.expected_sha256 is None:
+            raise ProofRejected("the declared length differs from the stored content")
+        blocks = []
+        for first, last in challenge.ranges:
+            async for block in self.storage.read(source.id, first, last + 1):
+                blocks.append(block)
+        if not matches(answer(challenge.nonce, blocks), proof):
+            raise ProofRejected("the proof does not match the content; send the bytes instead")
+        return await self._adopt(upload, source, upload.expected_sha256)
+
+    async def _adopt(self, upload: Upload, source: Upload, sha256: str) -> Upload:
+        """Give ``upload`` the stored bytes of ``source`` and complete it, without a byte sent."""
         # Holding the source's lock keeps it from being deleted while its bytes are linked.
         async with self._lock(source.id):
             shared = await self.storage.share(source.id, upload.id)
         if not shared:
             return upload
         async with self._lock(upload.id):
-            upload.offset = length
+            upload.offset = upload.length or 0
             # The bytes are the very ones already verified as ``sha256``: no second read.
             completed = await self._complete(upload, known_sha256=sha256)
         log.info("instant upload %s: same content as %s", upload.id, source.id)

@@ -33,13 +33,14 @@ TUS_REQUEST_HEADERS = (
     "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
     "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
-    "Repr-Digest",
+    "Repr-Digest", "Haul-Proof",
 )  # fmt: skip
 TUS_RESPONSE_HEADERS = (
     "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
     "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
+    "Haul-Challenge",
 )  # fmt: skip
 
 
@@ -57,6 +58,7 @@ def build_service(settings: Settings) -> UploadService:
         verify_digest=settings.verify_digest,
         instant_upload=settings.instant_upload,
         anonymous_dedup=settings.anonymous_dedup,
+        proof_dedup=settings.proof_dedup,
     )
     return UploadService(
         LocalStorage(data / "uploads", fsync=settings.fsync),

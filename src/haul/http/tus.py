@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -29,6 +31,7 @@ from haul.http.body import request_body
 from haul.protocol.checksums import ALGORITHMS
 from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
 from haul.protocol.http import content_disposition, parse_range
+from haul.protocol.possession import Challenge
 from haul.protocol.tus import (
     OFFSET_CONTENT_TYPE,
     TUS_VERSION,
@@ -74,6 +77,13 @@ def _media_type(request: Request) -> str:
 def _header_uint(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     return None if value is None else parse_uint(value, name)
+
+
+def _base64(value: str, header: str) -> bytes:
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidHeader(f"{header} is not valid base64") from None
 
 
 def _has_body(request: Request) -> bool:
@@ -203,6 +213,7 @@ class TusEndpoint:
             headers["Upload-Concat"] = self._concat_value(upload)
         headers.update(self._expires(upload))
         headers.update(self._digest(upload))
+        headers.update(self._challenge(upload))
         return Response(status_code=200, headers=headers)
 
     async def patch(self, request: Request, upload_id: str) -> Response:
@@ -211,7 +222,11 @@ class TusEndpoint:
         offset = _header_uint(request, "upload-offset")
         if offset is None:
             raise InvalidHeader("PATCH needs an Upload-Offset header")
-        upload = await self._append(request, upload_id, offset, self._checksum(request))
+        proof = request.headers.get("haul-proof")
+        if proof is not None:  # the answer to a proof-of-possession challenge, instead of bytes
+            upload = await self.service.prove(upload_id, _base64(proof, "Haul-Proof"))
+        else:
+            upload = await self._append(request, upload_id, offset, self._checksum(request))
         headers = {"Upload-Offset": str(upload.offset), **self._expires(upload)}
         return Response(status_code=204, headers=headers)
 
@@ -286,6 +301,12 @@ class TusEndpoint:
         return from_header or from_metadata
 
     @staticmethod
+    def _challenge(upload: Upload) -> dict[str, str]:
+        if upload.challenge is None or upload.complete:
+            return {}
+        return {"Haul-Challenge": Challenge.from_json(upload.challenge).header()}
+
+    @staticmethod
     def _digest(upload: Upload) -> dict[str, str]:
         if not upload.complete or upload.sha256 is None:
             return {}
@@ -321,6 +342,7 @@ class TusEndpoint:
         if not upload.is_final or upload.complete:
             headers["Upload-Offset"] = str(upload.offset)
         headers.update(self._expires(upload))
+        headers.update(self._challenge(upload))
         return Response(status_code=201, headers=headers)
 
     def _location(self, request: Request, upload_id: str) -> str:
