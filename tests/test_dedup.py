@@ -293,3 +293,14 @@ def test_kill_9_during_gc_loses_nothing(make_server, tmp_path) -> None:
             assert c.head(url, headers=TUS).status_code == 404
     names = {p.name for p in (server.data_dir / "uploads").iterdir()}
     assert names == {url.rsplit("/", 1)[1] for url in kept[1:]}
+
+
+def test_identical_content_uploaded_twice_in_full_is_stored_once(server, client, tmp_path) -> None:
+    source = random_file(tmp_path / "twice.bin", 3 * MiB, seed=53)
+    uploader = haul.Client(server.url, state_dir=tmp_path / "s", parallel=1)
+    first = uploader.upload(source, dedup=False)
+    second = uploader.upload(source, dedup=False)  # every byte sent again
+    assert second.sent == 3 * MiB
+    assert _stored_inodes(server, first.url) == _stored_inodes(server, second.url)
+    uploader.delete(first.url)
+    assert hashlib.sha256(client.get(second.url).content).hexdigest() == sha256_file(source)

@@ -183,6 +183,8 @@ class LocalStorage:
     def _share(self, source_id: str, upload_id: str) -> bool:
         # Hard links again: the new upload costs no space, and deleting either upload only
         # drops its own names; the kernel's link count keeps the bytes while one is left.
+        if self._path(upload_id, ".parts").is_dir():
+            return False  # two directories cannot be swapped atomically; keep the copy
         staging = self._path(upload_id, ".assembling")
         shutil.rmtree(staging, ignore_errors=True)
         try:

@@ -54,9 +54,9 @@ class Storage(Protocol):
         ...
 
     async def share(self, source_id: str, upload_id: str) -> bool:
-        """Give the new upload ``upload_id`` the bytes of the completed ``source_id``, sharing
-        them rather than copying where the storage can (all or nothing). False if the source's
-        bytes are gone."""
+        """Make ``upload_id`` hold the bytes of the completed ``source_id`` by sharing them
+        (all or nothing), replacing identical bytes it may already hold. False when it cannot:
+        the source's bytes are gone, or the storage cannot swap this upload's bytes safely."""
         ...
 
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:

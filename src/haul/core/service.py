@@ -369,6 +369,8 @@ class UploadService:
                     f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
                     f"{upload.expected_sha256}; the upload was discarded"
                 )
+            if self.limits.instant_upload:
+                await self._store_once(upload, upload.sha256)
         upload.state = UploadState.COMPLETE
         upload.offset = upload.length or 0
         upload.expires_at = None
@@ -444,6 +446,17 @@ class UploadService:
         async for block in self.storage.read(upload.id, 0, length):
             await asyncio.to_thread(digest.update, block)
         return digest.hexdigest()
+
+    async def _store_once(self, upload: Upload, sha256: str) -> None:
+        """Identical content is stored once: when another upload already holds these bytes,
+        this one's copy is replaced by a share of them. Invisible to clients, so any owner's
+        upload may serve."""
+        twin = await self.store.find_complete(sha256, upload.length or 0, None)
+        if twin is None or twin.id == upload.id:
+            return
+        async with self._lock(twin.id):
+            if await self.storage.share(twin.id, upload.id):
+                log.info("upload %s stored once with %s", upload.id, twin.id)
 
     async def _fail(self, upload: Upload) -> None:
         upload.state = UploadState.FAILED
