@@ -304,3 +304,14 @@ def test_identical_content_uploaded_twice_in_full_is_stored_once(server, client,
     assert _stored_inodes(server, first.url) == _stored_inodes(server, second.url)
     uploader.delete(first.url)
     assert hashlib.sha256(client.get(second.url).content).hexdigest() == sha256_file(source)
+
+
+def test_identical_parallel_uploads_are_stored_once(server, client, tmp_path) -> None:
+    source = random_file(tmp_path / "par.bin", 12 * MiB, seed=54)
+    uploader = haul.Client(server.url, state_dir=tmp_path / "s", parallel=4, chunk_size=2 * MiB)
+    first = uploader.upload(source, dedup=False)
+    second = uploader.upload(source, dedup=False)
+    assert second.sent == 12 * MiB
+    assert _stored_inodes(server, first.url) == _stored_inodes(server, second.url)
+    uploader.delete(first.url)
+    assert hashlib.sha256(client.get(second.url).content).hexdigest() == sha256_file(source)

@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 READ_BLOCK = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-_SUFFIXES = (".pending", ".assembling", ".parts")
+_SUFFIXES = (".pending", ".assembling", ".parts", ".old")
 
 
 async def _off_loop(func: Callable[[], T]) -> T:
@@ -105,17 +105,21 @@ class LocalStorage:
         return int(start) if atomic.strip() == "1" and start.isdigit() else None
 
     def _segments(self, upload_id: str) -> list[tuple[Path, int]]:
-        """The files holding the upload's bytes, in order, with their sizes."""
-        parts = self._path(upload_id, ".parts")
-        try:
-            names = sorted(os.listdir(parts))
-        except FileNotFoundError:
-            path = self._path(upload_id)
-            return [(path, path.stat().st_size)]
-        return [(parts / name, (parts / name).stat().st_size) for name in names]
+        """The files holding the upload's bytes, in order, with their sizes.
+
+        Looked for in this order: ``<id>.parts/``, ``<id>``, ``<id>.old/``. Every step of
+        :meth:`_share` leaves a complete representation first in that order, so a crash at any
+        point never exposes a half-replaced upload."""
+        for suffix in (".parts", "", ".old"):
+            path = self._path(upload_id, suffix)
+            if suffix and path.is_dir():
+                return [(p, p.stat().st_size) for p in sorted(path.iterdir())]
+            if not suffix and path.is_file():
+                return [(path, path.stat().st_size)]
+        raise FileNotFoundError(errno.ENOENT, f"upload {upload_id} has no stored bytes")
 
     def _offset(self, upload_id: str) -> int:
-        if self._path(upload_id, ".parts").is_dir():
+        if self._path(upload_id, ".parts").is_dir() or self._path(upload_id, ".old").is_dir():
             return sum(size for _, size in self._segments(upload_id))
         # Marker, size, marker: a writer that discards truncates before removing its marker,
         # so whichever order the reads interleave with it, uncommitted bytes are never counted.
@@ -181,26 +185,40 @@ class LocalStorage:
         return await _off_loop(lambda: self._share(source_id, upload_id))
 
     def _share(self, source_id: str, upload_id: str) -> bool:
-        # Hard links again: the new upload costs no space, and deleting either upload only
-        # drops its own names; the kernel's link count keeps the bytes while one is left.
-        if self._path(upload_id, ".parts").is_dir():
-            return False  # two directories cannot be swapped atomically; keep the copy
+        # Hard links again: the upload costs no space of its own, and deleting either upload
+        # only drops its own names; the kernel's link count keeps the bytes while one is left.
+        parts, plain, old = (self._path(upload_id, s) for s in (".parts", "", ".old"))
         staging = self._path(upload_id, ".assembling")
         shutil.rmtree(staging, ignore_errors=True)
+        staging.unlink(missing_ok=True)
         try:
-            if self._path(source_id, ".parts").is_dir():
-                staging.mkdir()
-                for path, _ in self._segments(source_id):
-                    os.link(path, staging / path.name)
-                os.rename(staging, self._path(upload_id, ".parts"))
-                self._path(upload_id).unlink(missing_ok=True)
+            segments = self._segments(source_id)
+            if len(segments) == 1 and not self._path(source_id, ".parts").is_dir():
+                os.link(segments[0][0], staging)
             else:
-                os.link(self._path(source_id), staging)
-                os.replace(staging, self._path(upload_id))
+                staging.mkdir()
+                for path, _ in segments:
+                    os.link(path, staging / path.name)
         except FileNotFoundError:
             shutil.rmtree(staging, ignore_errors=True)
             staging.unlink(missing_ok=True)
             return False
+        # Each step below leaves a complete representation first in _segments' order.
+        if parts.is_dir():
+            plain.unlink(missing_ok=True)  # only ever an empty placeholder beside .parts
+            shutil.rmtree(old, ignore_errors=True)
+            if staging.is_dir():
+                os.rename(parts, old)  # now .old holds the bytes
+                os.rename(staging, parts)  # now the shared .parts does
+            else:
+                os.rename(staging, plain)  # .parts still first, same content
+                os.rename(parts, old)  # now the shared file is first
+            shutil.rmtree(old, ignore_errors=True)
+        elif staging.is_dir():
+            os.rename(staging, parts)
+            plain.unlink(missing_ok=True)
+        else:
+            os.replace(staging, plain)
         return True
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:

@@ -55,8 +55,8 @@ class Storage(Protocol):
 
     async def share(self, source_id: str, upload_id: str) -> bool:
         """Make ``upload_id`` hold the bytes of the completed ``source_id`` by sharing them
-        (all or nothing), replacing identical bytes it may already hold. False when it cannot:
-        the source's bytes are gone, or the storage cannot swap this upload's bytes safely."""
+        (all or nothing), replacing identical bytes it may already hold. False when the
+        source's bytes are gone."""
         ...
 
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
