@@ -165,9 +165,14 @@ class UploadService:
         if upload.length != source.length or upload.expected_sha256 is None:
             raise ProofRejected("the declared length differs from the stored content")
         blocks = []
-        for first, last in challenge.ranges:
-            async for block in self.storage.read(source.id, first, last + 1):
-                blocks.append(block)
+        try:
+            for first, last in challenge.ranges:
+                async for block in self.storage.read(source.id, first, last + 1):
+                    blocks.append(block)
+        except FileNotFoundError:  # deleted since: nothing to share any more
+            raise ProofRejected(
+                "that content is no longer stored; send the bytes instead"
+            ) from None
         if not matches(answer(challenge.nonce, blocks), proof):
             raise ProofRejected("the proof does not match the content; send the bytes instead")
         return await self._adopt(upload, source, upload.expected_sha256)
