@@ -183,3 +183,17 @@ def test_checksummed_patch_and_whole_digest_together(server, client: httpx.Clien
     assert patch(client, url, 5, data[5:]).status_code == 204
     assert head(client, url).headers["repr-digest"] == repr_digest(data)
     assert client.get(url).content == data
+
+
+def test_sha256_checksum_from_offset_zero_shares_the_running_digest(server, client) -> None:
+    data = b"the whole upload in one request"
+    url = create(client, server, len(data), **{"Repr-Digest": repr_digest(data)})
+    wrong = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+    assert patch(client, url, 0, data, **{"Upload-Checksum": f"sha256 {wrong}"}).status_code == 460
+    right = base64.b64encode(hashlib.sha256(data[:10]).digest()).decode()
+    assert (
+        patch(client, url, 0, data[:10], **{"Upload-Checksum": f"sha256 {right}"}).status_code
+        == 204
+    )
+    assert patch(client, url, 10, data[10:]).status_code == 204
+    assert head(client, url).headers["repr-digest"] == repr_digest(data)

@@ -303,7 +303,10 @@ class UploadService:
             if content_length is not None and limit is not None and content_length > limit:
                 raise self._overflow(upload, limit)
             whole = self._take_running(upload.id, current)
-            hashers = [h for h in (hasher, whole) if h is not None]
+            if whole is not None and current == 0 and checksum and checksum[0] == "sha256":
+                # From offset 0 the request's SHA-256 is the upload's running one: hash once.
+                hasher = whole
+            hashers = list({id(h): h for h in (hasher, whole) if h is not None}.values())
             writer = await self.storage.open_writer(upload.id, current, atomic=hasher is not None)
             try:
                 received = await pump(body, writer, hashers, limit)
