@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import httpx
+
 from haul.client.errors import (
     HaulClientError,
     NotSupported,
@@ -138,6 +140,7 @@ class FileUpload:
         self._save_lock = asyncio.Lock()
         self._fd = -1
         self._size = 0
+        self._known_digest: str | None = None  # from the hashing pass before an instant upload
 
     # -- entry point ----------------------------------------------------------------------
 
@@ -164,7 +167,7 @@ class FileUpload:
         self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             if self.options.dedup and size and not resumed:
-                digest = await self._hash_file()
+                digest = self._known_digest = await self._hash_file()
                 instant = await self._probe(key, entry, digest)
                 if instant is not None:
                     await self._confirm(instant, digest)
@@ -204,7 +207,7 @@ class FileUpload:
                 url = None
         if url is None:
             empty = {"Repr-Digest": format_repr_digest(hashlib.sha256().hexdigest())}
-            url = await self._create(size, self._metadata(), partial=False,
+            url, _ = await self._create(size, self._metadata(), partial=False,
                                      extra=empty if size == 0 else None)  # fmt: skip
             entry.parts[0] = url
             await self._save(key, entry)
@@ -215,7 +218,8 @@ class FileUpload:
 
                 async def prepare(at: int, digest: hashlib._Hash = digest) -> bytes:
                     data = await self._read(at, min(entry.chunk_size, size - at))
-                    await asyncio.to_thread(digest.update, data)
+                    if self._known_digest is None:
+                        await asyncio.to_thread(digest.update, data)
                     return data
 
                 position = 0
@@ -230,10 +234,12 @@ class FileUpload:
                     done = max(server_offset, position)
                     # The request that completes the upload declares the whole-file digest,
                     # known by now because every chunk was hashed before it was sent.
-                    extra = {"Repr-Digest": format_repr_digest(digest.hexdigest())}
+                    extra = None
+                    if after == size:
+                        whole = self._known_digest or digest.hexdigest()
+                        extra = {"Repr-Digest": format_repr_digest(whole)}
                     try:
-                        await self._send(url, position, data, done, position, algorithm,
-                                         extra if after == size else None)  # fmt: skip
+                        await self._send(url, position, data, done, position, algorithm, extra)
                     except BaseException:
                         if upcoming is not None:
                             upcoming.cancel()
@@ -242,7 +248,7 @@ class FileUpload:
                     position = after
                 if size == 0:
                     await self._send(url, 0, b"", server_offset, 0, algorithm)
-                return url, digest.hexdigest()
+                return url, self._known_digest or digest.hexdigest()
             except _Rewind as rewind:
                 server_offset = rewind.offset
 
@@ -273,10 +279,11 @@ class FileUpload:
             for index in indexes:
                 start = index * chunk
                 data = await self._read(start, min(chunk, size - start))
-                await ordered.feed(index, data)
+                if self._known_digest is None:
+                    await ordered.feed(index, data)
                 url = entry.parts[index]
                 if url is None:
-                    url = await self._create(len(data), None, partial=True)
+                    url, _ = await self._create(len(data), None, partial=True)
                     entry.parts[index] = url
                     await self._save(key, entry)
                     offsets[index] = 0
@@ -295,7 +302,7 @@ class FileUpload:
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
         parts = " ".join(self._same_origin_path(u) for u in entry.parts if u is not None)
-        whole = ordered.digest.hexdigest()
+        whole = self._known_digest or ordered.digest.hexdigest()
         headers = {"Upload-Concat": f"final;{parts}", "Repr-Digest": format_repr_digest(whole)}
         metadata = self._metadata()
         if metadata:
@@ -318,12 +325,12 @@ class FileUpload:
         """Create the upload declaring its digest: the server answers with a complete upload
         when it already holds the content (instant upload). Otherwise a sequential upload goes
         on with it; a parallel one removes it and uses partial uploads."""
-        headers = {"Upload-Length": str(self._size), "Repr-Digest": format_repr_digest(digest),
-                   "Upload-Metadata": self._metadata()}  # fmt: skip
-        created = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
-        url = urljoin(self.endpoint, created.headers["location"])
-        offset = int(created.headers.get("upload-offset", "0"))
-        challenge = created.headers.get("haul-challenge")
+        extra = {"Repr-Digest": format_repr_digest(digest)}
+        url, answer_headers = await self._create(
+            self._size, self._metadata(), partial=False, extra=extra
+        )
+        offset = int(answer_headers.get("upload-offset", "0"))
+        challenge = answer_headers.get("haul-challenge")
         if offset != self._size and challenge is not None:
             offset = await self._prove(url, challenge)
         if offset == self._size:
@@ -370,14 +377,15 @@ class FileUpload:
     async def _create(
         self, length: int, metadata: str | None, *, partial: bool,
         extra: dict[str, str] | None = None,
-    ) -> str:  # fmt: skip
+    ) -> tuple[str, httpx.Headers]:  # fmt: skip
+        """Create an upload; its URL, and the answer's headers."""
         headers = {"Upload-Length": str(length), **(extra or {})}
         if metadata:
             headers["Upload-Metadata"] = metadata
         if partial:
             headers["Upload-Concat"] = "partial"
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
-        return urljoin(self.endpoint, response.headers["location"])
+        return urljoin(self.endpoint, response.headers["location"]), response.headers
 
     async def _send(
         self,

@@ -159,9 +159,10 @@ class UploadService:
             challenge = Challenge.from_json(upload.challenge)
             upload.challenge = None  # one answer per challenge: no guessing
             await self.store.save(upload)
+        gone = "that content is no longer stored; send the bytes instead"
         source = await self.store.get(challenge.source)
         if source is None or not source.complete or source.sha256 != upload.expected_sha256:
-            raise ProofRejected("that content is no longer stored; send the bytes instead")
+            raise ProofRejected(gone)
         if upload.length != source.length or upload.expected_sha256 is None:
             raise ProofRejected("the declared length differs from the stored content")
         blocks = []
@@ -170,9 +171,7 @@ class UploadService:
                 async for block in self.storage.read(source.id, first, last + 1):
                     blocks.append(block)
         except FileNotFoundError:  # deleted since: nothing to share any more
-            raise ProofRejected(
-                "that content is no longer stored; send the bytes instead"
-            ) from None
+            raise ProofRejected(gone) from None
         if not matches(answer(challenge.nonce, blocks), proof):
             raise ProofRejected("the proof does not match the content; send the bytes instead")
         return await self._adopt(upload, source, upload.expected_sha256)
@@ -430,8 +429,10 @@ class UploadService:
     # -- digests --------------------------------------------------------------------------
 
     def _take_running(self, upload_id: str, offset: int) -> Hasher | None:
-        """The running SHA-256 of bytes [0, offset), or a fresh one at 0, as a copy the caller
-        may extend; None when this process cannot continue it (the upload is hashed later)."""
+        """The running SHA-256 of bytes [0, offset), or a fresh one at 0, taken out of the
+        cache: the caller puts it back only once its bytes are committed, so a refused request
+        cannot leave a wrong state behind. None when this process cannot continue it (the
+        upload is then hashed from storage when it completes)."""
         if not self.limits.verify_digest:
             return None
         kept = self._running.pop(upload_id, None)
@@ -467,11 +468,7 @@ class UploadService:
                 log.info("upload %s stored once with %s", upload.id, twin.id)
 
     async def _fail(self, upload: Upload) -> None:
-        upload.state = UploadState.FAILED
-        upload.updated_at = time.time()
-        upload.expires_at = None
-        await self.store.save(upload)
-        await self.storage.delete(upload.id)
+        await self._tombstone(upload, UploadState.FAILED)
         log.warning("upload %s failed verification and was discarded", upload.id)
 
     # -- ending ---------------------------------------------------------------------------
@@ -488,12 +485,16 @@ class UploadService:
             upload = await self.store.get(upload_id)
             if upload is None or upload.state.gone:
                 return
-            upload.state = state
-            upload.updated_at = time.time()
-            upload.expires_at = None
-            await self.store.save(upload)
-            await self.storage.delete(upload_id)
-            self._running.pop(upload_id, None)
+            await self._tombstone(upload, state)
+
+    async def _tombstone(self, upload: Upload, state: UploadState) -> None:
+        """Record the end first, then drop the bytes; the caller holds the upload's lock."""
+        upload.state = state
+        upload.updated_at = time.time()
+        upload.expires_at = None
+        await self.store.save(upload)
+        await self.storage.delete(upload.id)
+        self._running.pop(upload.id, None)
 
     async def collect_garbage(self, *, now: float | None = None, batch: int = 500) -> GcReport:
         """Expire unfinished uploads, purge old tombstones, remove bytes nobody references."""

@@ -271,7 +271,6 @@ class TusEndpoint:
     ) -> Upload:
         new_length = _header_uint(request, "upload-length")
         content_length = _header_uint(request, "content-length")
-        declared = request.headers.get("repr-digest")
         body = request_body(request, self.settings.body_timeout)
         try:
             return await self.service.append(
@@ -281,7 +280,7 @@ class TusEndpoint:
                 content_length=content_length,
                 checksum=checksum,
                 new_length=new_length,
-                declared_sha256=sha256_from_repr_digest(declared) if declared else None,
+                declared_sha256=self._declared_sha256(request, {}),
             )
         except BodyInterrupted as exc:
             headers = {"Connection": "close"}
