@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from haul.core.policy import TypePolicy
 from haul.errors import ConfigError
 
 _SIZE_UNITS = {
@@ -185,6 +186,18 @@ class Settings:
         "fsync each request's bytes before acknowledging them (survives power loss).",
         parse_bool,
     )
+    allowed_types: tuple[str, ...] = _setting(
+        (),
+        "Kinds of file accepted, comma separated: endings (.jpg) and types (image/*); "
+        "empty = any kind not denied.",
+        parse_list,
+    )
+    denied_types: tuple[str, ...] = _setting(
+        (),
+        "Kinds of file refused, comma separated, in the same form; wins over allowed.",
+        parse_list,
+    )
+    web_page: bool = _setting(True, "Serve the upload page at / (with its assets).", parse_bool)
     cors_origins: tuple[str, ...] = _setting(
         ("*",),
         "Origins allowed to call the API from a browser, comma separated; * = any.",
@@ -216,6 +229,10 @@ class Settings:
             raise ConfigError(f"base_path must start and end with '/', got {self.base_path!r}")
         if not 0 < self.port < 65536 and self.port != 0:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
+        self.type_policy()  # fails early on a malformed entry
+
+    def type_policy(self) -> TypePolicy:
+        return TypePolicy.of(self.allowed_types, self.denied_types)
 
 
 def env_name(name: str) -> str:

@@ -128,6 +128,13 @@ class UnsupportedMediaType(HaulError):
     code = "ERR_INVALID_CONTENT_TYPE"
 
 
+class TypeNotAllowed(HaulError):
+    """The file's kind (by name, declared type or content) is outside the server's policy."""
+
+    status = 415
+    code = "ERR_TYPE_NOT_ALLOWED"
+
+
 class RangeNotSatisfiable(HaulError):
     status = 416
     code = "ERR_RANGE_NOT_SATISFIABLE"

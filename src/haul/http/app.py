@@ -23,8 +23,9 @@ from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
+from haul.http import web
 from haul.http.middleware import MethodOverride
-from haul.http.tus import TusEndpoint
+from haul.http.tus import EXTENSIONS, TusEndpoint
 from haul.protocol.tus import TUS_VERSION
 
 log = logging.getLogger("haul")
@@ -143,16 +144,13 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
                     await sweeper
             await service.store.close()
 
-    async def index(request: Request) -> Response:
-        return PlainTextResponse(f"haul upload server. tus 1.0.0 endpoint: {settings.base_path}\n")
-
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
     every_method = ["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"]
     base = settings.base_path
     routes = [
-        Route("/", index, methods=["GET"]),
+        *web.routes(settings, EXTENSIONS),
         Route("/healthz", health, methods=["GET"]),
         Route(base, tus.collection, methods=every_method),
         Route(base.rstrip("/"), tus.collection, methods=every_method),

@@ -74,6 +74,18 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+# Metadata keys that name the file and its type, as tus-js-client, Uppy and haul send them.
+_NAME_KEYS = ("filename", "name")
+_TYPE_KEYS = ("filetype", "type", "contentType", "content-type")
+
+
+def _text(metadata: dict[str, bytes], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        if key in metadata:
+            return metadata[key].decode("utf-8", "replace")
+    return None
+
+
 def _header_uint(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     return None if value is None else parse_uint(value, name)
@@ -98,6 +110,7 @@ class TusEndpoint:
         self.service = service
         self.settings = settings
         self.base_path = settings.base_path
+        self.policy = settings.type_policy()
 
     # -- routing --------------------------------------------------------------------------
 
@@ -163,6 +176,8 @@ class TusEndpoint:
         expected = self._declared_sha256(request, metadata)
         concat_header = request.headers.get("upload-concat")
         concat = parse_concat(concat_header) if concat_header is not None else None
+        if concat is None or not concat.partial:  # a partial is judged as part of its final
+            self.policy.check(_text(metadata, _NAME_KEYS), _text(metadata, _TYPE_KEYS))
         length = _header_uint(request, "upload-length")
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
@@ -253,7 +268,7 @@ class TusEndpoint:
         start, stop = (span[0], span[1] + 1) if span else (0, size)
         upload, stream = await self.service.open_download(upload_id, start, stop)
         media_type = self._content_type(upload)
-        name = upload.text_metadata("filename", "name") or upload.id
+        name = upload.text_metadata(*_NAME_KEYS) or upload.id
         headers["Content-Type"] = media_type
         headers["Content-Disposition"] = content_disposition(name, inline=self._inline(media_type))
         headers["Content-Length"] = str(stop - start)
@@ -361,7 +376,7 @@ class TusEndpoint:
 
     @staticmethod
     def _content_type(upload: Upload) -> str:
-        declared = upload.text_metadata("filetype", "type", "contentType", "content-type") or ""
+        declared = upload.text_metadata(*_TYPE_KEYS) or ""
         declared = declared.strip().lower()
         return declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
 

@@ -1,0 +1,12 @@
+// Bundles the browser client pages the tests load (Uppy, tus-js-client) into the given folder.
+import * as esbuild from "esbuild";
+
+const out = process.argv[2];
+await esbuild.build({
+  entryPoints: ["uppy.js", "tus-parallel.js"].map((name) => new URL(name, import.meta.url).pathname),
+  bundle: true,
+  format: "esm",
+  target: "es2022",
+  outdir: out,
+  logLevel: "warning",
+});

@@ -1,0 +1,112 @@
+// One HTTP request to a tus server, with upload progress, a stall timer and clear errors.
+// XMLHttpRequest rather than fetch: only it reports upload progress for a streamed Blob body.
+
+const TUS_VERSION = "1.0.0";
+
+/** The server answered with an error status. `code` is haul's stable error code if given. */
+export class ServerError extends Error {
+  constructor(status, code, message, retryAfter) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.retryAfter = retryAfter; // seconds, from Retry-After
+  }
+
+  /** Worth trying again (after re-reading the offset): conflicts, locks, overload, 5xx. */
+  get transient() {
+    return [409, 423, 429, 460].includes(this.status) || this.status >= 500;
+  }
+}
+
+/** The request did not get an answer: offline, connection reset, or stalled. */
+export class NetworkError extends Error {}
+
+const inFlight = new Set();
+
+/** Ends every running request at once (the browser went offline: don't wait for stalls). */
+export function abortAll(reason) {
+  for (const stop of inFlight) stop(reason);
+}
+
+const GENERIC = {
+  400: "The server could not understand the request.",
+  401: "The server wants you to sign in first.",
+  403: "The server does not allow this upload.",
+  404: "The upload is not on the server (any more).",
+  410: "The upload is gone from the server (it expired or was deleted).",
+  413: "The file is larger than the server accepts.",
+  415: "The server does not accept this kind of file.",
+  422: "The server's copy differs from the file.",
+  429: "The server is busy; trying again shortly.",
+  507: "The server is out of storage space.",
+};
+
+function serverError(xhr) {
+  const text = (xhr.responseText || "").trim();
+  const match = /^(ERR_[A-Z0-9_]+):\s*(.+)$/s.exec(text);
+  const fallback = GENERIC[xhr.status] ?? `The server answered ${xhr.status} ${xhr.statusText}.`;
+  let message = match ? match[2] : fallback;
+  message = message.charAt(0).toUpperCase() + message.slice(1);
+  if (!/[.!?]$/.test(message)) message += ".";
+  const retryAfter = Number(xhr.getResponseHeader("Retry-After")) || null;
+  return new ServerError(xhr.status, match?.[1] ?? null, message, retryAfter);
+}
+
+/**
+ * Sends one request; resolves with {status, header(name)} for a 2xx answer, rejects with
+ * ServerError, NetworkError, or an AbortError DOMException when `signal` aborts.
+ */
+export function request(method, url, options = {}) {
+  const { headers = {}, body = null, onProgress, stallTimeout = 30_000, signal } = options;
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(new DOMException("stopped", "AbortError"));
+      return;
+    }
+    const xhr = new XMLHttpRequest();
+    let stalled = null;
+    let failure = null;
+    const stop = (reason) => {
+      failure = reason;
+      xhr.abort();
+    };
+    const onAbort = () => stop(new DOMException("stopped", "AbortError"));
+    const cleanup = () => {
+      clearTimeout(stalled);
+      inFlight.delete(stop);
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const alive = () => {
+      clearTimeout(stalled);
+      stalled = setTimeout(() => stop(new NetworkError("no progress for a while")), stallTimeout);
+    };
+    xhr.open(method, url);
+    xhr.setRequestHeader("Tus-Resumable", TUS_VERSION);
+    for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
+    xhr.upload.onprogress = (event) => {
+      alive();
+      onProgress?.(event.loaded);
+    };
+    xhr.onprogress = alive;
+    xhr.onload = () => {
+      cleanup();
+      if (xhr.status >= 200 && xhr.status < 300) {
+        resolve({ status: xhr.status, header: (name) => xhr.getResponseHeader(name) });
+      } else {
+        reject(serverError(xhr));
+      }
+    };
+    xhr.onerror = () => {
+      cleanup();
+      reject(new NetworkError("the connection to the server failed"));
+    };
+    xhr.onabort = () => {
+      cleanup();
+      reject(failure ?? new NetworkError("the request was cut off"));
+    };
+    inFlight.add(stop);
+    signal?.addEventListener("abort", onAbort, { once: true });
+    alive();
+    xhr.send(body);
+  });
+}

@@ -1,0 +1,28 @@
+// The server's limits (GET /api/info), checked before a byte is sent. The server checks the
+// same rules again; this only saves the user a wait for an answer that is known already.
+import { formatBytes } from "./format.js";
+
+function matches(entry, name, type) {
+  if (entry.startsWith(".")) return name.endsWith(entry);
+  if (entry.endsWith("/*")) return type.startsWith(entry.slice(0, -1));
+  return type === entry;
+}
+
+/** Why the server would refuse this file, in words; null when it would take it. */
+export function refusal(file, info) {
+  if (info.max_size != null && file.size > info.max_size) {
+    return (
+      `${file.name} is ${formatBytes(file.size)}; this server accepts files up to ` +
+      `${formatBytes(info.max_size)}.`
+    );
+  }
+  const name = file.name.toLowerCase();
+  const type = (file.type || "").toLowerCase();
+  const denied = (info.denied_types ?? []).find((entry) => matches(entry, name, type));
+  if (denied) return `${file.name} is a kind of file this server refuses (${denied}).`;
+  const allowed = info.allowed_types ?? [];
+  if (allowed.length && !allowed.some((entry) => matches(entry, name, type))) {
+    return `${file.name} is not a kind of file this server accepts (only ${allowed.join(", ")}).`;
+  }
+  return null;
+}

@@ -1,0 +1,152 @@
+// The page: file selection, the list of uploads, unfinished and completed ones, batch progress.
+import { createCard } from "./card.js";
+import { formatBytes } from "./format.js";
+import { abortAll, NetworkError, request } from "./http.js";
+import * as store from "./store.js";
+import { FileUpload } from "./upload.js";
+
+const $ = (selector) => document.querySelector(selector);
+const uploads = [];
+let info = null;
+let endpoint = null;
+
+async function loadInfo() {
+  const response = await fetch("api/info", { cache: "no-store" });
+  if (!response.ok) throw new Error(`cannot read the server's limits (${response.status})`);
+  info = await response.json();
+  endpoint = new URL(info.tus.endpoint, location.href).href;
+  const limits = [];
+  if (info.max_size) limits.push(`files up to ${formatBytes(info.max_size)}`);
+  if (info.allowed_types?.length) limits.push(`only ${info.allowed_types.join(", ")}`);
+  if (info.denied_types?.length) limits.push(`not ${info.denied_types.join(", ")}`);
+  $("#limits").textContent = limits.length ? `This server takes ${limits.join("; ")}.` : "";
+}
+
+function concurrency() {
+  return Number($("#concurrency").value) || 4;
+}
+
+function addFiles(files) {
+  for (const file of files) {
+    const upload = new FileUpload(file, { endpoint, info, concurrency: concurrency() });
+    uploads.push(upload);
+    $("#uploads").prepend(createCard(upload, $("#card-template")));
+    upload.addEventListener("change", () => {
+      scheduleBatch();
+      if (upload.state === "done" || upload.state === "cancelled") showSaved();
+    });
+    upload.start();
+  }
+  showSaved();
+  scheduleBatch();
+}
+
+let batchScheduled = false;
+function scheduleBatch() {
+  if (batchScheduled) return;
+  batchScheduled = true;
+  requestAnimationFrame(() => {
+    batchScheduled = false;
+    const counted = uploads.filter((u) => u.state !== "cancelled");
+    const total = counted.reduce((sum, u) => sum + u.file.size, 0);
+    const done = counted.reduce((sum, u) => sum + Math.min(u.uploaded, u.file.size), 0);
+    const finished = counted.filter((u) => u.state === "done").length;
+    $("#batch").hidden = counted.length === 0;
+    $("#batch-bar").value = total ? done / total : finished === counted.length ? 1 : 0;
+    $("#batch-text").textContent =
+      `${finished} of ${counted.length} files done · ` +
+      `${formatBytes(done)} of ${formatBytes(total)}`;
+  });
+}
+
+/** Unfinished uploads from earlier visits (choose the file again to go on) and finished ones. */
+async function showSaved() {
+  const entries = await store.all();
+  const active = new Set(uploads.filter((u) => u.state !== "cancelled").map((u) => u.key));
+  const unfinished = entries.filter((e) => !e.done && !active.has(e.key));
+  const list = $("#unfinished ul");
+  list.replaceChildren(
+    ...unfinished.map((entry) => {
+      const item = document.createElement("li");
+      item.dataset.name = entry.name;
+      item.textContent = `${entry.name} (${formatBytes(entry.size)}), started ${new Date(entry.createdAt).toLocaleString()}`;
+      const choose = document.createElement("button");
+      choose.textContent = "Choose file…";
+      choose.addEventListener("click", () => $("#picker").click());
+      const forget = document.createElement("button");
+      forget.textContent = "Forget";
+      forget.addEventListener("click", async () => {
+        const urls = entry.parts.filter(Boolean);
+        await Promise.allSettled(urls.map((url) => request("DELETE", url)));
+        await store.remove(entry.key);
+        showSaved();
+      });
+      item.append(choose, forget);
+      return item;
+    }),
+  );
+  $("#unfinished").hidden = unfinished.length === 0;
+  const finished = entries.filter((e) => e.done).sort((a, b) => b.doneAt - a.doneAt);
+  $("#completed ul").replaceChildren(
+    ...finished.map((entry) => {
+      const item = document.createElement("li");
+      const link = document.createElement("a");
+      link.href = entry.url;
+      link.download = entry.name;
+      link.textContent = entry.name;
+      item.append(link, ` (${formatBytes(entry.size)})`);
+      if (entry.instant) {
+        const tag = document.createElement("span");
+        tag.className = "tag";
+        tag.textContent = "instant";
+        item.append(tag);
+      }
+      return item;
+    }),
+  );
+  $("#completed").hidden = finished.length === 0;
+}
+
+function wireInputs() {
+  const picker = $("#picker");
+  picker.addEventListener("change", () => {
+    addFiles([...picker.files]);
+    picker.value = "";
+  });
+  const drop = $("#drop");
+  drop.addEventListener("dragover", (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    addFiles([...event.dataTransfer.files].filter((file) => file.size || file.type));
+  });
+  const select = $("#concurrency");
+  select.value = localStorage.getItem("haul.concurrency") ?? "4";
+  select.addEventListener("change", () => localStorage.setItem("haul.concurrency", select.value));
+  window.addEventListener("offline", () => {
+    $("#offline").hidden = false;
+    abortAll(new NetworkError("the browser went offline"));
+  });
+  window.addEventListener("online", () => {
+    $("#offline").hidden = true;
+  });
+}
+
+async function main() {
+  wireInputs();
+  try {
+    await loadInfo();
+  } catch (error) {
+    $("#limits").textContent = `The server cannot be reached: ${error.message}`;
+    return;
+  }
+  await store.prune();
+  await showSaved();
+  document.body.dataset.ready = "true";
+}
+
+main();
