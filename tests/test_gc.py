@@ -61,3 +61,34 @@ def test_expired_concatenation_final_and_terminated_uploads(make_server, client)
         time.sleep(0.1)
     assert head(client, partial).status_code == 410
     assert head(client, final.headers["location"]).status_code == 410
+
+
+def test_complete_partials_no_final_takes_expire(make_server, client: httpx.Client) -> None:
+    server = make_server("--expiration", "1s", "--sweep-interval", "0")
+    abandoned = create(client, server, 3, **{"Upload-Concat": "partial"})
+    patch(client, abandoned, 0, b"abc")
+    assert "upload-expires" in head(client, abandoned).headers  # complete, still expiring
+    whole = create(client, server, 3)
+    patch(client, whole, 0, b"xyz")
+    assert "upload-expires" not in head(client, whole).headers
+    time.sleep(1.2)
+
+    assert _gc(server.data_dir)["expired"] == 1
+    assert head(client, abandoned).status_code == 410
+    assert client.get(whole).content == b"xyz"
+    late = client.post(server.endpoint, headers={**TUS, "Upload-Concat": f"final;{abandoned}"})
+    assert late.status_code == 400
+    assert "expired" in late.text
+
+
+def test_kept_partials_stop_expiring_once_concatenated(make_server, client) -> None:
+    server = make_server("--expiration", "1s", "--sweep-interval", "0", "--keep-partials")
+    part = create(client, server, 3, **{"Upload-Concat": "partial"})
+    patch(client, part, 0, b"abc")
+    final = client.post(server.endpoint, headers={**TUS, "Upload-Concat": f"final;{part}"})
+    assert final.status_code == 201
+    assert "upload-expires" not in head(client, part).headers
+    time.sleep(1.2)
+    assert _gc(server.data_dir)["expired"] == 0
+    assert client.get(part).content == b"abc"
+    assert client.get(final.headers["location"]).content == b"abc"

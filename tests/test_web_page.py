@@ -241,6 +241,61 @@ def test_going_offline_and_back_finishes_the_upload(
     assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
 
 
+def test_dropped_files_upload(context: BrowserContext, server: HaulServer, tmp_path: Path) -> None:
+    page = open_page(context, server.url)
+    content = bytes(range(256)) * 4096  # 1 MiB
+    transfer = page.evaluate_handle(
+        """(bytes) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([new Uint8Array(bytes)], "dropped.dat"));
+            return transfer;
+        }""",
+        list(content[:4096]),
+    )
+    page.dispatch_event("#drop", "dragover", {"dataTransfer": transfer})
+    expect(page.locator("#drop.over")).to_have_count(1)
+    page.dispatch_event("#drop", "drop", {"dataTransfer": transfer})
+    expect(page.locator(DONE)).to_have_count(1, timeout=30_000)
+    url = uploaded_url(page, "dropped.dat")
+    assert httpx.get(url, trust_env=False).content == content[:4096]
+
+
+def test_connection_resets_are_retried_until_the_upload_matches(
+    context: BrowserContext, proxied: tuple[HaulServer, ChaosProxy], tmp_path: Path
+) -> None:
+    server, proxy = proxied
+    source = random_file(tmp_path / "bumpy.bin", 48 * MiB, seed=14)
+    page = open_page(context, proxy.url)
+    proxy.cut_probability = 0.01  # per forwarded piece: dozens of resets over the upload
+    page.set_input_files("#picker", str(source))
+    expect(page.locator(DONE)).to_have_count(1, timeout=120_000)
+    assert proxy.cuts > 0
+    url = uploaded_url(page, "bumpy.bin")
+    assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
+
+
+def test_unfinished_entries_are_forgotten_once_the_server_expired_them(
+    context: BrowserContext, make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    server = make_server("--expiration", "2s", "--sweep-interval", "1s")
+    proxy = ChaosProxy(server.port, rate=4 * MiB).start()
+    try:
+        source = random_file(tmp_path / "abandoned.bin", 32 * MiB, seed=15)
+        page = open_page(context, proxy.url)
+        page.set_input_files("#picker", str(source))
+        wait_for(lambda: proxy.upstream_bytes > 4 * MiB, timeout=30)
+        page.reload()
+        expect(page.locator("#unfinished li[data-name='abandoned.bin']")).to_have_count(1)
+        proxy.rate = None
+        settle(proxy)  # the page no longer sends; the server expires the upload 2 s later
+        time.sleep(3.5)
+        page.reload()
+        expect(page.locator("body[data-ready=true]")).to_have_count(1)
+        expect(page.locator("#unfinished li")).to_have_count(0)
+    finally:
+        proxy.stop()
+
+
 def test_screenshot_mid_upload_shows_two_files_with_chunk_maps(
     context: BrowserContext, proxied: tuple[HaulServer, ChaosProxy], tmp_path: Path
 ) -> None:

@@ -1,7 +1,7 @@
 // The page: file selection, the list of uploads, unfinished and completed ones, batch progress.
 import { createCard } from "./card.js";
 import { formatBytes } from "./format.js";
-import { abortAll, NetworkError, request } from "./http.js";
+import { abortAll, NetworkError, request, ServerError } from "./http.js";
 import * as store from "./store.js";
 import { FileUpload } from "./upload.js";
 
@@ -107,6 +107,30 @@ async function showSaved() {
   $("#completed").hidden = finished.length === 0;
 }
 
+/** Unfinished uploads past their last known expiry are forgotten once the server confirms
+ * that none of their chunks is left (a write the page did not hear of may have kept one). */
+async function forgetExpired() {
+  const now = Date.now();
+  const stale = (await store.all()).filter((e) => !e.done && e.expiresAt && e.expiresAt < now);
+  for (const entry of stale) {
+    let alive = false;
+    for (const url of entry.parts.filter(Boolean)) {
+      try {
+        const answer = await request("HEAD", url);
+        entry.expiresAt = Date.parse(answer.header("Upload-Expires") ?? "") || null;
+        alive = true;
+        break;
+      } catch (error) {
+        if (!(error instanceof ServerError && [404, 410].includes(error.status))) {
+          alive = true; // cannot tell now: keep it
+          break;
+        }
+      }
+    }
+    await (alive ? store.save(entry) : store.remove(entry.key));
+  }
+}
+
 function wireInputs() {
   const picker = $("#picker");
   picker.addEventListener("change", () => {
@@ -144,7 +168,8 @@ async function main() {
     $("#limits").textContent = `The server cannot be reached: ${error.message}`;
     return;
   }
-  await store.prune();
+  await store.pruneFinished();
+  await forgetExpired();
   await showSaved();
   document.body.dataset.ready = "true";
 }

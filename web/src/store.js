@@ -35,14 +35,8 @@ export const save = (entry) => transact("readwrite", (s) => s.put(structuredClon
 export const remove = (key) => transact("readwrite", (s) => s.delete(key));
 export const all = () => transact("readonly", (s) => s.getAll());
 
-/** Drops unfinished uploads the server has expired by now, and old finished ones. */
-export async function prune(keepFinished = 50) {
-  const entries = await all();
-  const now = Date.now();
-  const finished = entries.filter((e) => e.done).sort((a, b) => b.doneAt - a.doneAt);
-  const stale = [
-    ...entries.filter((e) => !e.done && e.expiresAt && e.expiresAt < now),
-    ...finished.slice(keepFinished),
-  ];
-  await Promise.all(stale.map((e) => remove(e.key)));
+/** Keeps the newest finished uploads only. */
+export async function pruneFinished(keep = 50) {
+  const finished = (await all()).filter((e) => e.done).sort((a, b) => b.doneAt - a.doneAt);
+  await Promise.all(finished.slice(keep).map((e) => remove(e.key)));
 }

@@ -279,6 +279,7 @@ export class FileUpload extends EventTarget {
         while (chunk.offset < chunk.length) await this.#patch(chunk, signal);
         chunk.state = "stored";
         this.#emit();
+        await store.save(this.entry); // keeps the expiry the server just extended
         return;
       } catch (error) {
         chunk.inflight = 0;
@@ -413,9 +414,10 @@ export class FileUpload extends EventTarget {
     if (failure) throw failure;
   }
 
+  /** The entry lives as long as its longest-lived chunk on the server. */
   #noteExpiry(answer) {
     const expires = Date.parse(answer.header("Upload-Expires") ?? "");
-    if (Number.isFinite(expires)) this.entry.expiresAt = expires;
+    if (Number.isFinite(expires)) this.entry.expiresAt = Math.max(this.entry.expiresAt ?? 0, expires);
   }
 
   #progress(field, value) {

@@ -188,7 +188,8 @@ class SQLiteStore:
 
     async def expired(self, now: float, limit: int) -> list[Upload]:
         return await self._select(
-            "state = 'active' AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?", (now, limit)
+            "state IN ('active', 'complete') AND expires_at IS NOT NULL AND expires_at < ? LIMIT ?",
+            (now, limit),
         )
 
     async def tombstones(self, before: float, limit: int) -> list[Upload]:

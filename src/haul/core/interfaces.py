@@ -88,7 +88,8 @@ class MetadataStore(Protocol):
     async def delete(self, upload_id: str) -> None: ...
 
     async def expired(self, now: float, limit: int) -> list[Upload]:
-        """Active uploads whose ``expires_at`` has passed."""
+        """Uploads whose ``expires_at`` has passed: unfinished ones, and complete partial
+        uploads no final upload took."""
         ...
 
     async def tombstones(self, before: float, limit: int) -> list[Upload]:

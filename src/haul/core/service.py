@@ -380,8 +380,11 @@ class UploadService:
                 await self._store_once(upload, upload.sha256)
         upload.state = UploadState.COMPLETE
         upload.offset = upload.length or 0
-        upload.expires_at = None
         upload.updated_at = time.time()
+        # A partial is only worth keeping until a final upload takes it: one that never comes
+        # (an abandoned parallel upload) must not hold its bytes forever.
+        partial = upload.concat is ConcatKind.PARTIAL
+        upload.expires_at = self._expiry(upload.updated_at) if partial else None
         await self.store.save(upload)
         log.info("upload %s complete (%s bytes)", upload.id, upload.length)
         if upload.concat is ConcatKind.PARTIAL:
@@ -421,10 +424,20 @@ class UploadService:
             self._check_size(final.length)
             await self.storage.concatenate(final.id, final.parts)
             final = await self._complete(final)
-        if not self.limits.keep_partials:
-            for part in parts:
+        for part in parts:
+            if self.limits.keep_partials:
+                await self._keep(part.id)
+            else:
                 await self._retire(part.id, UploadState.CONSUMED)
         return final
+
+    async def _keep(self, part_id: str) -> None:
+        """A partial kept after its concatenation (--keep-partials) no longer expires."""
+        async with self._lock(part_id):
+            part = await self.store.get(part_id)
+            if part is not None and part.complete and part.expires_at is not None:
+                part.expires_at = None
+                await self.store.save(part)
 
     # -- digests --------------------------------------------------------------------------
 
@@ -501,6 +514,8 @@ class UploadService:
         moment = time.time() if now is None else now
         report = GcReport()
         for upload in await self.store.expired(moment, batch):
+            if upload.complete and await self.store.finals_waiting_for(upload.id):
+                continue  # a final upload is about to take it
             with contextlib.suppress(HaulError):
                 await self._retire(upload.id, UploadState.EXPIRED)
                 report.expired += 1

@@ -347,7 +347,7 @@ class TusEndpoint:
 
     @staticmethod
     def _expires(upload: Upload) -> dict[str, str]:
-        if upload.expires_at is None or upload.complete:
+        if upload.expires_at is None:
             return {}
         return {"Upload-Expires": http_date(datetime.fromtimestamp(upload.expires_at, UTC))}
 
