@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -53,10 +54,12 @@ class HaulServer:
     extra: list[str] = field(default_factory=list)
     log_path: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
+    ca_file: Path | None = None  # set when the server speaks TLS: the CA that signed its cert
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ca_file else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def endpoint(self) -> str:
@@ -75,12 +78,16 @@ class HaulServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"haul serve exited: {log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                health = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.tls_context())
+                if health.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
         raise RuntimeError(f"haul serve did not start: {log_path.read_text()[-2000:]}")
+
+    def tls_context(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

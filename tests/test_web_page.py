@@ -296,6 +296,36 @@ def test_unfinished_entries_are_forgotten_once_the_server_expired_them(
         proxy.stop()
 
 
+def test_page_with_credentials_uploads_as_the_tokens_owner(
+    context: BrowserContext, make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    key = "page-user-0123456789abcdef"
+    server = make_server("--api-keys", f"pat:{key}")
+    source = random_file(tmp_path / "private.bin", 3 * MiB, seed=16)
+    page = open_page(context, server.url)
+    expect(page.locator("#auth")).to_be_visible()
+    page.set_input_files("#picker", str(source))
+    refused = page.locator(".card[data-state=failed] .message")
+    expect(refused).to_have_text("This server needs an access token: enter it above, then retry.")
+    page.fill("#token", key)
+    page.locator("#token").dispatch_event("change")
+    page.locator("button[data-action=retry]").click()
+    expect(page.locator(DONE)).to_have_count(1, timeout=30_000)
+    link = uploaded_url(page, "private.bin")
+    assert "signature=" in link  # opens in a tab without the token
+    with httpx.Client(trust_env=False) as client:
+        assert client.get(link).content == source.read_bytes()
+        plain = link.split("?")[0]
+        assert client.get(plain).status_code == 401  # the upload itself is not public
+        head = client.head(
+            plain, headers={"Tus-Resumable": "1.0.0", "Authorization": f"Bearer {key}"}
+        )
+    assert head.status_code == 200
+    # The token is kept for this tab only, unless asked to remember it.
+    assert page.evaluate("sessionStorage.getItem('haul.token')") == key
+    assert page.evaluate("localStorage.getItem('haul.token')") is None
+
+
 def test_screenshot_mid_upload_shows_two_files_with_chunk_maps(
     context: BrowserContext, proxied: tuple[HaulServer, ChaosProxy], tmp_path: Path
 ) -> None:

@@ -64,7 +64,11 @@ def _client_options(f: Any) -> Any:
         "--retries", type=click.IntRange(1, 1000), default=10, show_default=True,
         help="Attempts per request on network errors, 5xx, 409, 423.",
     )  # fmt: skip
-    return retries(timeout(f))
+    token = click.option(
+        "--token", envvar="HAUL_TOKEN", default=None,
+        help="API key or JWT for servers that require credentials (or set HAUL_TOKEN).",
+    )  # fmt: skip
+    return token(retries(timeout(f)))
 
 
 @click.command()
@@ -84,7 +88,7 @@ def _client_options(f: Any) -> Any:
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
     metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, as_json: bool, retries: int,
-    timeout: float,
+    timeout: float, token: str | None,
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -105,7 +109,7 @@ def upload(
         failures = 0
         total = sum(p.stat().st_size for p, _ in files)
         async with AsyncClient(server, parallel=parallel, chunk_size=chunk, retries=retries,
-                               timeout=timeout) as client:  # fmt: skip
+                               timeout=timeout, token=token) as client:  # fmt: skip
             with _bar(console) if show_bar else _NoBar() as bar:
                 overall = bar.add_task("total", total=total) if len(files) > 1 else None
                 finished = 0
@@ -189,11 +193,13 @@ def _report_failure(console: Console, as_json: bool, path: Path, exc: Exception)
     help="Where to write (default: the upload's filename, in the current directory).",
 )  # fmt: skip
 @_client_options
-def download(url: str, output: Path | None, retries: int, timeout: float) -> None:
+def download(
+    url: str, output: Path | None, retries: int, timeout: float, token: str | None
+) -> None:
     """Download a completed upload; an interrupted download resumes with Range."""
 
     async def run() -> Path:
-        async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+        async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
             target = output
             if target is None:
                 status = await client.status(url)
@@ -213,11 +219,11 @@ def download(url: str, output: Path | None, retries: int, timeout: float) -> Non
 @click.command()
 @click.argument("url")
 @_client_options
-def status(url: str, retries: int, timeout: float) -> None:
+def status(url: str, retries: int, timeout: float, token: str | None) -> None:
     """Show an upload's offset, length, metadata and expiry (as JSON)."""
 
     async def run() -> dict[str, Any]:
-        async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+        async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
             s = await client.status(url)
         return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
                 "metadata": s.metadata, "expires": s.expires}  # fmt: skip
@@ -231,12 +237,12 @@ def status(url: str, retries: int, timeout: float) -> None:
 @click.command(name="rm")
 @click.argument("urls", nargs=-1, required=True)
 @_client_options
-def remove(urls: tuple[str, ...], retries: int, timeout: float) -> None:
+def remove(urls: tuple[str, ...], retries: int, timeout: float, token: str | None) -> None:
     """Delete uploads on the server (tus termination)."""
 
     async def run() -> None:
         for url in urls:
-            async with AsyncClient(url, retries=retries, timeout=timeout) as client:
+            async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
                 await client.delete(url)
             click.echo(f"deleted {url}")
 

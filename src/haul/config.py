@@ -197,7 +197,81 @@ class Settings:
         "Kinds of file refused, comma separated, in the same form; wins over allowed.",
         parse_list,
     )
+    api_keys: tuple[str, ...] = _setting(
+        (),
+        "Accepted API keys as owner:key pairs, comma separated (sent as Authorization: Bearer "
+        "KEY). Prefer the environment or the config file to the command line for secrets.",
+        parse_list,
+    )
+    jwt_secret: str = _setting("", "Shared secret for HS256 JSON Web Tokens (Bearer).")
+    jwt_public_key: str = _setting("", "PEM file with the public key for RS256 JSON Web Tokens.")
+    jwt_issuer: str = _setting("", "Required `iss` of JSON Web Tokens (empty = not checked).")
+    jwt_audience: str = _setting("", "Required `aud` of JSON Web Tokens (empty = not checked).")
+    jwt_owner_claim: str = _setting("sub", "The JWT claim that names the upload's owner.")
+    allow_anonymous: bool = _setting(
+        False,
+        "Also accept requests without credentials when API keys or JWTs are configured "
+        "(with neither, every request is anonymous).",
+        parse_bool,
+    )
+    link_secret: str = _setting(
+        "",
+        "Key that signs download links (Haul-Download-Link); give every node the same one. "
+        "Empty = a random key: links stop working when the process restarts.",
+    )
+    link_ttl: float = _setting(
+        3600.0, "How long a signed download link stays valid.", parse_duration
+    )
+    quota_bytes: int = _setting(
+        0,
+        "Most bytes one owner may hold (complete and unfinished uploads). 0 = no limit.",
+        parse_size,
+    )
+    quota_active_uploads: int = _setting(
+        0, "Most unfinished uploads one owner may have at once. 0 = no limit.", parse_int
+    )
+    quota_uploads_per_hour: int = _setting(
+        0, "Most uploads one owner may create per hour. 0 = no limit.", parse_int
+    )
+    scan_command: str = _setting(
+        "",
+        "Command that checks each upload before it is complete (e.g. clamdscan -); it reads "
+        "the bytes on stdin and must exit 0, else the upload is refused. Empty = no scan.",
+    )
+    scan_timeout: float = _setting(
+        300.0, "Seconds the scan command may take before the upload is refused.", parse_duration
+    )
     web_page: bool = _setting(True, "Serve the upload page at / (with its assets).", parse_bool)
+    tls_cert: str = _setting(
+        "", "PEM certificate (chain) file: serve HTTPS, with HTTP/2 and HTTP/1.1 on one port."
+    )
+    tls_key: str = _setting("", "PEM private key file for --tls-cert.")
+    header_timeout: float = _setting(
+        10.0, "A client must send a request's headers within this time (slowloris).", parse_duration
+    )
+    min_speed: int = _setting(
+        1024,
+        "Bytes a second a request body must average once it is --body-timeout old; "
+        "slower bodies are closed (what arrived is kept). 0 = no minimum.",
+        parse_size,
+    )
+    max_connections_per_client: int = _setting(
+        64,
+        "Open connections one client IP may hold; more are closed at once. 0 = no cap.",
+        parse_int,
+    )
+    max_requests_per_client: int = _setting(
+        32, "Requests one client IP may have in flight; more get 429. 0 = no cap.", parse_int
+    )
+    rate_limit: float = _setting(
+        0.0,
+        "Requests a second allowed per client IP and per owner (429 with Retry-After beyond). "
+        "0 = no limit.",
+        parse_float,
+    )
+    rate_burst: int = _setting(
+        100, "Requests a client may make at once above --rate-limit.", parse_int
+    )
     cors_origins: tuple[str, ...] = _setting(
         ("*",),
         "Origins allowed to call the API from a browser, comma separated; * = any.",
@@ -230,6 +304,16 @@ class Settings:
         if not 0 < self.port < 65536 and self.port != 0:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         self.type_policy()  # fails early on a malformed entry
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("TLS needs both --tls-cert and --tls-key")
+
+    @property
+    def auth_configured(self) -> bool:
+        return bool(self.api_keys or self.jwt_secret or self.jwt_public_key)
+
+    @property
+    def anonymous_allowed(self) -> bool:
+        return self.allow_anonymous or not self.auth_configured
 
     def type_policy(self) -> TypePolicy:
         return TypePolicy.of(self.allowed_types, self.denied_types)

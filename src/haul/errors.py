@@ -49,6 +49,34 @@ class InvalidConcat(BadRequest):
     code = "ERR_INVALID_CONCAT"
 
 
+class Unauthorized(HaulError):
+    """No credentials, or credentials the server does not accept."""
+
+    status = 401
+    code = "ERR_UNAUTHORIZED"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="haul"'})
+
+
+class QuotaExceeded(HaulError):
+    status = 403
+    code = "ERR_QUOTA_EXCEEDED"
+
+
+class RateLimited(HaulError):
+    status = 429
+    code = "ERR_RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, round(retry_after)))})
+
+
+class ScanRejected(HaulError):
+    status = 422
+    code = "ERR_SCAN_REJECTED"
+
+
 class Forbidden(HaulError):
     status = 403
     code = "ERR_FORBIDDEN"

@@ -95,7 +95,7 @@ export function createCard(upload, template) {
     const link = $(".download");
     link.hidden = !upload.url;
     if (upload.url) {
-      link.href = upload.url;
+      link.href = upload.downloadUrl;
       link.download = file.name;
     }
     drawChunks();

@@ -22,6 +22,12 @@ export class ServerError extends Error {
 export class NetworkError extends Error {}
 
 const inFlight = new Set();
+let credentials = null;
+
+/** The API key or token sent as `Authorization: Bearer ...` with every request (null: none). */
+export function setToken(token) {
+  credentials = token || null;
+}
 
 /** Ends every running request at once (the browser went offline: don't wait for stalls). */
 export function abortAll(reason) {
@@ -82,6 +88,7 @@ export function request(method, url, options = {}) {
     };
     xhr.open(method, url);
     xhr.setRequestHeader("Tus-Resumable", TUS_VERSION);
+    if (credentials) xhr.setRequestHeader("Authorization", `Bearer ${credentials}`);
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.upload.onprogress = (event) => {
       alive();

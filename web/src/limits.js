@@ -9,7 +9,10 @@ function matches(entry, name, type) {
 }
 
 /** Why the server would refuse this file, in words; null when it would take it. */
-export function refusal(file, info) {
+export function refusal(file, info, hasToken) {
+  if (info.auth?.required && !hasToken) {
+    return "This server needs an access token: enter it above, then retry.";
+  }
   if (info.max_size != null && file.size > info.max_size) {
     return (
       `${file.name} is ${formatBytes(file.size)}; this server accepts files up to ` +

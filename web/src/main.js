@@ -1,7 +1,7 @@
 // The page: file selection, the list of uploads, unfinished and completed ones, batch progress.
 import { createCard } from "./card.js";
 import { formatBytes } from "./format.js";
-import { abortAll, NetworkError, request, ServerError } from "./http.js";
+import { abortAll, NetworkError, request, ServerError, setToken } from "./http.js";
 import * as store from "./store.js";
 import { FileUpload } from "./upload.js";
 
@@ -22,13 +22,35 @@ async function loadInfo() {
   $("#limits").textContent = limits.length ? `This server takes ${limits.join("; ")}.` : "";
 }
 
+/** The access token field, shown when the server takes credentials; kept for this tab, or on
+ * this device when asked (never in a cookie, so no other site can make the browser use it). */
+function wireToken() {
+  const input = $("#token");
+  const remember = $("#remember");
+  $("#auth").hidden = !info.auth?.accepted;
+  input.value = localStorage.getItem("haul.token") ?? sessionStorage.getItem("haul.token") ?? "";
+  remember.checked = localStorage.getItem("haul.token") !== null;
+  const save = () => {
+    const token = input.value.trim();
+    setToken(token);
+    localStorage.removeItem("haul.token");
+    sessionStorage.removeItem("haul.token");
+    if (token) (remember.checked ? localStorage : sessionStorage).setItem("haul.token", token);
+  };
+  input.addEventListener("change", save);
+  remember.addEventListener("change", save);
+  save();
+}
+
+const hasToken = () => Boolean($("#token").value.trim());
+
 function concurrency() {
   return Number($("#concurrency").value) || 4;
 }
 
 function addFiles(files) {
   for (const file of files) {
-    const upload = new FileUpload(file, { endpoint, info, concurrency: concurrency() });
+    const upload = new FileUpload(file, { endpoint, info, concurrency: concurrency(), hasToken });
     uploads.push(upload);
     $("#uploads").prepend(createCard(upload, $("#card-template")));
     upload.addEventListener("change", () => {
@@ -94,6 +116,7 @@ async function showSaved() {
       link.href = entry.url;
       link.download = entry.name;
       link.textContent = entry.name;
+      link.addEventListener("click", (event) => openSigned(event, entry.url));
       item.append(link, ` (${formatBytes(entry.size)})`);
       if (entry.instant) {
         const tag = document.createElement("span");
@@ -128,6 +151,19 @@ async function forgetExpired() {
       }
     }
     await (alive ? store.save(entry) : store.remove(entry.key));
+  }
+}
+
+/** With credentials, a finished upload opens through a freshly signed link. */
+async function openSigned(event, url) {
+  if (!hasToken()) return;
+  event.preventDefault();
+  try {
+    const answer = await request("HEAD", url);
+    const link = answer.header("Haul-Download-Link");
+    location.assign(link ? new URL(link, url).href : url);
+  } catch (error) {
+    alert(error.message);
   }
 }
 
@@ -168,6 +204,7 @@ async function main() {
     $("#limits").textContent = `The server cannot be reached: ${error.message}`;
     return;
   }
+  wireToken();
   await store.pruneFinished();
   await forgetExpired();
   await showSaved();

@@ -67,12 +67,13 @@ function metadata(file) {
 }
 
 export class FileUpload extends EventTarget {
-  constructor(file, { endpoint, info, concurrency = 4 }) {
+  constructor(file, { endpoint, info, concurrency = 4, hasToken = () => false }) {
     super();
     this.file = file;
     this.endpoint = endpoint; // absolute URL of the tus collection
     this.info = info;
     this.concurrency = concurrency;
+    this.hasToken = hasToken;
     this.key = store.fileKey(endpoint, file);
     this.state = "queued"; // hashing checking uploading finishing done paused failed cancelled
     this.message = "";
@@ -81,6 +82,7 @@ export class FileUpload extends EventTarget {
     this.resumed = false;
     this.offline = false;
     this.url = null;
+    this.downloadUrl = null;
     this.chunks = [];
     this.entry = null;
     this.controller = null;
@@ -145,7 +147,7 @@ export class FileUpload extends EventTarget {
   }
 
   async #run(signal) {
-    const refused = refusal(this.file, this.info);
+    const refused = refusal(this.file, this.info, this.hasToken());
     if (refused) throw new Refused(refused);
     const saved = await store.load(this.key);
     if (saved) {
@@ -379,6 +381,9 @@ export class FileUpload extends EventTarget {
       throw new Error("The server's copy has a different SHA-256 than the file.");
     }
     this.url = url;
+    // With credentials, a plain link would not open in a browser tab: the server signs one.
+    const link = answer.header("Haul-Download-Link");
+    this.downloadUrl = link ? new URL(link, this.endpoint).href : url;
     for (const chunk of this.chunks) chunk.state = reported ? "verified" : "stored";
     await store.remove(this.key);
     await store.save({

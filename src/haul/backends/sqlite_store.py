@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from haul.core.models import ConcatKind, Upload, UploadState
+from haul.core.models import ConcatKind, Upload, UploadState, Usage
 
 # Each entry migrates the schema from version N to N+1; PRAGMA user_version records N.
 MIGRATIONS: tuple[str, ...] = (
@@ -47,6 +47,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE uploads ADD COLUMN challenge TEXT;
+    """,
+    """
+    CREATE INDEX uploads_owner ON uploads (owner, created_at);
     """,
 )
 
@@ -215,6 +218,22 @@ class SQLiteStore:
                 (sha256, length, owner),
             )
         return found[0] if found else None
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        query = """
+            SELECT
+              coalesce(sum(CASE WHEN state IN ('active', 'complete') AND concat IS NOT 'final'
+                           THEN coalesce(length, 0) END), 0),
+              count(CASE WHEN state = 'active' AND concat IS NOT 'partial' THEN 1 END),
+              count(CASE WHEN created_at > ? AND concat IS NOT 'partial' THEN 1 END),
+              min(CASE WHEN created_at > ? AND concat IS NOT 'partial' THEN created_at END)
+            FROM uploads WHERE owner = ?
+        """
+        hour_ago = now - 3600
+        async with self.db.execute(query, (hour_ago, hour_ago, owner)) as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return Usage(int(row[0]), int(row[1]), int(row[2]), row[3])
 
     async def count_active(self) -> int:
         async with self.db.execute("SELECT count(*) FROM uploads WHERE state = 'active'") as cur:

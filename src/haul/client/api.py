@@ -66,9 +66,12 @@ class AsyncClient:
         timeout: float = 60.0,
         state_dir: Path | None = None,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.endpoint = endpoint_for(base_url)
+        if token:  # an API key or JWT, for servers that require credentials
+            headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         self.parallel = parallel
         self.chunk_size = chunk_size
         self.state = StateStore(state_dir)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from haul.core.models import Upload
+from haul.core.models import Upload, Usage
 
 
 class ChunkWriter(Protocol):
@@ -101,6 +101,10 @@ class MetadataStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        """What ``owner`` holds and created in the hour before ``now``."""
+        ...
 
     async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
         """A complete upload of ``owner`` (of anyone for None) with this digest and length."""

@@ -21,6 +21,24 @@ class UploadState(StrEnum):
         return self is not UploadState.ACTIVE and self is not UploadState.COMPLETE
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one owner may use; 0 = no limit. From settings, or per token (JWT claims)."""
+
+    max_size: int = 0  # largest single upload
+    max_bytes: int = 0  # bytes held: complete and unfinished uploads, partials included
+    max_active: int = 0  # unfinished uploads at once (files: partials are parts of one)
+    per_hour: int = 0  # uploads created in the last hour (files, not partials)
+
+
+@dataclass(frozen=True)
+class Usage:
+    bytes: int  # declared lengths of the owner's live uploads
+    active: int  # unfinished uploads (not counting partials)
+    created_last_hour: int  # uploads (not partials) created in the last hour
+    oldest_last_hour: float | None  # when the oldest of those was created
+
+
 class ConcatKind(StrEnum):
     PARTIAL = "partial"
     FINAL = "final"

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from haul.core.interfaces import Locker, MetadataStore, Storage
-from haul.core.models import ConcatKind, Upload, UploadState
+from haul.core.models import ConcatKind, Quota, Upload, UploadState
+from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
 from haul.core.pump import BodyInterrupted, pump
+from haul.core.scan import Scanner
 from haul.errors import (
     ChecksumMismatch,
     DigestConflict,
@@ -28,8 +30,12 @@ from haul.errors import (
     NotFound,
     OffsetMismatch,
     ProofRejected,
+    QuotaExceeded,
+    RateLimited,
+    ScanRejected,
     TooLarge,
     TooManyUploads,
+    TypeNotAllowed,
     UnsupportedChecksumAlgorithm,
     UploadIncomplete,
 )
@@ -37,6 +43,7 @@ from haul.protocol.checksums import Hasher, new_hasher
 from haul.protocol.possession import Challenge, answer, matches
 
 log = logging.getLogger("haul")
+NO_QUOTA = Quota()
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,21 @@ def is_upload_id(text: str) -> bool:
 
 class UploadService:
     def __init__(
-        self, storage: Storage, store: MetadataStore, locker: Locker, limits: Limits
+        self,
+        storage: Storage,
+        store: MetadataStore,
+        locker: Locker,
+        limits: Limits,
+        *,
+        policy: TypePolicy | None = None,
+        scanner: Scanner | None = None,
     ) -> None:
         self.storage = storage
         self.store = store
         self.locker = locker
         self.limits = limits
+        self.policy = policy or TypePolicy()
+        self.scanner = scanner
         # asyncio keeps only weak references to tasks: hold background work until it is done.
         self._background: set[asyncio.Task[None]] = set()
         self._running: dict[str, tuple[int, Hasher]] = {}
@@ -101,10 +117,12 @@ class UploadService:
         partial: bool = False,
         owner: str = "",
         expected_sha256: str | None = None,
+        quota: Quota = NO_QUOTA,
     ) -> Upload:
         if length is not None:
-            self._check_size(length)
+            self._check_size(length, quota)
         await self._check_capacity()
+        await self._check_quota(owner, quota, length or 0, counts_as_file=not partial)
         now = time.time()
         upload = Upload(
             id=new_upload_id(),
@@ -118,6 +136,8 @@ class UploadService:
             owner=owner,
             expected_sha256=expected_sha256,
         )
+        if not partial:  # a partial is judged as part of its final upload
+            self.policy.check(upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS))
         if length == 0:
             if expected_sha256 not in (None, EMPTY_SHA256):
                 raise DigestMismatch("an empty upload's SHA-256 is " + EMPTY_SHA256)
@@ -197,6 +217,7 @@ class UploadService:
         metadata_raw: str | None = None,
         owner: str = "",
         expected_sha256: str | None = None,
+        quota: Quota = NO_QUOTA,
     ) -> Upload:
         parts: list[Upload] = []
         for part_id in part_ids:
@@ -210,8 +231,9 @@ class UploadService:
             parts.append(part)
         known = [p.length for p in parts if p.length is not None]
         if len(known) == len(parts):
-            self._check_size(sum(known))
+            self._check_size(sum(known), quota)
         await self._check_capacity()
+        await self._check_quota(owner, quota, 0, counts_as_file=True)  # parts hold the bytes
         now = time.time()
         final = Upload(
             id=new_upload_id(),
@@ -226,12 +248,18 @@ class UploadService:
             owner=owner,
             expected_sha256=expected_sha256,
         )
+        self.policy.check(final.text_metadata(*NAME_KEYS), final.text_metadata(*TYPE_KEYS))
         await self.store.insert(final)
         await self.storage.create(final.id)
         log.info("created final upload %s from %d partials", final.id, len(part_ids))
         return await self._try_assemble(final.id)
 
     # -- reading state --------------------------------------------------------------------
+
+    async def owner_of(self, upload_id: str) -> str | None:
+        """The owner of a live upload, for checks that carry their own proof (signed links)."""
+        upload = await self.store.get(upload_id) if is_upload_id(upload_id) else None
+        return None if upload is None or upload.state.gone else upload.owner
 
     async def status(self, upload_id: str, *, owner: str = "") -> Upload:
         upload = await self._live(upload_id, owner)
@@ -314,7 +342,7 @@ class UploadService:
                 with contextlib.suppress(Exception):
                     if hasher is None:
                         upload.offset = await writer.commit()
-                        await self._after_write(upload)
+                        await self._after_write(upload, current)
                     else:
                         await writer.discard()
                 raise
@@ -327,7 +355,7 @@ class UploadService:
             upload.offset = await writer.commit()
             if whole is not None and upload.offset == current + received:
                 self._keep_running(upload.id, upload.offset, whole)
-            return await self._after_write(upload)
+            return await self._after_write(upload, current)
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
         if upload.length is not None:
@@ -353,7 +381,9 @@ class UploadService:
             return TooLarge(f"the upload would exceed the maximum size {self.limits.max_size}")
         return ExceedsLength(f"the request carries more than the {limit} bytes still owed")
 
-    async def _after_write(self, upload: Upload) -> Upload:
+    async def _after_write(self, upload: Upload, previous: int) -> Upload:
+        if previous < SNIFF_BYTES <= upload.offset and upload.concat is not ConcatKind.PARTIAL:
+            await self._check_content(upload)  # as soon as the first bytes tell the kind
         now = time.time()
         upload.updated_at = now
         if upload.length is not None and upload.offset == upload.length:
@@ -366,6 +396,9 @@ class UploadService:
         """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
         if upload.state is not UploadState.ACTIVE:
             return upload
+        whole_file = upload.concat is not ConcatKind.PARTIAL
+        if whole_file:
+            await self._check_content(upload)
         if known_sha256 is not None:
             upload.sha256 = known_sha256
         elif self.limits.verify_digest or upload.expected_sha256:
@@ -378,6 +411,8 @@ class UploadService:
                 )
             if self.limits.instant_upload:
                 await self._store_once(upload, upload.sha256)
+        if whole_file and self.scanner is not None:
+            await self._scan(upload)
         upload.state = UploadState.COMPLETE
         upload.offset = upload.length or 0
         upload.updated_at = time.time()
@@ -423,7 +458,15 @@ class UploadService:
             final.length = sum(p.length or 0 for p in parts)
             self._check_size(final.length)
             await self.storage.concatenate(final.id, final.parts)
-            final = await self._complete(final)
+            refused: HaulError | None = None
+            try:
+                final = await self._complete(final)
+            except (TypeNotAllowed, ScanRejected) as error:
+                refused = error
+        if refused is not None:  # nothing of a refused upload is kept: not its parts either
+            for part in parts:
+                await self._retire(part.id, UploadState.FAILED)
+            raise refused
         for part in parts:
             if self.limits.keep_partials:
                 await self._keep(part.id)
@@ -480,9 +523,32 @@ class UploadService:
             if await self.storage.share(twin.id, upload.id):
                 log.info("upload %s stored once with %s", upload.id, twin.id)
 
-    async def _fail(self, upload: Upload) -> None:
+    async def _fail(self, upload: Upload, why: str = "failed verification") -> None:
         await self._tombstone(upload, UploadState.FAILED)
-        log.warning("upload %s failed verification and was discarded", upload.id)
+        log.warning("upload %s %s and was discarded", upload.id, why)
+
+    async def _check_content(self, upload: Upload) -> None:
+        """The first bytes must be a kind the policy allows, and the kind the name says."""
+        if not self.policy.active:
+            return
+        stop = min(SNIFF_BYTES, upload.length if upload.length is not None else upload.offset)
+        head = b"".join([block async for block in self.storage.read(upload.id, 0, stop)])
+        try:
+            self.policy.check_content(
+                head, upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS)
+            )
+        except TypeNotAllowed as refused:
+            await self._fail(upload, f"was refused by the content policy ({refused.message})")
+            raise
+
+    async def _scan(self, upload: Upload) -> None:
+        assert self.scanner is not None
+        verdict = await self.scanner.scan(
+            upload, self.storage.read(upload.id, 0, upload.length or 0)
+        )
+        if verdict is not None:
+            await self._fail(upload, f"was refused by the scanner ({verdict})")
+            raise ScanRejected(f"the file was refused by the scanner: {verdict}")
 
     # -- ending ---------------------------------------------------------------------------
 
@@ -560,10 +626,39 @@ class UploadService:
             raise Gone(f"upload {upload_id} was {upload.state.value}")
         return upload
 
-    def _check_size(self, length: int) -> None:
+    def _check_size(self, length: int, quota: Quota = NO_QUOTA) -> None:
         if self.limits.max_size and length > self.limits.max_size:
             raise TooLarge(
                 f"upload length {length} exceeds the maximum size {self.limits.max_size}"
+            )
+        if quota.max_size and length > quota.max_size:
+            raise TooLarge(f"upload length {length} exceeds your maximum size {quota.max_size}")
+
+    async def _check_quota(
+        self, owner: str, quota: Quota, length: int, *, counts_as_file: bool
+    ) -> None:
+        if not (quota.max_bytes or quota.max_active or quota.per_hour):
+            return
+        now = time.time()
+        usage = await self.store.usage(owner, now)
+        if quota.max_bytes and usage.bytes + length > quota.max_bytes:
+            raise QuotaExceeded(
+                f"this upload of {length} bytes would bring you to {usage.bytes + length} bytes; "
+                f"your quota is {quota.max_bytes} (delete uploads to make room)"
+            )
+        if not counts_as_file:
+            return
+        if quota.max_active and usage.active >= quota.max_active:
+            raise RateLimited(
+                f"you have {usage.active} unfinished uploads, the most allowed at once; "
+                "finish or delete one first",
+                retry_after=30,
+            )
+        if quota.per_hour and usage.created_last_hour >= quota.per_hour:
+            oldest = usage.oldest_last_hour or now
+            raise RateLimited(
+                f"you created {usage.created_last_hour} uploads in the last hour, the most allowed",
+                retry_after=oldest + 3600 - now,
             )
 
     async def _check_capacity(self) -> None:

@@ -21,10 +21,12 @@ from haul.backends.file_locker import FileLocker
 from haul.backends.local_storage import LocalStorage
 from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
+from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
 from haul.http import web
-from haul.http.middleware import MethodOverride
+from haul.http.guard import ClientGuard
+from haul.http.middleware import MethodOverride, StrictTransportSecurity
 from haul.http.tus import EXTENSIONS, TusEndpoint
 from haul.protocol.tus import TUS_VERSION
 
@@ -41,7 +43,7 @@ TUS_RESPONSE_HEADERS = (
     "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
-    "Haul-Challenge",
+    "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate",
 )  # fmt: skip
 
 
@@ -61,11 +63,16 @@ def build_service(settings: Settings) -> UploadService:
         anonymous_dedup=settings.anonymous_dedup,
         proof_dedup=settings.proof_dedup,
     )
+    scanner = None
+    if settings.scan_command:
+        scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
     return UploadService(
         LocalStorage(data / "uploads", fsync=settings.fsync),
         SQLiteStore(data / "haul.db"),
         FileLocker(data / "locks"),
         limits,
+        policy=settings.type_policy(),
+        scanner=scanner,
     )
 
 
@@ -165,9 +172,18 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
             expose_headers=list(TUS_RESPONSE_HEADERS),
             max_age=86400,
         ),
+        Middleware(
+            ClientGuard,
+            max_in_flight=settings.max_requests_per_client,
+            rate=settings.rate_limit,
+            burst=settings.rate_burst,
+            trust_proxy=settings.trust_proxy,
+        ),
         Middleware(MethodOverride),
         Middleware(TusResumableHeader, base_path=base),
     ]
+    if settings.tls_cert:
+        middleware.insert(0, Middleware(StrictTransportSecurity))
     return Starlette(
         routes=routes,
         middleware=middleware,

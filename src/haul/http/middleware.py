@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _OVERRIDABLE = {b"PATCH", b"DELETE", b"HEAD", b"GET", b"OPTIONS"}
 
@@ -23,3 +23,21 @@ class MethodOverride:
                         scope = dict(scope, method=method.decode("ascii"))
                     break
         await self.app(scope, receive, send)
+
+
+class StrictTransportSecurity:
+    """Tells browsers to use HTTPS only for this host (sent when haul itself serves TLS)."""
+
+    VALUE = b"max-age=31536000"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"strict-transport-security", self.VALUE)]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_header)

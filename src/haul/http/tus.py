@@ -14,6 +14,7 @@ from starlette.responses import Response, StreamingResponse
 
 from haul.config import Settings
 from haul.core.models import Upload
+from haul.core.policy import NAME_KEYS, TYPE_KEYS
 from haul.core.pump import BodyInterrupted
 from haul.core.service import UploadService, is_upload_id
 from haul.errors import (
@@ -24,10 +25,14 @@ from haul.errors import (
     InvalidMetadata,
     LengthRequired,
     MethodNotAllowed,
+    Unauthorized,
     UnsupportedMediaType,
     VersionUnsupported,
 )
+from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
+from haul.http.guard import TokenBuckets
+from haul.http.links import LinkSigner
 from haul.protocol.checksums import ALGORITHMS
 from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
 from haul.protocol.http import content_disposition, parse_range
@@ -74,16 +79,8 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-# Metadata keys that name the file and its type, as tus-js-client, Uppy and haul send them.
-_NAME_KEYS = ("filename", "name")
-_TYPE_KEYS = ("filetype", "type", "contentType", "content-type")
-
-
-def _text(metadata: dict[str, bytes], keys: tuple[str, ...]) -> str | None:
-    for key in keys:
-        if key in metadata:
-            return metadata[key].decode("utf-8", "replace")
-    return None
+def _authorization(request: Request) -> str | None:
+    return request.headers.get("authorization")
 
 
 def _header_uint(request: Request, name: str) -> int | None:
@@ -110,7 +107,11 @@ class TusEndpoint:
         self.service = service
         self.settings = settings
         self.base_path = settings.base_path
-        self.policy = settings.type_policy()
+        self.auth = Authenticator(settings)
+        self.links = LinkSigner(settings.link_secret, settings.link_ttl)
+        self.owner_rates = (
+            TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+        )
 
     # -- routing --------------------------------------------------------------------------
 
@@ -122,11 +123,11 @@ class TusEndpoint:
                 f"{request.method} is not allowed here", headers={"Allow": "OPTIONS, POST"}
             )
         self._check_version(request)
-        return await self.create(request)
+        return await self.create(request, self._authenticate(request))
 
     async def resource(self, request: Request) -> Response:
         upload_id: str = request.path_params["upload_id"]
-        handlers: dict[str, Callable[[Request, str], Awaitable[Response]]] = {
+        handlers: dict[str, Callable[[Request, str, Principal], Awaitable[Response]]] = {
             "HEAD": self.head,
             "PATCH": self.patch,
             "DELETE": self.delete,
@@ -142,7 +143,30 @@ class TusEndpoint:
             )
         if request.method != "GET":
             self._check_version(request)
-        return await handler(request, upload_id)
+        principal = await self._linked(request, upload_id)
+        if principal is None:
+            principal = self._authenticate(request)
+        return await handler(request, upload_id, principal)
+
+    def _authenticate(self, request: Request) -> Principal:
+        principal = self.auth.authenticate(_authorization(request))
+        if self.owner_rates is not None and principal.owner:
+            self.owner_rates.take(f"owner:{principal.owner}")  # on every node it reaches
+        return principal
+
+    async def _linked(self, request: Request, upload_id: str) -> Principal | None:
+        """The owner, for a GET of a signed download link; None when it is not one."""
+        query = request.query_params
+        if request.method != "GET" or "signature" not in query:
+            return None
+        owner = await self.service.owner_of(upload_id)
+        valid = owner is not None and self.links.valid(
+            upload_id, owner, query.get("expires", ""), query["signature"]
+        )
+        if not valid:
+            raise Unauthorized("the download link is not valid or has expired")
+        assert owner is not None
+        return Principal(owner, self.auth.quota)
 
     @staticmethod
     def _check_version(request: Request) -> None:
@@ -164,7 +188,7 @@ class TusEndpoint:
             headers["Tus-Max-Size"] = str(self.settings.max_size)
         return Response(status_code=204, headers=headers)
 
-    async def create(self, request: Request) -> Response:
+    async def create(self, request: Request, principal: Principal) -> Response:
         metadata_raw = request.headers.get("upload-metadata")
         metadata: dict[str, bytes] = {}
         if metadata_raw is not None:
@@ -176,8 +200,6 @@ class TusEndpoint:
         expected = self._declared_sha256(request, metadata)
         concat_header = request.headers.get("upload-concat")
         concat = parse_concat(concat_header) if concat_header is not None else None
-        if concat is None or not concat.partial:  # a partial is judged as part of its final
-            self.policy.check(_text(metadata, _NAME_KEYS), _text(metadata, _TYPE_KEYS))
         length = _header_uint(request, "upload-length")
         defer = request.headers.get("upload-defer-length")
         if defer is not None and defer.strip() != "1":
@@ -191,7 +213,11 @@ class TusEndpoint:
                 raise InvalidConcat("a final upload cannot carry a body")
             part_ids = [self._id_from_url(url) for url in concat.parts]
             upload = await self.service.create_final(
-                part_ids, metadata_raw=metadata_raw, expected_sha256=expected
+                part_ids,
+                metadata_raw=metadata_raw,
+                expected_sha256=expected,
+                owner=principal.owner,
+                quota=principal.quota,
             )
             return self._created(request, upload)
 
@@ -207,13 +233,15 @@ class TusEndpoint:
             metadata_raw=metadata_raw,
             partial=concat is not None,
             expected_sha256=expected,
+            owner=principal.owner,
+            quota=principal.quota,
         )
         if has_body and not upload.complete:  # an instant upload needs none of the body
-            upload = await self._append(request, upload.id, 0, checksum)
+            upload = await self._append(request, upload.id, principal, 0, checksum)
         return self._created(request, upload)
 
-    async def head(self, request: Request, upload_id: str) -> Response:
-        upload = await self.service.status(upload_id)
+    async def head(self, request: Request, upload_id: str, principal: Principal) -> Response:
+        upload = await self.service.status(upload_id, owner=principal.owner)
         headers = {"Cache-Control": "no-store"}
         # A final upload has no offset until its partials are assembled (concatenation).
         if not upload.is_final or upload.complete:
@@ -229,9 +257,12 @@ class TusEndpoint:
         headers.update(self._expires(upload))
         headers.update(self._digest(upload))
         headers.update(self._challenge(upload))
+        if upload.complete and principal.owner:  # anonymous uploads need no signed link
+            link = f"{self.base_path}{upload.id}?{self.links.query(upload.id, principal.owner)}"
+            headers["Haul-Download-Link"] = link
         return Response(status_code=200, headers=headers)
 
-    async def patch(self, request: Request, upload_id: str) -> Response:
+    async def patch(self, request: Request, upload_id: str, principal: Principal) -> Response:
         if _media_type(request) != OFFSET_CONTENT_TYPE:
             raise UnsupportedMediaType(f"PATCH bodies must be {OFFSET_CONTENT_TYPE}")
         offset = _header_uint(request, "upload-offset")
@@ -239,18 +270,20 @@ class TusEndpoint:
             raise InvalidHeader("PATCH needs an Upload-Offset header")
         proof = request.headers.get("haul-proof")
         if proof is not None:  # the answer to a proof-of-possession challenge, instead of bytes
-            upload = await self.service.prove(upload_id, _base64(proof, "Haul-Proof"))
+            proof_bytes = _base64(proof, "Haul-Proof")
+            upload = await self.service.prove(upload_id, proof_bytes, owner=principal.owner)
         else:
-            upload = await self._append(request, upload_id, offset, self._checksum(request))
+            checksum = self._checksum(request)
+            upload = await self._append(request, upload_id, principal, offset, checksum)
         headers = {"Upload-Offset": str(upload.offset), **self._expires(upload)}
         return Response(status_code=204, headers=headers)
 
-    async def delete(self, request: Request, upload_id: str) -> Response:
-        await self.service.terminate(upload_id)
+    async def delete(self, request: Request, upload_id: str, principal: Principal) -> Response:
+        await self.service.terminate(upload_id, owner=principal.owner)
         return Response(status_code=204)
 
-    async def download(self, request: Request, upload_id: str) -> Response:
-        upload = await self.service.status(upload_id)
+    async def download(self, request: Request, upload_id: str, principal: Principal) -> Response:
+        upload = await self.service.status(upload_id, owner=principal.owner)
         size = upload.length or 0
         etag = f'"{upload.id}-{size}"'
         headers = {
@@ -266,9 +299,11 @@ class TusEndpoint:
         if range_header and upload.complete and request.headers.get("if-range", etag) == etag:
             span = parse_range(range_header, size)
         start, stop = (span[0], span[1] + 1) if span else (0, size)
-        upload, stream = await self.service.open_download(upload_id, start, stop)
+        upload, stream = await self.service.open_download(
+            upload_id, start, stop, owner=principal.owner
+        )
         media_type = self._content_type(upload)
-        name = upload.text_metadata(*_NAME_KEYS) or upload.id
+        name = upload.text_metadata(*NAME_KEYS) or upload.id
         headers["Content-Type"] = media_type
         headers["Content-Disposition"] = content_disposition(name, inline=self._inline(media_type))
         headers["Content-Length"] = str(stop - start)
@@ -282,11 +317,16 @@ class TusEndpoint:
     # -- helpers --------------------------------------------------------------------------
 
     async def _append(
-        self, request: Request, upload_id: str, offset: int, checksum: tuple[str, bytes] | None
+        self,
+        request: Request,
+        upload_id: str,
+        principal: Principal,
+        offset: int,
+        checksum: tuple[str, bytes] | None,
     ) -> Upload:
         new_length = _header_uint(request, "upload-length")
         content_length = _header_uint(request, "content-length")
-        body = request_body(request, self.settings.body_timeout)
+        body = request_body(request, self.settings.body_timeout, self.settings.min_speed)
         try:
             return await self.service.append(
                 upload_id,
@@ -296,6 +336,7 @@ class TusEndpoint:
                 checksum=checksum,
                 new_length=new_length,
                 declared_sha256=self._declared_sha256(request, {}),
+                owner=principal.owner,
             )
         except BodyInterrupted as exc:
             headers = {"Connection": "close"}
@@ -376,7 +417,7 @@ class TusEndpoint:
 
     @staticmethod
     def _content_type(upload: Upload) -> str:
-        declared = upload.text_metadata(*_TYPE_KEYS) or ""
+        declared = upload.text_metadata(*TYPE_KEYS) or ""
         declared = declared.strip().lower()
         return declared if _MEDIA_TYPE.fullmatch(declared) else "application/octet-stream"
 

@@ -1,5 +1,5 @@
-"""The upload page at ``/``, its bundled assets under ``/ui/``, and ``/api/info``, which tells
-the page (and any client) the server's limits before it sends a byte."""
+"""The upload page at ``/``, its bundled assets under ``/ui/``, ``/api/info``, which tells
+the page (and any client) the server's limits before it sends a byte, and ``/openapi.json``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import haul
 from haul.config import Settings
+from haul.http import openapi
 from haul.protocol.checksums import ALGORITHMS
 from haul.protocol.tus import TUS_VERSION
 
@@ -64,6 +65,7 @@ def info(settings: Settings, extensions: tuple[str, ...]) -> dict[str, object]:
         "allowed_types": list(settings.allowed_types),
         "denied_types": list(settings.denied_types),
         "instant_upload": settings.instant_upload,
+        "auth": {"required": not settings.anonymous_allowed, "accepted": settings.auth_configured},
         "expiration": settings.expiration or None,
     }
 
@@ -83,9 +85,15 @@ def routes(settings: Settings, extensions: tuple[str, ...]) -> list[BaseRoute]:
             f"haul upload server. tus {TUS_VERSION} endpoint: {settings.base_path}\n{hint}"
         )
 
+    spec = openapi.document(settings)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
     result: list[BaseRoute] = [
         Route("/", page, methods=["GET"]),
         Route("/api/info", api_info, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
     if settings.web_page:
         result.append(Mount("/ui", _PageHeaders(StaticFiles(directory=DIST, check_dir=False))))

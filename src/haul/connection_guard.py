@@ -1,0 +1,61 @@
+"""Connection limits that only the HTTP server can enforce, added to uvicorn's protocol:
+a deadline for each request's headers (slowloris), and a cap on connections per client IP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToolsProtocol]:
+    open_per_client: Counter[str] = Counter()  # shared by the connections of one server
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _header_deadline: asyncio.TimerHandle | None = None
+        _counted: str | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            host = self.client[0] if self.client else None
+            if host is not None and max_per_client:
+                if open_per_client[host] >= max_per_client:
+                    transport.abort()  # refused before a byte is read: costs nothing more
+                    return
+                open_per_client[host] += 1
+                self._counted = host
+            self._await_headers()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._await_headers()
+
+        def on_headers_complete(self) -> None:
+            self._stop_waiting()
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_waiting()
+            if self._counted is not None:
+                open_per_client[self._counted] -= 1
+                if not open_per_client[self._counted]:
+                    del open_per_client[self._counted]
+                self._counted = None
+            super().connection_lost(exc)
+
+        def _await_headers(self) -> None:
+            if header_timeout and self._header_deadline is None:
+                self._header_deadline = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _stop_waiting(self) -> None:
+            if self._header_deadline is not None:
+                self._header_deadline.cancel()
+                self._header_deadline = None
+
+        def _too_slow(self) -> None:
+            self._header_deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol

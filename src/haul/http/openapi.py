@@ -1,0 +1,163 @@
+"""The server's HTTP interface as an OpenAPI 3.1 document (served at /openapi.json), for people
+and for the fuzzer in the test suite."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import haul
+from haul.config import Settings
+
+_UINT = {"type": "integer", "minimum": 0}
+_ERROR = {
+    "description": "`CODE: message`",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
+}
+
+
+def _header(
+    name: str, schema: dict[str, Any], description: str, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _ERROR for code in codes}
+
+
+TUS_RESUMABLE = _header(
+    "Tus-Resumable", {"type": "string", "enum": ["1.0.0"]}, "Protocol version.", True
+)
+AUTHORIZATION = _header(
+    "Authorization", {"type": "string"}, "`Bearer <API key or JWT>` when required."
+)
+UPLOAD_ID = {
+    "name": "upload_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+COMMON = (401, 403, 404, 410, 412, 429)
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    base = settings.base_path
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "haul",
+            "version": haul.__version__,
+            "description": (
+                "tus 1.0.0 (core, creation, creation-with-upload, creation-defer-length, "
+                "expiration, termination, checksum, concatenation) with Repr-Digest "
+                "verification, instant upload with proof of possession, and downloads."
+            ),
+        },
+        "paths": {
+            "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
+            "/api/info": {"get": {"responses": {"200": {"description": "limits and features"}}}},
+            base: {
+                "options": {
+                    "summary": "What the server supports",
+                    "responses": {
+                        "204": {"description": "Tus-Version, Tus-Extension, Tus-Max-Size"}
+                    },
+                },
+                "post": {
+                    "summary": "Create an upload (with its first bytes, or as a concatenation)",
+                    "parameters": [
+                        TUS_RESUMABLE,
+                        AUTHORIZATION,
+                        _header("Upload-Length", _UINT, "Total length in bytes."),
+                        _header(
+                            "Upload-Defer-Length",
+                            {"type": "string", "enum": ["1"]},
+                            "Length later.",
+                        ),
+                        _header("Upload-Metadata", {"type": "string"}, "key base64value pairs."),
+                        _header(
+                            "Upload-Concat", {"type": "string"}, "`partial` or `final;<urls>`."
+                        ),
+                        _header("Upload-Checksum", {"type": "string"}, "`<algorithm> <base64>`."),
+                        _header(
+                            "Repr-Digest",
+                            {"type": "string"},
+                            "`sha-256=:<base64>:` of the whole upload.",
+                        ),
+                    ],
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/offset+octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": {"description": "created; Location names it"},
+                        **_errors(400, *COMMON, 409, 413, 415, 422, 460, 503, 507),
+                    },
+                },
+            },
+            base + "{upload_id}": {
+                "parameters": [UPLOAD_ID],
+                "head": {
+                    "summary": "Offset, length, metadata, digest",
+                    "parameters": [TUS_RESUMABLE, AUTHORIZATION],
+                    "responses": {
+                        "200": {"description": "Upload-Offset and friends"},
+                        **_errors(*COMMON, 423),
+                    },
+                },
+                "patch": {
+                    "summary": "Append bytes at Upload-Offset (or answer a Haul-Challenge)",
+                    "parameters": [
+                        TUS_RESUMABLE,
+                        AUTHORIZATION,
+                        _header("Upload-Offset", _UINT, "Where the body starts.", True),
+                        _header("Upload-Length", _UINT, "Declares a deferred length."),
+                        _header("Upload-Checksum", {"type": "string"}, "`<algorithm> <base64>`."),
+                        _header("Haul-Proof", {"type": "string"}, "Answer to a Haul-Challenge."),
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/offset+octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "204": {"description": "stored; Upload-Offset is the new offset"},
+                        **_errors(400, *COMMON, 408, 409, 413, 415, 422, 423, 460, 499, 507),
+                    },
+                },
+                "delete": {
+                    "summary": "Terminate the upload",
+                    "parameters": [TUS_RESUMABLE, AUTHORIZATION],
+                    "responses": {"204": {"description": "terminated"}, **_errors(*COMMON, 423)},
+                },
+                "get": {
+                    "summary": "Download (Range supported)",
+                    "parameters": [
+                        AUTHORIZATION,
+                        _header("Range", {"type": "string"}, "bytes=first-last"),
+                        {"name": "expires", "in": "query", "schema": {"type": "string"}},
+                        {"name": "signature", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": {"description": "the bytes"},
+                        "206": {"description": "a range of the bytes"},
+                        "304": {"description": "not modified"},
+                        **_errors(*COMMON, 409, 416, 423),
+                    },
+                },
+            },
+        },
+    }

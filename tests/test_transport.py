@@ -1,0 +1,240 @@
+"""Transport and abuse: TLS with HTTP/2, slowloris, slow bodies, per-client caps, rate limits."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from tests.helpers import OCTETS, TUS, HaulServer, random_file, sha256_file, wait_for
+
+ATTACKER = "127.0.0.2"  # another loopback address: a different client than the tests' own
+
+
+@pytest.fixture
+def tls_server(make_server: Callable[..., HaulServer], tmp_path: Path) -> HaulServer:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    server = HaulServer(data_dir=tmp_path / "tls-data", ca_file=ca_file,
+                        extra=["--tls-cert", str(chain), "--tls-key", str(key)])  # fmt: skip
+    server.start()
+    yield server  # type: ignore[misc]
+    server.stop()
+
+
+def test_tls_serves_http2_and_http11_on_one_port_with_hsts(tls_server: HaulServer) -> None:
+    data = random_file_bytes(3 << 20)
+    with httpx.Client(http2=True, verify=tls_server.tls_context()) as h2:
+        created = h2.post(tls_server.endpoint, headers={**TUS, "Upload-Length": str(len(data))})
+        assert created.http_version == "HTTP/2"
+        assert created.status_code == 201
+        url = created.headers["location"]
+        assert url.startswith("https://")
+        patched = h2.patch(
+            url, content=data, headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTETS}
+        )
+        assert (patched.status_code, patched.http_version) == (204, "HTTP/2")
+        assert patched.headers["strict-transport-security"].startswith("max-age=")
+        downloaded = h2.get(url)
+    assert hashlib.sha256(downloaded.content).digest() == hashlib.sha256(data).digest()
+    with httpx.Client(http2=False, verify=tls_server.tls_context()) as h1:
+        plain = h1.head(url, headers=TUS)
+    assert (plain.http_version, plain.headers["upload-offset"]) == ("HTTP/1.1", str(len(data)))
+    with pytest.raises(httpx.HTTPError):  # plain HTTP is not spoken on the TLS port
+        httpx.get(tls_server.url.replace("https", "http") + "/healthz", timeout=3)
+
+
+def random_file_bytes(size: int) -> bytes:
+    import random
+
+    return random.Random(size).randbytes(size)
+
+
+class Slowloris:
+    """Many connections from another address that send a request's headers a byte at a time."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.port = port
+        self.count = count
+        self.sockets: list[socket.socket] = []
+        self.closed_at: dict[int, float] = {}
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+
+    def __enter__(self) -> Slowloris:
+        for _ in range(self.count):
+            sock = socket.socket()
+            sock.bind((ATTACKER, 0))
+            sock.connect(("127.0.0.1", self.port))
+            sock.setblocking(False)
+            self.sockets.append(sock)
+        self._thread.start()
+        return self
+
+    def _trickle(self) -> None:
+        header = b"PATCH /files/0123456789abcdef0123456789abcdef HTTP/1.1\r\nHost: x\r\nX-Pad: "
+        sent = 0
+        while not self._stop.wait(0.5):
+            for index, sock in enumerate(self.sockets):
+                if index in self.closed_at:
+                    continue
+                try:
+                    if sock.recv(1) == b"":
+                        self.closed_at[index] = time.monotonic() - self.started
+                        continue
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    self.closed_at[index] = time.monotonic() - self.started
+                    continue
+                try:
+                    sock.send(header[sent : sent + 1] or b"a")
+                except OSError:
+                    self.closed_at[index] = time.monotonic() - self.started
+            sent += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_slowloris_does_not_stop_a_real_upload(
+    make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    server = make_server("--header-timeout", "3s")
+    source = random_file(tmp_path / "real.bin", 40 << 20, seed=21)
+    with Slowloris(server.port, 200) as attack:
+        time.sleep(0.5)
+        # Beyond the cap of 64 connections per client, the rest were closed at once.
+        wait_for(lambda: len(attack.closed_at) >= 200 - 64, timeout=10)
+        started = time.monotonic()
+        result = _haul_upload(server, source)
+        assert result.returncode == 0, result.stderr
+        uploaded_in = time.monotonic() - started
+        # Trickling headers do not keep a connection: all are closed once the deadline passes.
+        wait_for(lambda: len(attack.closed_at) == 200, timeout=15)
+        latest = max(attack.closed_at.values())
+    url = json.loads(result.stdout.strip().splitlines()[-1])["url"]
+    with httpx.Client(trust_env=False) as client:
+        body = client.get(url).content
+    assert hashlib.sha256(body).hexdigest() == sha256_file(source)
+    assert latest < 3 + 4  # the header deadline (3 s) plus scheduling slack, not the trickle
+    assert uploaded_in < 60  # sanity only: it finished while under attack
+
+
+def _haul_upload(server: HaulServer, source: Path):  # type: ignore[no-untyped-def]
+    import subprocess
+
+    from tests.helpers import HAUL, env_without_proxy
+
+    return subprocess.run(
+        [HAUL, "upload", str(source), "--server", server.endpoint, "--no-resume", "--json"],
+        capture_output=True, text=True, timeout=120, env=env_without_proxy(),
+    )  # fmt: skip
+
+
+def test_a_body_slower_than_the_minimum_speed_is_closed_and_kept(
+    make_server: Callable[..., HaulServer], client: httpx.Client
+) -> None:
+    server = make_server("--body-timeout", "2s", "--min-speed", "2KB")
+    created = client.post(server.endpoint, headers={**TUS, "Upload-Length": "100000"})
+    url = created.headers["location"]
+    path = url.split("127.0.0.1:")[1].split("/", 1)[1]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            f"PATCH /{path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            f"Content-Type: {OCTETS}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        started = time.monotonic()
+        answer = b""
+        sock.settimeout(0.3)
+        while time.monotonic() - started < 15 and not answer:
+            sock.sendall(b"x" * 300)  # 1 KB/s: never stalls, but too slow
+            with contextlib.suppress(TimeoutError):
+                answer = sock.recv(400)
+        took = time.monotonic() - started
+        sock.settimeout(2)
+        with contextlib.suppress(OSError):
+            while more := sock.recv(400):  # the rest of the answer, until the server closes
+                answer += more
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"slower than 2000 bytes a second" in answer
+    assert took < 6
+    offset = int(client.head(url, headers=TUS).headers["upload-offset"])
+    assert 0 < offset < 100000  # what arrived is kept
+
+
+def test_requests_in_flight_per_client_are_capped(
+    make_server: Callable[..., HaulServer],
+) -> None:
+    server = make_server("--max-requests-per-client", "2")
+    with httpx.Client(trust_env=False) as client:
+        url = client.post(server.endpoint, headers={**TUS, "Upload-Length": "10"}).headers[
+            "location"
+        ]
+    path = url.split(str(server.port), 1)[1]
+    hanging = []
+    for _ in range(2):  # two PATCHes whose bodies never come
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            f"PATCH {path} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\n"
+            f"Content-Type: {OCTETS}\r\nContent-Length: 10\r\n\r\n".encode()
+        )
+        hanging.append(sock)
+    try:
+        time.sleep(0.5)
+        with httpx.Client(trust_env=False) as client:
+            third = client.get(url, headers=TUS)
+        assert third.status_code == 429
+        assert third.text.startswith("ERR_RATE_LIMITED: too many requests at once")
+        assert third.headers["retry-after"] == "1"
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address=ATTACKER), trust_env=False)
+        with other:
+            assert other.head(url, headers=TUS).status_code == 200  # another client is served
+    finally:
+        for sock in hanging:
+            sock.close()
+
+
+def test_rate_limits_per_ip_and_per_owner(make_server: Callable[..., HaulServer]) -> None:
+    key = "rate-user-0123456789abcdef"
+    server = make_server(
+        "--rate-limit", "2", "--rate-burst", "5", "--api-keys", f"rita:{key}", "--allow-anonymous"
+    )
+
+    def burst(client: httpx.Client, headers: dict[str, str]) -> list[int]:
+        return [client.options(server.endpoint, headers=headers).status_code for _ in range(7)]
+
+    with httpx.Client(trust_env=False) as here:
+        codes = burst(here, TUS)
+        assert codes[:5] == [204] * 5
+        assert 429 in codes[5:]
+        limited = here.options(server.endpoint, headers=TUS)
+        assert limited.status_code == 429
+        assert 1 <= int(limited.headers["retry-after"]) <= 2
+    elsewhere = httpx.Client(transport=httpx.HTTPTransport(local_address=ATTACKER), trust_env=False)
+    with elsewhere:
+        assert elsewhere.options(server.endpoint).status_code == 204  # its own bucket
+        # The owner's bucket follows the owner across addresses.
+        auth = {**TUS, "Authorization": f"Bearer {key}", "Upload-Length": "1"}
+        codes = [elsewhere.post(server.endpoint, headers=auth).status_code for _ in range(4)]
+    assert codes.count(201) >= 1
+    time.sleep(1.2)
+    with httpx.Client(trust_env=False) as here:
+        assert here.options(server.endpoint).status_code == 204  # refilled
