@@ -37,3 +37,31 @@ def server(make_server) -> HaulServer:  # type: ignore[no-untyped-def]
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=60, trust_env=False) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """One PostgreSQL server for the session (DSN of its `postgres` database)."""
+    from tests.services import postgres_server
+
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def pg_dsn(postgres: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database for one test."""
+    import re
+
+    from tests.services import fresh_database
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:50]
+    return fresh_database(postgres, name)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    from tests.services import redis_server
+
+    with redis_server() as url:
+        yield url

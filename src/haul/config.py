@@ -107,6 +107,23 @@ class Settings:
         "Directory for upload bytes (uploads/), locks and the SQLite state.",
         lambda value: Path(str(value)),
     )
+    db: str = _setting(
+        "",
+        "Where upload records live: empty = SQLite in the data dir; postgresql://user@host/db "
+        "for PostgreSQL, shared by every node of a cluster.",
+    )
+    locker: str = _setting(
+        "auto",
+        "Per-upload locks: file (flock in the data dir), postgres (advisory locks), redis; "
+        "auto = postgres with a PostgreSQL --db, else file.",
+        parse_choice("auto", "file", "postgres", "redis"),
+    )
+    redis_url: str = _setting("", "Redis URL (redis://host:6379/0) for --locker redis.")
+    lock_lease: float = _setting(
+        30.0,
+        "Redis locks: a dead node's locks are free again after this long (renewed while held).",
+        parse_duration,
+    )
     base_path: str = _setting("/files/", "URL path under which the tus endpoint lives.")
     max_size: int = _setting(
         0,
@@ -304,8 +321,20 @@ class Settings:
         if not 0 < self.port < 65536 and self.port != 0:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         self.type_policy()  # fails early on a malformed entry
+        if self.db and not self.db.startswith(("postgresql://", "postgres://")):
+            raise ConfigError("--db takes a postgresql:// URL (or nothing, for SQLite)")
+        if self.lock_backend == "postgres" and not self.db:
+            raise ConfigError("--locker postgres needs a PostgreSQL --db")
+        if self.lock_backend == "redis" and not self.redis_url:
+            raise ConfigError("--locker redis needs --redis-url")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("TLS needs both --tls-cert and --tls-key")
+
+    @property
+    def lock_backend(self) -> str:
+        if self.locker != "auto":
+            return self.locker
+        return "postgres" if self.db else "file"
 
     @property
     def auth_configured(self) -> bool:

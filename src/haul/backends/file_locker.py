@@ -52,3 +52,6 @@ class FileLocker:
         # Only called once the upload's record is gone, so a request still waiting on the old
         # inode finds nothing to act on.
         (self.root / f"{upload_id}.lock").unlink(missing_ok=True)
+
+    async def close(self) -> None:
+        """Nothing to release: each lock closes its own file."""

@@ -119,3 +119,7 @@ class Locker(Protocol):
     async def forget(self, upload_id: str) -> None:
         """Drop lock state kept for an upload that no longer exists."""
         ...
+
+    async def close(self) -> None:
+        """Release connections (on shutdown)."""
+        ...

@@ -21,6 +21,7 @@ from haul.backends.file_locker import FileLocker
 from haul.backends.local_storage import LocalStorage
 from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
+from haul.core.interfaces import Locker, MetadataStore
 from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
@@ -47,8 +48,29 @@ TUS_RESPONSE_HEADERS = (
 )  # fmt: skip
 
 
+def _metadata_store(settings: Settings) -> MetadataStore:
+    if settings.db:
+        from haul.backends.postgres_store import PostgresStore  # only clusters need asyncpg
+
+        return PostgresStore(settings.db)
+    return SQLiteStore(settings.data_dir / "haul.db")
+
+
+def _locker(settings: Settings) -> Locker:
+    if settings.lock_backend == "postgres":
+        from haul.backends.pg_locker import PostgresLocker
+
+        return PostgresLocker(settings.db)
+    if settings.lock_backend == "redis":
+        from haul.backends.redis_locker import RedisLocker
+
+        return RedisLocker(settings.redis_url, lease=settings.lock_lease)
+    return FileLocker(settings.data_dir / "locks")
+
+
 def build_service(settings: Settings) -> UploadService:
-    """The embedded default: local disk + SQLite + flock, all under the data dir."""
+    """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
+    and advisory locks (or Redis locks) shared by the nodes of a cluster."""
     data = settings.data_dir
     limits = Limits(
         max_size=settings.max_size,
@@ -68,8 +90,8 @@ def build_service(settings: Settings) -> UploadService:
         scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
     return UploadService(
         LocalStorage(data / "uploads", fsync=settings.fsync),
-        SQLiteStore(data / "haul.db"),
-        FileLocker(data / "locks"),
+        _metadata_store(settings),
+        _locker(settings),
         limits,
         policy=settings.type_policy(),
         scanner=scanner,
@@ -150,6 +172,7 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
             await service.store.close()
+            await service.locker.close()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")

@@ -1,0 +1,208 @@
+"""Upload records in PostgreSQL, shared by every node of a cluster (asyncpg, a connection pool).
+
+Same schema and meaning as the SQLite store; migrations are numbered the same way and run
+under an advisory lock, so nodes starting together apply each one exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from haul.core.models import ConcatKind, Upload, UploadState, Usage
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE uploads (
+        id text PRIMARY KEY,
+        length bigint,
+        state text NOT NULL,
+        created_at double precision NOT NULL,
+        updated_at double precision NOT NULL,
+        expires_at double precision,
+        metadata text,
+        concat text,
+        parts text NOT NULL DEFAULT '[]',
+        owner text NOT NULL DEFAULT '',
+        expected_sha256 text,
+        sha256 text,
+        challenge text
+    );
+    CREATE INDEX uploads_expiry ON uploads (state, expires_at);
+    CREATE INDEX uploads_updated ON uploads (state, updated_at);
+    CREATE TABLE concat_parts (
+        final_id text NOT NULL,
+        part_id text NOT NULL,
+        position integer NOT NULL,
+        PRIMARY KEY (final_id, position)
+    );
+    CREATE INDEX concat_parts_part ON concat_parts (part_id);
+    CREATE INDEX uploads_content ON uploads (sha256, length, owner) WHERE state = 'complete';
+    CREATE INDEX uploads_owner ON uploads (owner, created_at);
+    """,
+)
+_MIGRATION_LOCK = 0x6861756C  # "haul": one node migrates at a time
+_COLUMNS = (
+    "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
+    "expected_sha256, sha256, challenge"
+)
+_GONE = [s.value for s in UploadState if s.gone]
+
+
+def _to_upload(row: asyncpg.Record) -> Upload:
+    return Upload(
+        id=row["id"],
+        length=row["length"],
+        state=UploadState(row["state"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        expires_at=row["expires_at"],
+        metadata_raw=row["metadata"],
+        concat=ConcatKind(row["concat"]) if row["concat"] else None,
+        parts=tuple(json.loads(row["parts"])),
+        owner=row["owner"],
+        expected_sha256=row["expected_sha256"],
+        sha256=row["sha256"],
+        challenge=row["challenge"],
+    )
+
+
+class PostgresStore:
+    def __init__(self, dsn: str, *, max_connections: int = 10) -> None:
+        self.dsn = dsn
+        self.max_connections = max_connections
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.max_connections)
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await db.execute("CREATE TABLE IF NOT EXISTS haul_schema (version integer NOT NULL)")
+            version = await db.fetchval("SELECT max(version) FROM haul_schema") or 0
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                await db.execute(script)
+                await db.execute("INSERT INTO haul_schema (version) VALUES ($1)", number)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def insert(self, upload: Upload) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute(
+                f"INSERT INTO uploads ({_COLUMNS}) "
+                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                upload.id,
+                upload.length,
+                upload.state.value,
+                upload.created_at,
+                upload.updated_at,
+                upload.expires_at,
+                upload.metadata_raw,
+                upload.concat.value if upload.concat else None,
+                json.dumps(list(upload.parts)),
+                upload.owner,
+                upload.expected_sha256,
+                upload.sha256,
+                upload.challenge,
+            )
+            await db.executemany(
+                "INSERT INTO concat_parts (final_id, part_id, position) VALUES ($1, $2, $3)",
+                [(upload.id, part, i) for i, part in enumerate(upload.parts)],
+            )
+
+    async def get(self, upload_id: str) -> Upload | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM uploads WHERE id = $1", upload_id)
+        return _to_upload(row) if row else None
+
+    async def save(self, upload: Upload) -> None:
+        await self.pool.execute(
+            "UPDATE uploads SET length=$1, state=$2, updated_at=$3, expires_at=$4, metadata=$5, "
+            "expected_sha256=$6, sha256=$7, challenge=$8 WHERE id=$9",
+            upload.length,
+            upload.state.value,
+            upload.updated_at,
+            upload.expires_at,
+            upload.metadata_raw,
+            upload.expected_sha256,
+            upload.sha256,
+            upload.challenge,
+            upload.id,
+        )
+
+    async def delete(self, upload_id: str) -> None:
+        async with self.pool.acquire() as db, db.transaction():
+            await db.execute("DELETE FROM uploads WHERE id = $1", upload_id)
+            await db.execute("DELETE FROM concat_parts WHERE final_id = $1", upload_id)
+
+    async def _select(self, where: str, *params: Any) -> list[Upload]:
+        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM uploads WHERE {where}", *params)
+        return [_to_upload(row) for row in rows]
+
+    async def expired(self, now: float, limit: int) -> list[Upload]:
+        return await self._select(
+            "state IN ('active', 'complete') AND expires_at IS NOT NULL AND expires_at < $1 "
+            "LIMIT $2",
+            now,
+            limit,
+        )
+
+    async def tombstones(self, before: float, limit: int) -> list[Upload]:
+        return await self._select(
+            "state = ANY($1::text[]) AND updated_at < $2 LIMIT $3", _GONE, before, limit
+        )
+
+    async def finals_waiting_for(self, part_id: str) -> list[Upload]:
+        return await self._select(
+            "state = 'active' AND id IN (SELECT final_id FROM concat_parts WHERE part_id = $1)",
+            part_id,
+        )
+
+    async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
+        if owner is None:
+            found = await self._select(
+                "sha256 = $1 AND length = $2 AND state = 'complete' LIMIT 1", sha256, length
+            )
+        else:
+            found = await self._select(
+                "sha256 = $1 AND length = $2 AND owner = $3 AND state = 'complete' LIMIT 1",
+                sha256,
+                length,
+                owner,
+            )
+        return found[0] if found else None
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        row = await self.pool.fetchrow(
+            """
+            SELECT
+              coalesce(sum(coalesce(length, 0)) FILTER (WHERE state IN ('active', 'complete')
+                           AND concat IS DISTINCT FROM 'final'), 0) AS bytes,
+              count(*) FILTER (WHERE state = 'active' AND concat IS DISTINCT FROM 'partial')
+                AS active,
+              count(*) FILTER (WHERE created_at > $1 AND concat IS DISTINCT FROM 'partial')
+                AS recent,
+              min(created_at) FILTER (WHERE created_at > $1 AND concat IS DISTINCT FROM 'partial')
+                AS oldest
+            FROM uploads WHERE owner = $2
+            """,
+            now - 3600,
+            owner,
+        )
+        assert row is not None
+        return Usage(int(row["bytes"]), int(row["active"]), int(row["recent"]), row["oldest"])
+
+    async def count_active(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM uploads WHERE state = 'active'"))

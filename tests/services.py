@@ -1,0 +1,190 @@
+"""Real PostgreSQL and Redis servers for the tests: started in throwaway dirs on free loopback
+ports, stopped afterwards. PostgreSQL refuses to run as root, so as root it runs as the
+`postgres` user that Debian's package creates."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+from tests.helpers import free_port
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    if not versions:
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    return str(versions[0] / name)
+
+
+def _as_postgres(argv: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server; yields a DSN for its superuser `haul` (trust auth, loopback only)."""
+    root = Path(tempfile.mkdtemp(prefix="haul-pg-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+    port = free_port()
+    subprocess.run(
+        _as_postgres([_pg_bin("initdb"), "-D", str(data), "-U", "haul", "-A", "trust",
+                      "--no-sync", "-E", "UTF8"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
+    )
+    subprocess.run(
+        _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-w", "-t", "60",
+                      "-l", str(root / "log"), "start"]),
+        check=True, capture_output=True,
+    )  # fmt: skip
+    try:
+        yield f"postgresql://haul@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_postgres([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )  # fmt: skip
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database(dsn: str, name: str) -> str:
+    """A new, empty database on the server of ``dsn``; its DSN."""
+    import asyncio
+
+    import asyncpg
+
+    async def create() -> None:
+        db = await asyncpg.connect(dsn)
+        try:
+            await db.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await db.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await db.close()
+
+    # A thread of its own: the caller may be inside an event loop (async tests).
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, create()).result()
+    return dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A Redis server without persistence; yields its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("Redis is not installed (apt-get install redis-server)")
+    port = free_port()
+    root = Path(tempfile.mkdtemp(prefix="haul-redis-"))
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(root)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+{user}
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/body;
+    proxy_temp_path {root}/proxy;
+    fastcgi_temp_path {root}/fastcgi;
+    uwsgi_temp_path {root}/uwsgi;
+    scgi_temp_path {root}/scgi;
+    upstream haul {{
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;           # haul enforces its own limits
+        proxy_request_buffering off;      # stream bodies: no disk spooling, resumable offsets
+        proxy_buffering off;
+        # A final upload names every partial in Upload-Concat: ~40 KB for 1000 parts, in the
+        # request and in HEAD answers. nginx's 4-8 KB defaults would refuse both.
+        large_client_header_buffers 4 64k;
+        proxy_buffer_size 64k;
+        proxy_buffers 4 64k;
+        proxy_http_version 1.1;
+        proxy_read_timeout 300s;
+        proxy_send_timeout 300s;
+        location / {{
+            proxy_pass http://haul;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
+            proxy_set_header X-Forwarded-For $remote_addr;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx_balancer(ports: list[int]) -> Iterator[int]:
+    """nginx as a plain round-robin balancer in front of the given loopback ports."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    root = Path(tempfile.mkdtemp(prefix="haul-nginx-"))
+    port = free_port()
+    servers = "\n".join(f"        server 127.0.0.1:{p} max_fails=1 fail_timeout=2s;" for p in ports)
+    user = "user root root;" if os.geteuid() == 0 else ""
+    conf = root / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(root=root, port=port, servers=servers, user=user))
+    process = subprocess.Popen([binary, "-c", str(conf), "-p", str(root)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError as exc:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log = (root / "error.log").read_text()
+                    raise RuntimeError(f"nginx did not start: {log}") from exc
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+        shutil.rmtree(root, ignore_errors=True)

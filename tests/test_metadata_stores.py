@@ -1,0 +1,244 @@
+"""One conformance suite for every MetadataStore (SQLite, PostgreSQL) and every Locker (flock,
+PostgreSQL advisory locks, Redis), run against the real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from haul.backends.file_locker import FileLocker
+from haul.backends.pg_locker import PostgresLocker
+from haul.backends.postgres_store import PostgresStore
+from haul.backends.redis_locker import RedisLocker
+from haul.backends.sqlite_store import SQLiteStore
+from haul.core.interfaces import Locker, MetadataStore
+from haul.core.models import ConcatKind, Upload, UploadState
+from haul.errors import Locked
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
+    if request.param == "sqlite":
+        opened: MetadataStore = SQLiteStore(tmp_path / "haul.db")
+    else:
+        opened = PostgresStore(request.getfixturevalue("pg_dsn"))
+    await opened.open()
+    yield opened
+    await opened.close()
+
+
+def record(upload_id: str, **fields: object) -> Upload:
+    values: dict[str, object] = {
+        "id": upload_id, "length": 100, "state": UploadState.ACTIVE,
+        "created_at": 1000.0, "updated_at": 1000.0, "expires_at": 2000.0,
+    }  # fmt: skip
+    values.update(fields)
+    return Upload(**values)  # type: ignore[arg-type]
+
+
+async def test_records_round_trip(store: MetadataStore) -> None:
+    upload = record(
+        "a" * 32, metadata_raw="filename aGkudHh0", owner="alice", expected_sha256="ab" * 32,
+        challenge='{"nonce": "00"}', length=None,
+    )  # fmt: skip
+    await store.insert(upload)
+    assert await store.get("a" * 32) == upload
+    upload.length = 5
+    upload.state = UploadState.COMPLETE
+    upload.sha256 = "cd" * 32
+    upload.expires_at = None
+    await store.save(upload)
+    assert await store.get("a" * 32) == upload
+    await store.delete("a" * 32)
+    assert await store.get("a" * 32) is None
+
+
+async def test_expiry_tombstones_and_waiting_finals(store: MetadataStore) -> None:
+    await store.insert(record("1" * 32, expires_at=1500.0))  # expired at 1600
+    await store.insert(record("2" * 32, expires_at=1700.0))
+    await store.insert(record("3" * 32, state=UploadState.COMPLETE, expires_at=None))
+    await store.insert(  # a complete partial no final took: it expires too
+        record("4" * 32, state=UploadState.COMPLETE, concat=ConcatKind.PARTIAL, expires_at=1100.0)
+    )
+    await store.insert(record("5" * 32, state=UploadState.TERMINATED, updated_at=1200.0))
+    final = record("6" * 32, concat=ConcatKind.FINAL, parts=("4" * 32, "2" * 32), length=None)
+    await store.insert(final)
+    expired = {u.id for u in await store.expired(1600.0, 100)}
+    assert expired == {"1" * 32, "4" * 32}
+    assert len(await store.expired(1600.0, 1)) == 1
+    assert [u.id for u in await store.tombstones(1300.0, 100)] == ["5" * 32]
+    assert await store.tombstones(1100.0, 100) == []
+    assert [u.id for u in await store.finals_waiting_for("4" * 32)] == ["6" * 32]
+    assert (await store.get("6" * 32)).parts == ("4" * 32, "2" * 32)  # type: ignore[union-attr]
+    assert await store.count_active() == 3  # 1, 2 and the final
+    await store.delete("6" * 32)
+    assert await store.finals_waiting_for("4" * 32) == []
+
+
+async def test_content_lookup_is_scoped_by_owner(store: MetadataStore) -> None:
+    digest = "ef" * 32
+    await store.insert(record("7" * 32, state=UploadState.COMPLETE, sha256=digest, owner="bob"))
+    await store.insert(record("8" * 32, sha256=digest, owner="carol"))  # not complete
+    found = await store.find_complete(digest, 100, "bob")
+    assert found is not None
+    assert found.id == "7" * 32
+    assert await store.find_complete(digest, 100, "carol") is None
+    assert await store.find_complete(digest, 101, "bob") is None
+    assert (await store.find_complete(digest, 100, None)) is not None
+
+
+async def test_usage_counts_what_quotas_need(store: MetadataStore) -> None:
+    now = 100_000.0
+    await store.insert(record("a1" * 16, owner="o", length=10, created_at=now - 10))
+    await store.insert(  # a partial: bytes count, but it is not a file
+        record("a2" * 16, owner="o", length=20, concat=ConcatKind.PARTIAL, created_at=now - 5)
+    )
+    await store.insert(
+        record("a3" * 16, owner="o", length=30, state=UploadState.COMPLETE, created_at=now - 7200)
+    )
+    await store.insert(  # gone: nothing counts
+        record("a4" * 16, owner="o", length=40, state=UploadState.EXPIRED, created_at=now - 7200)
+    )
+    await store.insert(record("a5" * 16, owner="other", length=50, created_at=now))
+    usage = await store.usage("o", now)
+    assert usage.bytes == 60
+    assert usage.active == 1
+    assert usage.created_last_hour == 1
+    assert usage.oldest_last_hour == now - 10
+
+
+async def test_migrations_run_once_when_nodes_start_together(tmp_path: Path, pg_dsn: str) -> None:
+    stores = [PostgresStore(pg_dsn) for _ in range(4)]
+    await asyncio.gather(*(s.open() for s in stores))  # all migrate at once
+    await stores[0].insert(record("b" * 32))
+    assert (await stores[3].get("b" * 32)) is not None
+    for s in stores:
+        await s.close()
+    again = PostgresStore(pg_dsn)
+    await again.open()  # nothing left to migrate
+    assert (await again.get("b" * 32)) is not None
+    await again.close()
+
+
+# -- lockers -------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["file", "postgres", "redis"])
+async def lockers(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Locker, Locker]]:
+    """Two lockers as two nodes would have them, sharing what their kind shares."""
+    if request.param == "file":
+        pair: tuple[Locker, Locker] = (
+            FileLocker(tmp_path / "locks"),
+            FileLocker(tmp_path / "locks"),
+        )
+    elif request.param == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        pair = (PostgresLocker(dsn), PostgresLocker(dsn))
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = f"test:{request.node.name}:"
+        pair = (RedisLocker(url, prefix=prefix), RedisLocker(url, prefix=prefix))
+    yield pair
+    for locker in pair:
+        await locker.close()
+
+
+async def test_a_lock_excludes_other_nodes_until_released(lockers: tuple[Locker, Locker]) -> None:
+    node_a, node_b = lockers
+    async with node_a.lock("u" * 32, 1):
+        started = time.monotonic()
+        with pytest.raises(Locked):
+            async with node_b.lock("u" * 32, 0.3):
+                pytest.fail("two nodes held one upload's lock")
+        assert time.monotonic() - started >= 0.25  # it waited before giving up
+        async with node_b.lock("v" * 32, 0.3):  # other uploads are not blocked
+            pass
+    async with node_b.lock("u" * 32, 1):  # free again
+        pass
+
+
+async def test_a_waiting_request_gets_the_lock_when_it_is_released(
+    lockers: tuple[Locker, Locker],
+) -> None:
+    node_a, node_b = lockers
+    order: list[str] = []
+
+    async def holder() -> None:
+        async with node_a.lock("w" * 32, 1):
+            order.append("a in")
+            await asyncio.sleep(0.3)
+            order.append("a out")
+
+    async def waiter() -> None:
+        await asyncio.sleep(0.05)
+        async with node_b.lock("w" * 32, 5):
+            order.append("b in")
+
+    await asyncio.gather(holder(), waiter())
+    assert order == ["a in", "a out", "b in"]
+
+
+HOLD = """
+import asyncio
+from pathlib import Path
+from haul.backends.file_locker import FileLocker
+from haul.backends.pg_locker import PostgresLocker
+from haul.backends.redis_locker import RedisLocker
+async def main():
+    locker = {make}
+    async with locker.lock("d" * 32, 5):
+        print("held", flush=True)
+        await asyncio.sleep(3600)
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["file", "postgres", "redis"])
+def test_a_dead_nodes_lock_is_released(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    make: Callable[[], Locker]
+    if kind == "file":
+        locks = tmp_path / "locks"
+        source = f"FileLocker(Path({str(locks)!r}))"
+        make = lambda: FileLocker(locks)  # noqa: E731
+    elif kind == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        source = f"PostgresLocker({dsn!r})"
+        make = lambda: PostgresLocker(dsn)  # noqa: E731
+    else:
+        url = request.getfixturevalue("redis_url")
+        source = f"RedisLocker({url!r}, lease=1.0, prefix='dead:')"
+        make = lambda: RedisLocker(url, lease=1.0, prefix="dead:")  # noqa: E731
+    code = HOLD.format(make=source)
+    node = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert node.stdout is not None
+        assert node.stdout.readline().strip() == "held"
+
+        async def blocked_then_free() -> float:
+            locker = make()  # built like the dead node's
+            try:
+                with pytest.raises(Locked):
+                    async with locker.lock("d" * 32, 0.2):
+                        pass
+                node.kill()  # the node dies holding the lock
+                node.wait()
+                started = time.monotonic()
+                async with locker.lock("d" * 32, 10):
+                    return time.monotonic() - started
+            finally:
+                await locker.close()
+
+        waited = asyncio.run(blocked_then_free())
+    finally:
+        node.kill()
+    assert waited < (3 if kind == "redis" else 1)  # redis: within the 1 s lease, with slack
