@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,8 +13,8 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect
 
 from haul.protocol.tus import parse_metadata
-from tests.browser import chromium
-from tests.helpers import JS_DIR, HaulServer, random_file, sha256_file, wait_for
+from tests.browser import build_client_bundles, chromium, serve_test_page
+from tests.helpers import HaulServer, random_file, sha256_file, wait_for
 from tests.proxy import ChaosProxy
 
 MiB = 1 << 20
@@ -370,28 +369,7 @@ def test_page_is_served_with_a_strict_content_security_policy(server: HaulServer
 
 @pytest.fixture(scope="module")
 def client_bundles(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundles")
-    subprocess.run(["node", str(JS_DIR / "browser" / "build.mjs"), str(out)], check=True)
-    return out
-
-
-def serve_test_page(page: Page, base: str, bundles: Path, name: str, body: str) -> None:
-    """Serves a test page and its bundle from the haul server's own origin (no CORS involved)."""
-    html = (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{name}</title>'
-        + (f'<link rel="stylesheet" href="/test/{name}.css">' if name == "uppy" else "")
-        + f'</head><body>{body}<script type="module" src="/test/{name}.js"></script></body></html>'
-    )
-
-    def serve(body: str | bytes, kind: str) -> Callable[[Route], None]:
-        return lambda route: route.fulfill(body=body, content_type=kind)
-
-    page.route(f"{base}/test/page.html", serve(html, "text/html"))
-    for suffix, kind in (("js", "text/javascript"), ("css", "text/css")):
-        path = bundles / f"{name}.{suffix}"
-        if path.exists():
-            page.route(f"{base}/test/{name}.{suffix}", serve(path.read_bytes(), kind))
-    page.goto(f"{base}/test/page.html")
+    return build_client_bundles(tmp_path_factory.mktemp("bundles"))
 
 
 def test_uppy_dashboard_with_tus_uploads_to_haul(
