@@ -65,3 +65,26 @@ def redis_url() -> Iterator[str]:
 
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def rgw() -> Iterator[str]:
+    """A Ceph RADOS Gateway for the session: a real S3 endpoint (credentials in services)."""
+    from tests.services import ceph_rgw
+
+    with ceph_rgw() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(rgw: str, request: pytest.FixtureRequest) -> str:
+    """A fresh bucket for one test."""
+    import re
+    import uuid
+
+    from tests.services import create_bucket
+
+    name = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower())[:40].strip("-")
+    bucket = f"{name}-{uuid.uuid4().hex[:8]}"
+    create_bucket(rgw, bucket)
+    return bucket

@@ -27,6 +27,7 @@ from tests.helpers import (
     sha256_file,
 )
 from tests.services import nginx_balancer
+from tests.test_s3_server import s3_options
 
 MiB = 1 << 20
 
@@ -45,17 +46,20 @@ class Cluster:
         return self.url + "/files/"
 
 
-@pytest.fixture(params=["postgres-locks", "redis-locks"])
+@pytest.fixture(params=["postgres-locks", "redis-locks", "s3"])
 def cluster(request: pytest.FixtureRequest, pg_dsn: str, tmp_path: Path) -> Iterator[Cluster]:
     options = ["--db", pg_dsn, "--trust-proxy", "--link-secret", "cluster-secret"]
     if request.param == "redis-locks":
         redis = request.getfixturevalue("redis_url")
         # A short lease: the dead node's locks free up within the clients' retry budget.
         options += ["--locker", "redis", "--redis-url", redis, "--lock-lease", "3s"]
-    shared = tmp_path / "shared-data"  # one volume every node mounts
+    if request.param == "s3":  # bytes in S3: the nodes share no disk at all
+        options += s3_options(request.getfixturevalue("rgw"), request.getfixturevalue("s3_bucket"))
     nodes = []
     for index in range(3):
-        node = HaulServer(data_dir=shared, extra=options, log_path=tmp_path / f"node{index}.log")
+        # Without S3, one volume every node mounts; with S3, each node its own scratch dir.
+        data = tmp_path / (f"node{index}-data" if request.param == "s3" else "shared-data")
+        node = HaulServer(data_dir=data, extra=options, log_path=tmp_path / f"node{index}.log")
         nodes.append(node.start())
     try:
         with nginx_balancer([node.port for node in nodes]) as port:

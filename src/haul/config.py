@@ -107,6 +107,37 @@ class Settings:
         "Directory for upload bytes (uploads/), locks and the SQLite state.",
         lambda value: Path(str(value)),
     )
+    storage: str = _setting(
+        "local",
+        "Where upload bytes live: local (the data dir) or s3 (any S3-compatible store).",
+        parse_choice("local", "s3"),
+    )
+    s3_endpoint: str = _setting(
+        "", "S3 endpoint URL (e.g. http://127.0.0.1:9000); empty = AWS for the region."
+    )
+    s3_bucket: str = _setting("", "S3 bucket that holds the bytes (it must exist).")
+    s3_region: str = _setting("us-east-1", "S3 region.")
+    s3_prefix: str = _setting("haul/", "Key prefix for everything haul stores in the bucket.")
+    s3_addressing: str = _setting(
+        "auto",
+        "S3 addressing: path (endpoint/bucket/key), virtual (bucket.endpoint/key) or auto.",
+        parse_choice("auto", "path", "virtual"),
+    )
+    s3_access_key: str = _setting(
+        "", "S3 access key; empty = the usual AWS sources (AWS_* environment, profile, role)."
+    )
+    s3_secret_key: str = _setting("", "S3 secret key (with --s3-access-key).")
+    s3_part_size: int = _setting(
+        8 * 1024 * 1024,
+        "First multipart part size (at least 5MiB); doubles every 1,000 parts.",
+        parse_size,
+    )
+    s3_buffer_memory: int = _setting(
+        16 * 1024 * 1024,
+        "Memory per upload for bytes not yet sent as a part; beyond, a temp file is used.",
+        parse_size,
+    )
+    s3_temp_dir: str = _setting("", "Directory for those temp files (empty = the system's).")
     db: str = _setting(
         "",
         "Where upload records live: empty = SQLite in the data dir; postgresql://user@host/db "
@@ -321,6 +352,10 @@ class Settings:
         if not 0 < self.port < 65536 and self.port != 0:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         self.type_policy()  # fails early on a malformed entry
+        if self.storage == "s3" and not self.s3_bucket:
+            raise ConfigError("--storage s3 needs --s3-bucket")
+        if self.s3_part_size < 5 * 1024 * 1024:
+            raise ConfigError("--s3-part-size must be at least 5MiB (S3's smallest part)")
         if self.db and not self.db.startswith(("postgresql://", "postgres://")):
             raise ConfigError("--db takes a postgresql:// URL (or nothing, for SQLite)")
         if self.lock_backend == "postgres" and not self.db:

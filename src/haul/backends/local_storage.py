@@ -87,6 +87,8 @@ class LocalWriter:
 
 
 class LocalStorage:
+    reads_while_writing = True
+
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         self.root = root
         self.fsync = fsync
@@ -244,6 +246,12 @@ class LocalStorage:
                 yield block
         finally:
             os.close(fd)
+
+    async def finish(self, upload_id: str) -> None:
+        """A file is readable as it grows: nothing to do."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
     async def delete(self, upload_id: str) -> None:
         def remove() -> None:

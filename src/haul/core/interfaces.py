@@ -36,6 +36,10 @@ class ChunkWriter(Protocol):
 
 
 class Storage(Protocol):
+    # Whether read() serves an upload's first bytes before it is complete (object stores
+    # assemble an object only at the end): the content policy then checks them early.
+    reads_while_writing: bool
+
     async def create(self, upload_id: str) -> None:
         """Make room for a new, empty upload."""
         ...
@@ -59,8 +63,12 @@ class Storage(Protocol):
         source's bytes are gone."""
         ...
 
+    async def finish(self, upload_id: str) -> None:
+        """Every byte has arrived: make the upload one readable whole (idempotent)."""
+        ...
+
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Stream bytes ``[start, end)`` of a completed upload."""
+        """Stream bytes ``[start, end)`` of a finished upload."""
         ...
 
     async def delete(self, upload_id: str) -> None:
@@ -69,6 +77,10 @@ class Storage(Protocol):
 
     def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
         """Every upload id with bytes in the storage, with the time it last changed."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (on shutdown)."""
         ...
 
 

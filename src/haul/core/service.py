@@ -382,7 +382,11 @@ class UploadService:
         return ExceedsLength(f"the request carries more than the {limit} bytes still owed")
 
     async def _after_write(self, upload: Upload, previous: int) -> Upload:
-        if previous < SNIFF_BYTES <= upload.offset and upload.concat is not ConcatKind.PARTIAL:
+        if (
+            previous < SNIFF_BYTES <= upload.offset
+            and upload.concat is not ConcatKind.PARTIAL
+            and self.storage.reads_while_writing
+        ):
             await self._check_content(upload)  # as soon as the first bytes tell the kind
         now = time.time()
         upload.updated_at = now
@@ -396,6 +400,8 @@ class UploadService:
         """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
         if upload.state is not UploadState.ACTIVE:
             return upload
+        if not upload.is_final:  # a final upload was made whole by its concatenation
+            await self.storage.finish(upload.id)
         whole_file = upload.concat is not ConcatKind.PARTIAL
         if whole_file:
             await self._check_content(upload)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -21,7 +22,7 @@ from haul.backends.file_locker import FileLocker
 from haul.backends.local_storage import LocalStorage
 from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
-from haul.core.interfaces import Locker, MetadataStore
+from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
@@ -48,6 +49,25 @@ TUS_RESPONSE_HEADERS = (
 )  # fmt: skip
 
 
+def _storage(settings: Settings) -> Storage:
+    if settings.storage == "s3":
+        from haul.backends.s3_storage import S3Storage  # only S3 deployments need botocore
+
+        return S3Storage(
+            bucket=settings.s3_bucket,
+            endpoint=settings.s3_endpoint or None,
+            region=settings.s3_region or None,
+            prefix=settings.s3_prefix,
+            addressing=settings.s3_addressing,
+            access_key=settings.s3_access_key or None,
+            secret_key=settings.s3_secret_key or None,
+            part_size=settings.s3_part_size,
+            buffer_memory=settings.s3_buffer_memory,
+            temp_dir=Path(settings.s3_temp_dir) if settings.s3_temp_dir else None,
+        )
+    return LocalStorage(settings.data_dir / "uploads", fsync=settings.fsync)
+
+
 def _metadata_store(settings: Settings) -> MetadataStore:
     if settings.db:
         from haul.backends.postgres_store import PostgresStore  # only clusters need asyncpg
@@ -71,7 +91,6 @@ def _locker(settings: Settings) -> Locker:
 def build_service(settings: Settings) -> UploadService:
     """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
     and advisory locks (or Redis locks) shared by the nodes of a cluster."""
-    data = settings.data_dir
     limits = Limits(
         max_size=settings.max_size,
         max_active_uploads=settings.max_active_uploads,
@@ -89,7 +108,7 @@ def build_service(settings: Settings) -> UploadService:
     if settings.scan_command:
         scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
     return UploadService(
-        LocalStorage(data / "uploads", fsync=settings.fsync),
+        _storage(settings),
         _metadata_store(settings),
         _locker(settings),
         limits,
@@ -173,6 +192,7 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
                     await sweeper
             await service.store.close()
             await service.locker.close()
+            await service.storage.close()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")

@@ -1,0 +1,404 @@
+"""Upload bytes in any S3-compatible object store (AWS S3, MinIO, Ceph RGW, R2, OSS), using
+only what they all implement: multipart uploads, UploadPartCopy, ranged GET.
+
+An unfinished upload is a multipart upload plus a small JSON state object that S3 itself
+holds: the parts committed so far (number, size, ETag) and the key of the tail, the last
+bytes too few to be a part yet. The offset is what that state says, so a node that dies
+between sending a part and recording it can only under-report, never lie upward: the client
+sends those bytes again. Part sizes grow with the part number (doubling every 1,000 parts
+from ``part_size``), so 10,000 parts always reach S3's 5 TiB object limit. A request's bytes
+are spooled (in memory up to ``buffer_memory``, then in a temp file) until a part is full;
+per upload at most one part is held.
+
+Finished, the multipart upload is completed (the tail joins as the last part by a
+server-side copy) and the object is read with ranged GETs. Concatenation and instant-upload
+sharing are server-side copies (UploadPartCopy): no byte of them passes through haul.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import IO, Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from haul.errors import OffsetMismatch
+
+MiB = 1 << 20
+MIN_PART = 5 * MiB  # S3's smallest part but the last
+MAX_COPY = 5 * 1024 * MiB  # S3's largest single copy (and part)
+_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class S3Writer:
+    def __init__(
+        self, storage: S3Storage, upload_id: str, state: dict[str, Any], tail: bytes, atomic: bool
+    ) -> None:
+        self.storage = storage
+        self.upload_id = upload_id
+        self.state = state
+        self.atomic = atomic
+        self.parts: list[list[Any]] = list(state["parts"])  # committed + sent by this writer
+        self.old_tail: str | None = state["tail"][0] if state["tail"] else None
+        self.tail_consumed = False  # the old tail's bytes went into a part
+        self.buffer = storage._spool()
+        self.buffered = 0
+        if tail:
+            self.buffer.write(tail)
+            self.buffered = len(tail)
+
+    async def write(self, pieces: Sequence[bytes]) -> None:
+        for piece in pieces:
+            self.buffer.write(piece)
+            self.buffered += len(piece)
+        if self.buffered >= self.storage.part_size_for(len(self.parts) + 1):
+            await self._send_part()
+
+    async def _send_part(self) -> None:
+        number = len(self.parts) + 1
+        etag = await self.storage._upload_part(self.upload_id, self.state["mpu"], number,
+                                               self.buffer, self.buffered)  # fmt: skip
+        self.parts.append([number, self.buffered, etag])
+        self.tail_consumed = True
+        self.buffer.close()
+        self.buffer = self.storage._spool()
+        self.buffered = 0
+        if not self.atomic:  # what reached the storage counts at once
+            await self.storage._save_state(self.upload_id, {**self.state, "parts": self.parts,
+                                                           "tail": None})  # fmt: skip
+            await self._drop_old_tail()
+
+    async def commit(self) -> int:
+        tail = None
+        if self.buffered:
+            key = f"{self.storage._key(self.upload_id)}.tail.{uuid.uuid4().hex}"
+            self.buffer.seek(0)
+            await self.storage._put(key, self.buffer.read())
+            tail = [key, self.buffered]
+        elif self.old_tail and not self.tail_consumed:
+            tail = self.state["tail"]
+        await self.storage._save_state(self.upload_id, {**self.state, "parts": self.parts,
+                                                       "tail": tail})  # fmt: skip
+        if tail is None or tail[0] != self.old_tail:
+            await self._drop_old_tail()
+        self.buffer.close()
+        return int(sum(size for _, size, _ in self.parts) + (tail[1] if tail else 0))
+
+    async def discard(self) -> None:
+        # Unrecorded parts are never listed when the upload completes: S3 drops them.
+        self.buffer.close()
+
+    async def _drop_old_tail(self) -> None:
+        if self.old_tail:
+            await self.storage._delete_key(self.old_tail)
+            self.old_tail = None
+
+
+class S3Storage:
+    reads_while_writing = False
+
+    def __init__(
+        self,
+        *,
+        bucket: str,
+        endpoint: str | None = None,
+        region: str | None = None,
+        prefix: str = "haul/",
+        addressing: str = "auto",
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        part_size: int = 8 * MiB,
+        buffer_memory: int = 16 * MiB,
+        temp_dir: Path | None = None,
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.region = region
+        self.prefix = prefix
+        self.addressing = addressing
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.part_size = max(MIN_PART, part_size)
+        self.buffer_memory = buffer_memory
+        self.temp_dir = temp_dir
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _s3(self) -> Any:
+        if self._client is None:
+            self._stack = AsyncExitStack()
+            config = AioConfig(
+                s3={"addressing_style": self.addressing},
+                retries={"max_attempts": 5, "mode": "standard"},
+            )
+            # Credentials: given ones, else the usual AWS sources (environment, profile, role).
+            self._client = await self._stack.enter_async_context(
+                get_session().create_client(
+                    "s3",
+                    endpoint_url=self.endpoint,
+                    region_name=self.region,
+                    aws_access_key_id=self.access_key,
+                    aws_secret_access_key=self.secret_key,
+                    config=config,
+                )
+            )
+        return self._client
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+            self._stack = None
+            self._client = None
+
+    def _key(self, upload_id: str) -> str:
+        return f"{self.prefix}{upload_id}"
+
+    def _spool(self) -> IO[bytes]:
+        folder = str(self.temp_dir) if self.temp_dir else None
+        return tempfile.SpooledTemporaryFile(max_size=self.buffer_memory, dir=folder)
+
+    def part_size_for(self, number: int) -> int:
+        return int(self.part_size * 2 ** ((number - 1) // 1000))
+
+    async def _put(self, key: str, body: bytes) -> None:
+        await (await self._s3()).put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    async def _delete_key(self, key: str) -> None:
+        await (await self._s3()).delete_object(Bucket=self.bucket, Key=key)
+
+    async def _load_state(self, upload_id: str) -> dict[str, Any] | None:
+        try:
+            answer = await (await self._s3()).get_object(
+                Bucket=self.bucket, Key=self._key(upload_id) + ".state"
+            )
+        except ClientError as exc:
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise
+        async with answer["Body"] as body:
+            return json.loads(await body.read())  # type: ignore[no-any-return]
+
+    async def _save_state(self, upload_id: str, state: dict[str, Any]) -> None:
+        await self._put(self._key(upload_id) + ".state", json.dumps(state).encode())
+
+    async def _object_size(self, key: str) -> int | None:
+        try:
+            head = await (await self._s3()).head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    async def _upload_part(
+        self, upload_id: str, mpu: str, number: int, body: IO[bytes], size: int
+    ) -> str:
+        body.seek(0)
+        answer = await (await self._s3()).upload_part(
+            Bucket=self.bucket, Key=self._key(upload_id), UploadId=mpu, PartNumber=number,
+            Body=body, ContentLength=size,
+        )  # fmt: skip
+        return str(answer["ETag"])
+
+    # -- the Storage interface ------------------------------------------------------------
+
+    async def create(self, upload_id: str) -> None:
+        started = await (await self._s3()).create_multipart_upload(
+            Bucket=self.bucket, Key=self._key(upload_id)
+        )
+        await self._save_state(upload_id, {"mpu": started["UploadId"], "parts": [], "tail": None})
+
+    async def offset(self, upload_id: str) -> int:
+        state = await self._load_state(upload_id)
+        if state is None:  # finished (or never created)
+            return await self._object_size(self._key(upload_id)) or 0
+        tail = state["tail"][1] if state["tail"] else 0
+        return int(sum(size for _, size, _ in state["parts"]) + tail)
+
+    async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
+        state = await self._load_state(upload_id)
+        if state is None:
+            raise OffsetMismatch(f"upload {upload_id} is already complete")
+        current = sum(size for _, size, _ in state["parts"])
+        tail = b""
+        if state["tail"]:
+            answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state["tail"][0])
+            async with answer["Body"] as body:
+                tail = await body.read()
+            current += len(tail)
+        if offset != current:
+            raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
+        return S3Writer(self, upload_id, state, tail, atomic)
+
+    async def finish(self, upload_id: str) -> None:
+        state = await self._load_state(upload_id)
+        if state is None:
+            return  # finished already
+        s3 = await self._s3()
+        key = self._key(upload_id)
+        parts = [[n, size, etag] for n, size, etag in state["parts"]]
+        if state["tail"]:
+            copied = await s3.upload_part_copy(
+                Bucket=self.bucket, Key=key, UploadId=state["mpu"], PartNumber=len(parts) + 1,
+                CopySource={"Bucket": self.bucket, "Key": state["tail"][0]},
+            )  # fmt: skip
+            parts.append([len(parts) + 1, state["tail"][1], copied["CopyPartResult"]["ETag"]])
+        try:
+            if parts:
+                await s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=state["mpu"],
+                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, _, e in parts]},
+                )  # fmt: skip
+            else:  # an empty upload: S3 cannot complete a multipart upload without parts
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=state["mpu"])
+                await self._put(key, b"")
+        except ClientError as exc:
+            # Completed by an earlier attempt that died before removing its state.
+            if _code(exc) != "NoSuchUpload" or await self._object_size(key) is None:
+                raise
+        await self._delete_key(key + ".state")
+        if state["tail"]:
+            await self._delete_key(state["tail"][0])
+
+    async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
+        if start >= end:
+            return
+        answer = await (await self._s3()).get_object(
+            Bucket=self.bucket, Key=self._key(upload_id), Range=f"bytes={start}-{end - 1}"
+        )
+        async with answer["Body"] as body:
+            while block := await body.read(MiB):
+                yield block
+
+    async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        sizes = [await self._object_size(self._key(part)) or 0 for part in part_ids]
+        await self._discard_progress(upload_id)
+        await self._copy_together(
+            [(self._key(part), size) for part, size in zip(part_ids, sizes, strict=True)],
+            self._key(upload_id),
+        )
+
+    async def share(self, source_id: str, upload_id: str) -> bool:
+        size = await self._object_size(self._key(source_id))
+        if size is None:
+            return False
+        await self._discard_progress(upload_id)
+        await self._copy_together([(self._key(source_id), size)], self._key(upload_id))
+        return True
+
+    async def _copy_together(self, sources: list[tuple[str, int]], target: str) -> None:
+        """``target`` becomes the sources' bytes in order, copied inside the store. Pieces
+        under 5 MiB (allowed only last) pass through haul instead."""
+        s3 = await self._s3()
+        ranges = [
+            (key, first, min(size, first + MAX_COPY), size)
+            for key, size in sources
+            for first in range(0, size, MAX_COPY)
+        ]
+        if not ranges:  # nothing but empty uploads
+            await self._put(target, b"")
+            return
+        small_inside = any(stop - first < MIN_PART for _, first, stop, _ in ranges[:-1])
+        if len(ranges) == 1 and ranges[0][1:3] == (0, ranges[0][3]):
+            source = {"Bucket": self.bucket, "Key": ranges[0][0]}
+            await s3.copy_object(Bucket=self.bucket, Key=target, CopySource=source)
+            return
+        mpu = (await s3.create_multipart_upload(Bucket=self.bucket, Key=target))["UploadId"]
+        try:
+            parts = []
+            if small_inside:
+                parts = await self._copy_through(sources, target, mpu)
+            else:
+                for number, (key, first, stop, _) in enumerate(ranges, start=1):
+                    copied = await s3.upload_part_copy(
+                        Bucket=self.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                        CopySource={"Bucket": self.bucket, "Key": key},
+                        CopySourceRange=f"bytes={first}-{stop - 1}",
+                    )  # fmt: skip
+                    parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            await s3.complete_multipart_upload(
+                Bucket=self.bucket, Key=target, UploadId=mpu, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=mpu)
+            raise
+
+    async def _copy_through(
+        self, sources: list[tuple[str, int]], target: str, mpu: str
+    ) -> list[dict[str, Any]]:
+        """Re-part small pieces: stream them through a spool into parts of ``part_size``."""
+        s3 = await self._s3()
+        parts: list[dict[str, Any]] = []
+        buffer, buffered = self._spool(), 0
+
+        async def send() -> None:
+            nonlocal buffer, buffered
+            buffer.seek(0)
+            answer = await s3.upload_part(Bucket=self.bucket, Key=target, UploadId=mpu,
+                                          PartNumber=len(parts) + 1, Body=buffer,
+                                          ContentLength=buffered)  # fmt: skip
+            parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
+            buffer.close()
+            buffer, buffered = self._spool(), 0
+
+        for key, size in sources:
+            if not size:
+                continue
+            answer = await s3.get_object(Bucket=self.bucket, Key=key)
+            async with answer["Body"] as body:
+                while block := await body.read(MiB):
+                    buffer.write(block)
+                    buffered += len(block)
+                    if buffered >= self.part_size_for(len(parts) + 1):
+                        await send()
+        if buffered or not parts:
+            await send()
+        buffer.close()
+        return parts
+
+    async def _discard_progress(self, upload_id: str) -> None:
+        """Forget an unfinished multipart upload (and its tail) of ``upload_id``."""
+        state = await self._load_state(upload_id)
+        if state is None:
+            return
+        s3 = await self._s3()
+        with contextlib.suppress(ClientError):
+            await s3.abort_multipart_upload(
+                Bucket=self.bucket, Key=self._key(upload_id), UploadId=state["mpu"]
+            )
+        if state["tail"]:
+            await self._delete_key(state["tail"][0])
+        await self._delete_key(self._key(upload_id) + ".state")
+
+    async def delete(self, upload_id: str) -> None:
+        await self._discard_progress(upload_id)
+        await self._delete_key(self._key(upload_id))
+
+    async def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
+        s3 = await self._s3()
+        latest: dict[str, float] = {}
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(self.prefix) :][:32]
+                if _ID.fullmatch(name):
+                    stamp = item["LastModified"].timestamp()
+                    latest[name] = max(latest.get(name, 0.0), stamp)
+        for upload_id, stamp in latest.items():
+            yield upload_id, stamp
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))

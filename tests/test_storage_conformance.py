@@ -1,0 +1,155 @@
+"""One conformance suite for every Storage: the data dir (LocalStorage) and S3 (S3Storage
+against a real Ceph RADOS Gateway, which enforces S3's part rules)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from haul.backends.local_storage import LocalStorage
+from haul.backends.s3_storage import S3Storage
+from haul.core.interfaces import Storage
+from haul.errors import OffsetMismatch
+from tests.services import S3_ACCESS, S3_SECRET
+
+MiB = 1 << 20
+A, B, C, D = ("a" * 32, "b" * 32, "c" * 32, "d" * 32)
+
+
+@pytest.fixture(params=["local", "s3"])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    if request.param == "local":
+        made: Storage = LocalStorage(tmp_path / "uploads", fsync=False)
+    else:
+        made = S3Storage(
+            bucket=request.getfixturevalue("s3_bucket"),
+            endpoint=request.getfixturevalue("rgw"),
+            region="us-east-1",
+            access_key=S3_ACCESS,
+            secret_key=S3_SECRET,
+            part_size=5 * MiB,  # S3's minimum: the tests cross part boundaries quickly
+            buffer_memory=MiB,  # and spill to a temp file beyond 1 MiB
+            temp_dir=tmp_path,
+        )
+    yield made
+    await made.close()
+
+
+async def read_all(storage: Storage, upload_id: str, start: int, end: int) -> bytes:
+    return b"".join([block async for block in storage.read(upload_id, start, end)])
+
+
+async def append(storage: Storage, upload_id: str, offset: int, data: bytes, *,
+                 atomic: bool = False, piece: int = MiB) -> int:  # fmt: skip
+    writer = await storage.open_writer(upload_id, offset, atomic=atomic)
+    for at in range(0, len(data), piece):
+        await writer.write([data[at : at + piece]])
+    return await writer.commit()
+
+
+async def test_appends_across_parts_read_back_exactly(storage: Storage) -> None:
+    data = os.urandom(12 * MiB + 321)
+    await storage.create(A)
+    assert await storage.offset(A) == 0
+    # Uneven requests: some end inside a part, one spans two parts, one is tiny.
+    cuts = [0, 3 * MiB + 7, 3 * MiB + 8, 9 * MiB, len(data)]
+    for first, stop in itertools.pairwise(cuts):
+        assert await append(storage, A, first, data[first:stop]) == stop
+        assert await storage.offset(A) == stop
+    await storage.finish(A)
+    await storage.finish(A)  # idempotent
+    assert await storage.offset(A) == len(data)
+    assert await read_all(storage, A, 0, len(data)) == data
+    assert await read_all(storage, A, 5 * MiB - 3, 5 * MiB + 3) == data[5 * MiB - 3 : 5 * MiB + 3]
+
+
+async def test_the_offset_is_checked(storage: Storage) -> None:
+    await storage.create(A)
+    await append(storage, A, 0, b"hello")
+    with pytest.raises(OffsetMismatch):
+        await storage.open_writer(A, 0, atomic=False)
+    with pytest.raises(OffsetMismatch):
+        await storage.open_writer(A, 6, atomic=False)
+
+
+async def test_atomic_writes_count_only_once_committed(storage: Storage) -> None:
+    data = os.urandom(7 * MiB)
+    await storage.create(A)
+    await append(storage, A, 0, data[:MiB])
+    writer = await storage.open_writer(A, MiB, atomic=True)
+    for at in range(MiB, 7 * MiB, MiB):  # crosses a part boundary before it is discarded
+        await writer.write([data[at : at + MiB]])
+    await writer.discard()
+    assert await storage.offset(A) == MiB
+    assert await append(storage, A, MiB, data[MiB:], atomic=True) == 7 * MiB
+    await storage.finish(A)
+    assert await read_all(storage, A, 0, 7 * MiB) == data
+
+
+async def test_an_interrupted_plain_write_keeps_what_arrived(storage: Storage) -> None:
+    data = os.urandom(6 * MiB)
+    await storage.create(A)
+    writer = await storage.open_writer(A, 0, atomic=False)
+    for at in range(0, 6 * MiB, MiB):
+        await writer.write([data[at : at + MiB]])
+    # The request died here: the service commits what arrived.
+    assert await writer.commit() == 6 * MiB
+    await storage.finish(A)
+    assert await read_all(storage, A, 0, 6 * MiB) == data
+
+
+async def test_concatenation_and_sharing(storage: Storage) -> None:
+    first, second, third = os.urandom(6 * MiB), os.urandom(5 * MiB + 1), b"tiny tail"
+    for upload_id, data in ((A, first), (B, second), (C, third)):
+        await storage.create(upload_id)
+        await append(storage, upload_id, 0, data)
+        await storage.finish(upload_id)
+    await storage.create(D)
+    await storage.concatenate(D, [A, B, C])
+    whole = first + second + third
+    assert await storage.offset(D) == len(whole)
+    assert await read_all(storage, D, 0, len(whole)) == whole
+    # Small pieces in the middle (S3 allows them only last) are joined too.
+    small = "e" * 32
+    await storage.create(small)
+    await storage.concatenate(small, [C, C, A])
+    assert await read_all(storage, small, 0, 2 * len(third) + len(first)) == third * 2 + first
+    twin = "f" * 32
+    await storage.create(twin)
+    assert await storage.share(D, twin)
+    await storage.delete(D)  # the twin keeps its bytes
+    assert await read_all(storage, twin, 0, len(whole)) == whole
+    assert not await storage.share(D, "0" * 32)  # the source is gone
+
+
+async def test_empty_uploads(storage: Storage) -> None:
+    await storage.create(A)
+    await storage.finish(A)
+    assert await storage.offset(A) == 0
+    assert await read_all(storage, A, 0, 0) == b""
+
+
+async def test_delete_and_stored_ids(storage: Storage) -> None:
+    for upload_id in (A, B):
+        await storage.create(upload_id)
+        await append(storage, upload_id, 0, b"x" * 10)
+    await storage.finish(A)
+    ids = {upload_id async for upload_id, _ in storage.stored_ids()}
+    assert {A, B} <= ids
+    await storage.delete(A)
+    await storage.delete(B)
+    await storage.delete(B)  # deleting what is gone is fine
+    assert {upload_id async for upload_id, _ in storage.stored_ids()} & {A, B} == set()
+
+
+def test_s3_part_sizes_reach_five_tib_within_10000_parts() -> None:
+    storage = S3Storage(bucket="unused", part_size=8 * MiB)
+    total = sum(storage.part_size_for(n) for n in range(1, 10_001))
+    assert total >= 5 * (1 << 40)
+    assert storage.part_size_for(1) == 8 * MiB
+    assert storage.part_size_for(1001) == 16 * MiB
+    assert max(storage.part_size_for(n) for n in range(1, 10_001)) <= 5 * (1 << 30)
