@@ -36,7 +36,7 @@ def serve_test_page(page: Page, base: str, bundles: Path, name: str, body: str) 
     """Serves a test page and its bundle from the haul server's own origin (no CORS involved)."""
     html = (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{name}</title>'
-        + (f'<link rel="stylesheet" href="/test/{name}.css">' if name == "uppy" else "")
+        + (f'<link rel="stylesheet" href="/test/{name}.css">' if name.startswith("uppy") else "")
         + f'</head><body>{body}<script type="module" src="/test/{name}.js"></script></body></html>'
     )
 

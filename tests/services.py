@@ -303,3 +303,25 @@ def create_bucket(endpoint: str, bucket: str) -> None:
 
     with ThreadPoolExecutor(1) as thread:
         thread.submit(asyncio.run, create()).result()
+
+
+def allow_browser_uploads(endpoint: str, bucket: str) -> None:
+    """Bucket CORS that lets pages PUT parts with presigned URLs and read their ETag."""
+    import asyncio
+
+    from aiobotocore.session import get_session
+
+    rules = {"CORSRules": [{
+        "AllowedOrigins": ["*"], "AllowedMethods": ["PUT", "GET", "HEAD"],
+        "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600,
+    }]}  # fmt: skip
+
+    async def configure() -> None:
+        async with get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET,
+        ) as s3:  # fmt: skip
+            await s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=rules)
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, configure()).result()

@@ -83,12 +83,15 @@ def _client_options(f: Any) -> Any:
 @click.option("--no-resume", is_flag=True, help="Start fresh even if an earlier run was cut off.")
 @click.option("--no-dedup", is_flag=True,
               help="Skip hashing first (no instant upload of content the server has).")  # fmt: skip
+@click.option("--direct", is_flag=True,
+              help="Send the parts straight to the server's object store (S3) through URLs "
+                   "it presigns; the bytes never pass through haul.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
 @_client_options
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
-    metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, as_json: bool, retries: int,
-    timeout: float, token: str | None,
+    metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, direct: bool, as_json: bool,
+    retries: int, timeout: float, token: str | None,
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -126,10 +129,13 @@ def upload(
                             bar.update(overall, completed=before + p.sent)
 
                     try:
-                        result = await client.upload(
-                            path, metadata={"filename": name, **extra}, on_progress=progress,
-                            resume=not no_resume, dedup=not no_dedup,
-                        )  # fmt: skip
+                        if direct:
+                            result = await client.upload_direct(path, on_progress=progress)
+                        else:
+                            result = await client.upload(
+                                path, metadata={"filename": name, **extra},
+                                on_progress=progress, resume=not no_resume, dedup=not no_dedup,
+                            )  # fmt: skip
                     except HaulClientError as exc:
                         failures += 1
                         _report_failure(console, as_json, path, exc)

@@ -137,6 +137,11 @@ class Settings:
         "Memory per upload for bytes not yet sent as a part; beyond, a temp file is used.",
         parse_size,
     )
+    direct_url_ttl: float = _setting(
+        900.0,
+        "How long a presigned part URL of a direct upload (/s3/multipart) stays valid.",
+        parse_duration,
+    )
     s3_temp_dir: str = _setting("", "Directory for those temp files (empty = the system's).")
     db: str = _setting(
         "",

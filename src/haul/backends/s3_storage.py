@@ -31,7 +31,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from haul.errors import OffsetMismatch
+from haul.errors import BadRequest, OffsetMismatch
 
 MiB = 1 << 20
 MIN_PART = 5 * MiB  # S3's smallest part but the last
@@ -139,6 +139,7 @@ class S3Storage:
         if self._client is None:
             self._stack = AsyncExitStack()
             config = AioConfig(
+                signature_version="s3v4",  # presigned URLs too: v2 is gone from most stores
                 s3={"addressing_style": self.addressing},
                 retries={"max_attempts": 5, "mode": "standard"},
             )
@@ -398,6 +399,59 @@ class S3Storage:
                     latest[name] = max(latest.get(name, 0.0), stamp)
         for upload_id, stamp in latest.items():
             yield upload_id, stamp
+
+    # -- direct (presigned) uploads -------------------------------------------------------
+
+    async def multipart_id(self, upload_id: str) -> str | None:
+        state = await self._load_state(upload_id)
+        return str(state["mpu"]) if state else None
+
+    async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
+        mpu = await self.multipart_id(upload_id)
+        url = await (await self._s3()).generate_presigned_url(
+            "upload_part",
+            Params={"Bucket": self.bucket, "Key": self._key(upload_id), "UploadId": mpu,
+                    "PartNumber": part_number},
+            ExpiresIn=ttl,
+        )  # fmt: skip
+        return str(url)
+
+    async def list_parts(self, upload_id: str) -> list[dict[str, object]]:
+        mpu = await self.multipart_id(upload_id)
+        parts: list[dict[str, object]] = []
+        paginator = (await self._s3()).get_paginator("list_parts")
+        async for page in paginator.paginate(
+            Bucket=self.bucket, Key=self._key(upload_id), UploadId=mpu
+        ):
+            parts += [
+                {"PartNumber": p["PartNumber"], "Size": p["Size"], "ETag": p["ETag"]}
+                for p in page.get("Parts", [])
+            ]
+        return parts
+
+    async def complete_parts(self, upload_id: str, parts: Sequence[tuple[int, str]]) -> int:
+        state = await self._load_state(upload_id)
+        if state is None:
+            raise BadRequest(f"upload {upload_id} has no parts to complete")
+        received = {int(str(p["PartNumber"])): p for p in await self.list_parts(upload_id)}
+        if not parts:
+            raise BadRequest("name at least one part")
+        size = 0
+        for number, etag in parts:
+            got = received.get(number)
+            if got is None or str(got["ETag"]).strip('"') != etag.strip('"'):
+                raise BadRequest(f"part {number} with ETag {etag} was not received by the store")
+            size += int(str(got["Size"]))
+        chosen = [{"PartNumber": n, "ETag": str(received[n]["ETag"])} for n, _ in parts]
+        await (await self._s3()).complete_multipart_upload(
+            Bucket=self.bucket, Key=self._key(upload_id), UploadId=state["mpu"],
+            MultipartUpload={"Parts": chosen},
+        )  # fmt: skip
+        await self._delete_key(self._key(upload_id) + ".state")
+        stored = await self._object_size(self._key(upload_id))
+        if stored != size:  # what the store holds is the truth
+            raise BadRequest(f"the store holds {stored} bytes, the parts add up to {size}")
+        return size
 
 
 def _code(error: ClientError) -> str:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from haul.client.direct import DirectUpload
 from haul.client.errors import HaulClientError, ServerRejected
 from haul.client.session import RetryPolicy, Session, Transient, rejection
 from haul.client.state import StateStore
@@ -121,6 +122,23 @@ class AsyncClient:
             dedup=dedup,
         )
         job = FileUpload(self._session, self.endpoint, Path(path), options, self.state, on_progress)
+        return await job.run()
+
+    async def upload_direct(
+        self,
+        path: str | Path,
+        *,
+        parallel: int | None = None,
+        chunk_size: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> UploadResult:
+        """Upload one file straight to the server's object store, through part URLs the
+        server presigns (needs a haul server with --storage s3)."""
+        job = DirectUpload(
+            self._http, self.endpoint, Path(path),
+            parallel=self.parallel if parallel is None else parallel,
+            chunk_size=chunk_size or self.chunk_size, on_progress=on_progress,
+        )  # fmt: skip
         return await job.run()
 
     async def status(self, url: str) -> UploadStatus:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from haul.core.models import Upload, Usage
 
@@ -81,6 +81,28 @@ class Storage(Protocol):
 
     async def close(self) -> None:
         """Release connections (on shutdown)."""
+        ...
+
+
+@runtime_checkable
+class DirectUploads(Protocol):
+    """A storage whose clients may upload parts straight to it (presigned S3 multipart)."""
+
+    async def multipart_id(self, upload_id: str) -> str | None:
+        """The store's id of the upload's unfinished multipart upload; None once finished."""
+        ...
+
+    async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
+        """A URL that accepts a PUT of one part for ``ttl`` seconds, without credentials."""
+        ...
+
+    async def list_parts(self, upload_id: str) -> list[dict[str, object]]:
+        """The parts received so far: PartNumber, Size, ETag."""
+        ...
+
+    async def complete_parts(self, upload_id: str, parts: Sequence[tuple[int, str]]) -> int:
+        """Join the named parts (number, ETag) into the finished upload, after checking each
+        is one the store received; returns the upload's size."""
         ...
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.interfaces import DirectUploads, Locker, MetadataStore, Storage
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
 from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
 from haul.core.pump import BodyInterrupted, pump
@@ -255,6 +255,28 @@ class UploadService:
         return await self._try_assemble(final.id)
 
     # -- reading state --------------------------------------------------------------------
+
+    async def complete_direct(
+        self, upload_id: str, parts: Sequence[tuple[int, str]], *, owner: str = ""
+    ) -> Upload:
+        """Finish an upload whose parts the client sent straight to the store: the store's
+        own record of the parts decides its length, then the usual checks run (size, content
+        policy, digest, scan) before it is complete."""
+        if not isinstance(self.storage, DirectUploads):
+            raise NotFound("this server's storage takes no direct uploads")
+        async with self._lock(upload_id):
+            upload = await self._live(upload_id, owner)
+            if upload.complete:
+                return upload
+            length = await self.storage.complete_parts(upload_id, parts)
+            try:
+                self._check_size(length)
+            except TooLarge:
+                await self._fail(upload, "was larger than the maximum size")
+                raise
+            upload.length = upload.offset = length
+            await self.store.save(upload)
+            return await self._complete(upload)
 
     async def owner_of(self, upload_id: str) -> str | None:
         """The owner of a live upload, for checks that carry their own proof (signed links)."""

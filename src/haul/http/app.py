@@ -22,11 +22,12 @@ from haul.backends.file_locker import FileLocker
 from haul.backends.local_storage import LocalStorage
 from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
-from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.interfaces import DirectUploads, Locker, MetadataStore, Storage
 from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
 from haul.http import web
+from haul.http.direct import DirectEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
 from haul.http.tus import EXTENSIONS, TusEndpoint
@@ -204,8 +205,10 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
         Route("/healthz", health, methods=["GET"]),
         Route(base, tus.collection, methods=every_method),
         Route(base.rstrip("/"), tus.collection, methods=every_method),
-        Route(base + "{upload_id}", tus.resource, methods=every_method),
+        Route(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
+    if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
+        routes += DirectEndpoint(service, service.storage, settings).routes()
     middleware = [
         Middleware(
             CORSMiddleware,

@@ -3,7 +3,7 @@ import * as esbuild from "esbuild";
 
 const out = process.argv[2];
 await esbuild.build({
-  entryPoints: ["uppy.js", "tus-parallel.js"].map((name) => new URL(name, import.meta.url).pathname),
+  entryPoints: ["uppy.js", "uppy-s3.js", "tus-parallel.js"].map((name) => new URL(name, import.meta.url).pathname),
   bundle: true,
   format: "esm",
   target: "es2022",

@@ -1,0 +1,123 @@
+"""Direct upload: clients send parts straight to the object store with URLs that haul
+presigns, so the bytes never pass through haul. The endpoints follow the contract of Uppy's
+@uppy/aws-s3 companion mode (``companionEndpoint``), which ``haul upload --direct`` speaks too.
+
+    POST   /s3/multipart                          {filename, type, metadata} -> {key, uploadId}
+    GET    /s3/multipart/{uploadId}/{n}?key=K     -> {url, expires}   (PUT part n there)
+    GET    /s3/multipart/{uploadId}?key=K         -> [{PartNumber, Size, ETag}]
+    POST   /s3/multipart/{uploadId}/complete?key=K  {parts: [{PartNumber, ETag}]} -> {location}
+    DELETE /s3/multipart/{uploadId}?key=K         -> 204 (aborted)
+
+``key`` is the haul upload id; every call is checked against the upload's owner. An upload
+completes only after the store's own list of parts confirms it, and the usual checks (size,
+content policy, SHA-256, scan) have run.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from haul.config import Settings
+from haul.core.interfaces import DirectUploads
+from haul.core.service import UploadService
+from haul.errors import BadRequest, NotFound
+from haul.http.auth import Authenticator, Principal
+from haul.protocol.tus import encode_metadata
+
+MAX_PARTS = 10_000
+
+
+class DirectEndpoint:
+    def __init__(self, service: UploadService, storage: DirectUploads, settings: Settings) -> None:
+        self.service = service
+        self.storage = storage
+        self.settings = settings
+        self.auth = Authenticator(settings)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route("/s3/multipart", self.create, methods=["POST"]),
+            Route("/s3/multipart/{upload_id}", self.parts, methods=["GET", "DELETE"]),
+            Route("/s3/multipart/{upload_id}/complete", self.complete, methods=["POST"]),
+            Route("/s3/multipart/{upload_id}/{part:int}", self.sign, methods=["GET"]),
+        ]
+
+    def _principal(self, request: Request) -> Principal:
+        return self.auth.authenticate(request.headers.get("authorization"))
+
+    async def _json(self, request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise BadRequest("the body must be JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    async def _owned(self, request: Request, principal: Principal) -> str:
+        """The upload named by ?key=, which must be the caller's, with this multipart id."""
+        key = request.query_params.get("key", "")
+        upload = await self.service.status(key, owner=principal.owner)  # 404 for others
+        if (
+            upload.complete
+            or await self.storage.multipart_id(key) != request.path_params["upload_id"]
+        ):
+            raise NotFound("no such multipart upload in progress")
+        return key
+
+    async def create(self, request: Request) -> Response:
+        principal = self._principal(request)
+        body = await self._json(request)
+        filename, kind = body.get("filename"), body.get("type")
+        values: dict[str, bytes] = {}
+        if isinstance(filename, str) and filename:
+            values["filename"] = filename.encode()
+        if isinstance(kind, str) and kind:
+            values["filetype"] = kind.encode()
+        upload = await self.service.create(
+            length=None,
+            metadata_raw=encode_metadata(values) if values else None,
+            owner=principal.owner,
+            quota=principal.quota,
+        )
+        multipart = await self.storage.multipart_id(upload.id)
+        return JSONResponse({"key": upload.id, "uploadId": multipart})
+
+    async def sign(self, request: Request) -> Response:
+        principal = self._principal(request)
+        key = await self._owned(request, principal)
+        part: int = request.path_params["part"]
+        if not 1 <= part <= MAX_PARTS:
+            raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
+        ttl = int(self.settings.direct_url_ttl)
+        url = await self.storage.presign_part(key, part, ttl)
+        return JSONResponse({"url": url, "expires": ttl})
+
+    async def parts(self, request: Request) -> Response:
+        principal = self._principal(request)
+        key = await self._owned(request, principal)
+        if request.method == "DELETE":
+            await self.service.terminate(key, owner=principal.owner)  # aborts it in the store
+            return Response(status_code=204)
+        return JSONResponse(await self.storage.list_parts(key))
+
+    async def complete(self, request: Request) -> Response:
+        principal = self._principal(request)
+        key = await self._owned(request, principal)
+        given = (await self._json(request)).get("parts")
+        if not isinstance(given, list) or not given:
+            raise BadRequest("parts must be a list of {PartNumber, ETag}")
+        parts = []
+        for item in given:
+            number, etag = (item or {}).get("PartNumber"), (item or {}).get("ETag")
+            if not isinstance(number, int) or not isinstance(etag, str):
+                raise BadRequest("each part needs an integer PartNumber and a string ETag")
+            parts.append((number, etag))
+        upload = await self.service.complete_direct(key, parts, owner=principal.owner)
+        location = str(request.url_for("upload", upload_id=upload.id))
+        return JSONResponse({"location": location, "key": upload.id})
