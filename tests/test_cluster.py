@@ -81,7 +81,7 @@ def served_by(cluster: Cluster) -> list[int]:
 def test_uploads_survive_a_node_killed_mid_upload(
     cluster: Cluster, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    size = 1024 * MiB if request.node.callspec.id == "postgres-locks" else 256 * MiB
+    size = 256 * MiB if request.node.callspec.id == "redis-locks" else 1024 * MiB
     for_cli = random_file(tmp_path / "cli.bin", size, seed=31)
     for_js = random_file(tmp_path / "js.bin", size, seed=32)
     js_options = {"file": str(for_js), "endpoint": cluster.endpoint, "parallelUploads": 4,
