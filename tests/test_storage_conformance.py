@@ -153,3 +153,27 @@ def test_s3_part_sizes_reach_five_tib_within_10000_parts() -> None:
     assert storage.part_size_for(1) == 8 * MiB
     assert storage.part_size_for(1001) == 16 * MiB
     assert max(storage.part_size_for(n) for n in range(1, 10_001)) <= 5 * (1 << 30)
+
+
+async def test_s3_finish_after_a_node_died_between_completing_and_cleaning_up(
+    s3_bucket: str, rgw: str, tmp_path: Path
+) -> None:
+    storage = S3Storage(bucket=s3_bucket, endpoint=rgw, region="us-east-1",
+                        access_key=S3_ACCESS, secret_key=S3_SECRET, part_size=5 * MiB)  # fmt: skip
+    try:
+        data = os.urandom(6 * MiB + 9)  # one part and a tail
+        await storage.create(A)
+        await append(storage, A, 0, data)
+        state = await storage._load_state(A)
+        assert state is not None
+        await storage.finish(A)
+        # The node that finished died before removing its state (and tail): put them back.
+        await storage._save_state(A, state)
+        await storage._put(state["tail"][0], data[6 * MiB :])
+        await storage.finish(A)  # another node finishes it again: no error, nothing lost
+        assert await storage.offset(A) == len(data)
+        assert await read_all(storage, A, 0, len(data)) == data
+        assert {k async for k, _ in storage.stored_ids()} == {A}
+        assert await storage._load_state(A) is None
+    finally:
+        await storage.close()

@@ -248,6 +248,10 @@ class S3Storage:
             return  # finished already
         s3 = await self._s3()
         key = self._key(upload_id)
+        if await self._object_size(key) is not None:
+            # Completed by an earlier attempt (on any node) that died before removing its state.
+            await self._forget_state(upload_id, state)
+            return
         parts = [[n, size, etag] for n, size, etag in state["parts"]]
         if state["tail"]:
             copied = await s3.upload_part_copy(
@@ -268,7 +272,10 @@ class S3Storage:
             # Completed by an earlier attempt that died before removing its state.
             if _code(exc) != "NoSuchUpload" or await self._object_size(key) is None:
                 raise
-        await self._delete_key(key + ".state")
+        await self._forget_state(upload_id, state)
+
+    async def _forget_state(self, upload_id: str, state: dict[str, Any]) -> None:
+        await self._delete_key(self._key(upload_id) + ".state")
         if state["tail"]:
             await self._delete_key(state["tail"][0])
 
