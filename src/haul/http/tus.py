@@ -151,7 +151,7 @@ class TusEndpoint:
     def _authenticate(self, request: Request) -> Principal:
         principal = self.auth.authenticate(_authorization(request))
         if self.owner_rates is not None and principal.owner:
-            self.owner_rates.take(f"owner:{principal.owner}")  # on every node it reaches
+            self.owner_rates.take(f"owner:{principal.owner}")  # counted per node
         return principal
 
     async def _linked(self, request: Request, upload_id: str) -> Principal | None:
