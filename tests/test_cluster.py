@@ -52,7 +52,8 @@ def cluster(request: pytest.FixtureRequest, pg_dsn: str, tmp_path: Path) -> Iter
     if request.param == "redis-locks":
         redis = request.getfixturevalue("redis_url")
         # A short lease: the dead node's locks free up within the clients' retry budget.
-        options += ["--locker", "redis", "--redis-url", redis, "--lock-lease", "3s"]
+        options += ["--locker", "redis", "--redis-url", redis, "--lock-lease", "3s",
+                    "--digest-index", "redis"]  # fmt: skip
     if request.param == "s3":  # bytes in S3: the nodes share no disk at all
         options += s3_options(request.getfixturevalue("rgw"), request.getfixturevalue("s3_bucket"))
     nodes = []

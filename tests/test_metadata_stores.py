@@ -242,3 +242,37 @@ def test_a_dead_nodes_lock_is_released(
     finally:
         node.kill()
     assert waited < (3 if kind == "redis" else 1)  # redis: within the 1 s lease, with slack
+
+
+async def test_redis_digest_index_answers_from_redis_and_never_lies(
+    tmp_path: Path, redis_url: str
+) -> None:
+    from redis.asyncio import Redis
+
+    from haul.backends.redis_digest_index import RedisDigestIndex
+
+    prefix = f"test:{tmp_path.name}:"
+    store = RedisDigestIndex(SQLiteStore(tmp_path / "haul.db"), redis_url, prefix=prefix)
+    await store.open()
+    redis = Redis.from_url(redis_url)
+    try:
+        digest = "ab" * 32
+        upload = record("c" * 32, owner="olga", sha256=digest)
+        await store.insert(upload)
+        upload.state = UploadState.COMPLETE
+        await store.save(upload)
+        assert await redis.get(f"{prefix}olga:{digest}:100") == b"c" * 32
+        found = await store.find_complete(digest, 100, "olga")
+        assert found is not None
+        assert found.id == "c" * 32
+        assert await store.find_complete(digest, 100, "someone") is None
+        # A stale or forged entry is checked against the records, never trusted.
+        await redis.set(f"{prefix}mallory:{digest}:100", "c" * 32)
+        assert await store.find_complete(digest, 100, "mallory") is None
+        upload.state = UploadState.TERMINATED
+        await store.save(upload)
+        assert await redis.get(f"{prefix}olga:{digest}:100") is None
+        assert await store.find_complete(digest, 100, "olga") is None
+    finally:
+        await redis.aclose()
+        await store.close()

@@ -154,7 +154,15 @@ class Settings:
         "auto = postgres with a PostgreSQL --db, else file.",
         parse_choice("auto", "file", "postgres", "redis"),
     )
-    redis_url: str = _setting("", "Redis URL (redis://host:6379/0) for --locker redis.")
+    redis_url: str = _setting(
+        "", "Redis URL (redis://host:6379/0) for --locker redis and --digest-index redis."
+    )
+    digest_index: str = _setting(
+        "none",
+        "Where instant upload looks up stored content: none (the record store) or redis "
+        "(a key per digest, checked against the records).",
+        parse_choice("none", "redis"),
+    )
     lock_lease: float = _setting(
         30.0,
         "Redis locks: a dead node's locks are free again after this long (renewed while held).",
@@ -365,6 +373,8 @@ class Settings:
             raise ConfigError("--db takes a postgresql:// URL (or nothing, for SQLite)")
         if self.lock_backend == "postgres" and not self.db:
             raise ConfigError("--locker postgres needs a PostgreSQL --db")
+        if self.digest_index == "redis" and not self.redis_url:
+            raise ConfigError("--digest-index redis needs --redis-url")
         if self.lock_backend == "redis" and not self.redis_url:
             raise ConfigError("--locker redis needs --redis-url")
         if bool(self.tls_cert) != bool(self.tls_key):

@@ -70,11 +70,18 @@ def _storage(settings: Settings) -> Storage:
 
 
 def _metadata_store(settings: Settings) -> MetadataStore:
+    store: MetadataStore
     if settings.db:
         from haul.backends.postgres_store import PostgresStore  # only clusters need asyncpg
 
-        return PostgresStore(settings.db)
-    return SQLiteStore(settings.data_dir / "haul.db")
+        store = PostgresStore(settings.db)
+    else:
+        store = SQLiteStore(settings.data_dir / "haul.db")
+    if settings.digest_index == "redis":
+        from haul.backends.redis_digest_index import RedisDigestIndex
+
+        return RedisDigestIndex(store, settings.redis_url)
+    return store
 
 
 def _locker(settings: Settings) -> Locker:
