@@ -6,12 +6,12 @@ under an advisory lock, so nodes starting together apply each one exactly once.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
 
-from haul.core.models import ConcatKind, Upload, UploadState, Usage
+from haul.backends.upload_rows import COLUMNS, GONE_STATES, row_to_upload, upload_values
+from haul.core.models import Upload, Usage
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -44,29 +44,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 _MIGRATION_LOCK = 0x6861756C  # "haul": one node migrates at a time
-_COLUMNS = (
-    "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
-    "expected_sha256, sha256, challenge"
-)
-_GONE = [s.value for s in UploadState if s.gone]
-
-
-def _to_upload(row: asyncpg.Record) -> Upload:
-    return Upload(
-        id=row["id"],
-        length=row["length"],
-        state=UploadState(row["state"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        expires_at=row["expires_at"],
-        metadata_raw=row["metadata"],
-        concat=ConcatKind(row["concat"]) if row["concat"] else None,
-        parts=tuple(json.loads(row["parts"])),
-        owner=row["owner"],
-        expected_sha256=row["expected_sha256"],
-        sha256=row["sha256"],
-        challenge=row["challenge"],
-    )
 
 
 class PostgresStore:
@@ -102,21 +79,9 @@ class PostgresStore:
     async def insert(self, upload: Upload) -> None:
         async with self.pool.acquire() as db, db.transaction():
             await db.execute(
-                f"INSERT INTO uploads ({_COLUMNS}) "
+                f"INSERT INTO uploads ({COLUMNS}) "
                 "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                upload.id,
-                upload.length,
-                upload.state.value,
-                upload.created_at,
-                upload.updated_at,
-                upload.expires_at,
-                upload.metadata_raw,
-                upload.concat.value if upload.concat else None,
-                json.dumps(list(upload.parts)),
-                upload.owner,
-                upload.expected_sha256,
-                upload.sha256,
-                upload.challenge,
+                *upload_values(upload),
             )
             await db.executemany(
                 "INSERT INTO concat_parts (final_id, part_id, position) VALUES ($1, $2, $3)",
@@ -124,8 +89,8 @@ class PostgresStore:
             )
 
     async def get(self, upload_id: str) -> Upload | None:
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM uploads WHERE id = $1", upload_id)
-        return _to_upload(row) if row else None
+        row = await self.pool.fetchrow(f"SELECT {COLUMNS} FROM uploads WHERE id = $1", upload_id)
+        return row_to_upload(row) if row else None
 
     async def save(self, upload: Upload) -> None:
         await self.pool.execute(
@@ -148,8 +113,8 @@ class PostgresStore:
             await db.execute("DELETE FROM concat_parts WHERE final_id = $1", upload_id)
 
     async def _select(self, where: str, *params: Any) -> list[Upload]:
-        rows = await self.pool.fetch(f"SELECT {_COLUMNS} FROM uploads WHERE {where}", *params)
-        return [_to_upload(row) for row in rows]
+        rows = await self.pool.fetch(f"SELECT {COLUMNS} FROM uploads WHERE {where}", *params)
+        return [row_to_upload(row) for row in rows]
 
     async def expired(self, now: float, limit: int) -> list[Upload]:
         return await self._select(
@@ -161,7 +126,7 @@ class PostgresStore:
 
     async def tombstones(self, before: float, limit: int) -> list[Upload]:
         return await self._select(
-            "state = ANY($1::text[]) AND updated_at < $2 LIMIT $3", _GONE, before, limit
+            "state = ANY($1::text[]) AND updated_at < $2 LIMIT $3", list(GONE_STATES), before, limit
         )
 
     async def finals_waiting_for(self, part_id: str) -> list[Upload]:

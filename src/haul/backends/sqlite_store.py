@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 
 import aiosqlite
 
-from haul.core.models import ConcatKind, Upload, UploadState, Usage
+from haul.backends.upload_rows import COLUMNS, GONE_STATES, row_to_upload, upload_values
+from haul.core.models import Upload, Usage
 
 # Each entry migrates the schema from version N to N+1; PRAGMA user_version records N.
 MIGRATIONS: tuple[str, ...] = (
@@ -52,48 +52,6 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX uploads_owner ON uploads (owner, created_at);
     """,
 )
-
-_COLUMNS = (
-    "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
-    "expected_sha256, sha256, challenge"
-)
-_GONE = tuple(s.value for s in UploadState if s.gone)
-
-
-def _row_to_upload(row: Any) -> Upload:
-    return Upload(
-        id=row[0],
-        length=row[1],
-        state=UploadState(row[2]),
-        created_at=row[3],
-        updated_at=row[4],
-        expires_at=row[5],
-        metadata_raw=row[6],
-        concat=ConcatKind(row[7]) if row[7] else None,
-        parts=tuple(json.loads(row[8])),
-        owner=row[9],
-        expected_sha256=row[10],
-        sha256=row[11],
-        challenge=row[12],
-    )
-
-
-def _values(upload: Upload) -> tuple[Any, ...]:
-    return (
-        upload.id,
-        upload.length,
-        upload.state.value,
-        upload.created_at,
-        upload.updated_at,
-        upload.expires_at,
-        upload.metadata_raw,
-        upload.concat.value if upload.concat else None,
-        json.dumps(list(upload.parts)),
-        upload.owner,
-        upload.expected_sha256,
-        upload.sha256,
-        upload.challenge,
-    )
 
 
 class SQLiteStore:
@@ -147,8 +105,8 @@ class SQLiteStore:
     async def insert(self, upload: Upload) -> None:
         async with self._transaction() as db:
             await db.execute(
-                f"INSERT INTO uploads ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                _values(upload),
+                f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                upload_values(upload),
             )
             await db.executemany(
                 "INSERT INTO concat_parts (final_id, part_id, position) VALUES (?,?,?)",
@@ -157,10 +115,10 @@ class SQLiteStore:
 
     async def get(self, upload_id: str) -> Upload | None:
         async with self.db.execute(
-            f"SELECT {_COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
+            f"SELECT {COLUMNS} FROM uploads WHERE id = ?", (upload_id,)
         ) as cursor:
             row = await cursor.fetchone()
-        return _row_to_upload(row) if row else None
+        return row_to_upload(row) if row else None
 
     async def save(self, upload: Upload) -> None:
         async with self._writing:
@@ -186,8 +144,8 @@ class SQLiteStore:
             await db.execute("DELETE FROM concat_parts WHERE final_id = ?", (upload_id,))
 
     async def _select(self, where: str, params: tuple[Any, ...]) -> list[Upload]:
-        async with self.db.execute(f"SELECT {_COLUMNS} FROM uploads WHERE {where}", params) as cur:
-            return [_row_to_upload(row) for row in await cur.fetchall()]
+        async with self.db.execute(f"SELECT {COLUMNS} FROM uploads WHERE {where}", params) as cur:
+            return [row_to_upload(row) for row in await cur.fetchall()]
 
     async def expired(self, now: float, limit: int) -> list[Upload]:
         return await self._select(
@@ -196,9 +154,9 @@ class SQLiteStore:
         )
 
     async def tombstones(self, before: float, limit: int) -> list[Upload]:
-        marks = ",".join("?" * len(_GONE))
+        marks = ",".join("?" * len(GONE_STATES))
         return await self._select(
-            f"state IN ({marks}) AND updated_at < ? LIMIT ?", (*_GONE, before, limit)
+            f"state IN ({marks}) AND updated_at < ? LIMIT ?", (*GONE_STATES, before, limit)
         )
 
     async def finals_waiting_for(self, part_id: str) -> list[Upload]:
