@@ -86,12 +86,12 @@ class S3Writer:
             tail = [key, self.buffered]
         elif self.old_tail and not self.tail_consumed:
             tail = self.state["tail"]
-        await self.storage._save_state(self.upload_id, {**self.state, "parts": self.parts,
-                                                       "tail": tail})  # fmt: skip
+        state = {**self.state, "parts": self.parts, "tail": tail}
+        await self.storage._save_state(self.upload_id, state)
         if tail is None or tail[0] != self.old_tail:
             await self._drop_old_tail()
         self.buffer.close()
-        return int(sum(size for _, size, _ in self.parts) + (tail[1] if tail else 0))
+        return _held(state)
 
     async def discard(self) -> None:
         # Unrecorded parts are never listed when the upload completes: S3 drops them.
@@ -224,22 +224,20 @@ class S3Storage:
         state = await self._load_state(upload_id)
         if state is None:  # finished (or never created)
             return await self._object_size(self._key(upload_id)) or 0
-        tail = state["tail"][1] if state["tail"] else 0
-        return int(sum(size for _, size, _ in state["parts"]) + tail)
+        return _held(state)
 
     async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
         state = await self._load_state(upload_id)
         if state is None:
             raise OffsetMismatch(f"upload {upload_id} is already complete")
-        current = sum(size for _, size, _ in state["parts"])
+        current = _held(state)
+        if offset != current:
+            raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
         tail = b""
-        if state["tail"]:
+        if state["tail"]:  # fetched only for a request that will append to it
             answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state["tail"][0])
             async with answer["Body"] as body:
                 tail = await body.read()
-            current += len(tail)
-        if offset != current:
-            raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
         return S3Writer(self, upload_id, state, tail, atomic)
 
     async def finish(self, upload_id: str) -> None:
@@ -459,6 +457,12 @@ class S3Storage:
         if stored != size:  # what the store holds is the truth
             raise BadRequest(f"the store holds {stored} bytes, the parts add up to {size}")
         return size
+
+
+def _held(state: dict[str, Any]) -> int:
+    """Bytes an unfinished upload's state accounts for: its parts and its tail."""
+    tail = state["tail"][1] if state["tail"] else 0
+    return int(sum(size for _, size, _ in state["parts"]) + tail)
 
 
 def _code(error: ClientError) -> str:
