@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,3 +181,19 @@ def wait_for(predicate, timeout: float = 20.0, interval: float = 0.05) -> None: 
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+def wait_until_still(read: Callable[[], int], still_for: float, timeout: float) -> int:
+    """Waits until ``read()`` has not changed for ``still_for`` seconds; returns that value.
+
+    Bytes a client sent before it stopped may sit in socket buffers for a while: this tells
+    "drained" from "still sending" (which never goes still, so the wait fails)."""
+    deadline = time.monotonic() + timeout
+    value, since = read(), time.monotonic()
+    while time.monotonic() - since < still_for:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still changing after {timeout} s")
+        time.sleep(0.05)
+        if (now := read()) != value:
+            value, since = now, time.monotonic()
+    return value

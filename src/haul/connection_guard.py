@@ -8,11 +8,13 @@ from collections import Counter
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from haul.lean_protocol import LeanHttpToolsProtocol
+
 
 def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToolsProtocol]:
     open_per_client: Counter[str] = Counter()  # shared by the connections of one server
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
         _header_deadline: asyncio.TimerHandle | None = None
         _counted: str | None = None
 

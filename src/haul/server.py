@@ -44,6 +44,7 @@ def _serve_plain(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         http=guarded_protocol(settings.header_timeout, settings.max_connections_per_client),
+        ws="none",
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
