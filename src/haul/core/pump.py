@@ -1,4 +1,4 @@
-"""Move a request body into a storage writer in bounded blocks.
+"""Move a request body into a storage writer in bounded blocks (and hash stored bytes).
 
 The socket delivers small pieces (tens of KiB); writing each one through a worker thread would
 cost more in hand-offs than in I/O, so pieces are gathered into blocks of ``BLOCK`` bytes, kept
@@ -161,3 +161,19 @@ async def pump(
         if pending:
             await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))
     return total
+
+
+async def digest_stream(blocks: AsyncIterator[bytes], hasher: Hasher) -> None:
+    """Feed every block to ``hasher`` in a worker thread while the next ones are being read."""
+    lane = _ThreadLane()
+    pending: deque[asyncio.Future[None]] = deque()
+    try:
+        async for block in blocks:
+            while len(pending) >= DEPTH:
+                await pending.popleft()
+            pending.append(lane.add(functools.partial(hasher.update, block)))
+        while pending:
+            await pending.popleft()
+    finally:
+        if pending:  # no hashing may go on behind the caller's back
+            await asyncio.shield(asyncio.gather(*pending, return_exceptions=True))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from haul.core.interfaces import DirectUploads, Locker, MetadataStore, Storage
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
 from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
-from haul.core.pump import BodyInterrupted, pump
+from haul.core.pump import BodyInterrupted, digest_stream, pump
 from haul.core.scan import Scanner
 from haul.errors import (
     ChecksumMismatch,
@@ -536,8 +536,7 @@ class UploadService:
             return kept[1].digest().hex()
         # Written by another process, resumed after a restart, or concatenated: read it back.
         digest = hashlib.sha256()
-        async for block in self.storage.read(upload.id, 0, length):
-            await asyncio.to_thread(digest.update, block)
+        await digest_stream(self.storage.read(upload.id, 0, length), digest)
         return digest.hexdigest()
 
     async def _store_once(self, upload: Upload, sha256: str) -> None:
