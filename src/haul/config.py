@@ -221,7 +221,8 @@ class Settings:
     verify_digest: bool = _setting(
         True,
         "Compute the SHA-256 of every completed upload (exposed as Repr-Digest) and check "
-        "it against the digest the client declared. Declared digests are checked even when off.",
+        "it against the digest the client declared. Declared digests are checked even when off; "
+        "partial uploads are hashed only when they declare one (their final upload is hashed).",
         parse_bool,
     )
     instant_upload: bool = _setting(

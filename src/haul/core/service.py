@@ -57,7 +57,7 @@ class Limits:
     orphan_grace: float = 3600.0  # stored bytes without a record are removed after this long
     lock_timeout: float = 3.0
     keep_partials: bool = False  # keep partial uploads after they were concatenated
-    verify_digest: bool = True  # compute the SHA-256 of every completed upload
+    verify_digest: bool = True  # compute the SHA-256 of every completed upload (not partials)
     instant_upload: bool = True  # a declared digest the owner already stored completes at once
     anonymous_dedup: bool = False  # let anonymous clients (owner "") share one dedup scope
     proof_dedup: bool = True  # other owners' content, after a proof of possession
@@ -351,7 +351,7 @@ class UploadService:
             limit = self._remaining(upload, current)
             if content_length is not None and limit is not None and content_length > limit:
                 raise self._overflow(upload, limit)
-            whole = self._take_running(upload.id, current)
+            whole = self._take_running(upload, current)
             if whole is not None and current == 0 and checksum and checksum[0] == "sha256":
                 # From offset 0 the request's SHA-256 is the upload's running one: hash once.
                 hasher = whole
@@ -429,7 +429,7 @@ class UploadService:
             await self._check_content(upload)
         if known_sha256 is not None:
             upload.sha256 = known_sha256
-        elif self.limits.verify_digest or upload.expected_sha256:
+        elif self._wants_digest(upload):
             upload.sha256 = await self._digest_of(upload)
             if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
                 await self._fail(upload)
@@ -512,14 +512,21 @@ class UploadService:
 
     # -- digests --------------------------------------------------------------------------
 
-    def _take_running(self, upload_id: str, offset: int) -> Hasher | None:
+    def _wants_digest(self, upload: Upload) -> bool:
+        """A partial is hashed only when its client declared a digest: otherwise its bytes are
+        hashed as part of the final upload, and hashing them twice would be wasted."""
+        if upload.expected_sha256:
+            return True
+        return self.limits.verify_digest and upload.concat is not ConcatKind.PARTIAL
+
+    def _take_running(self, upload: Upload, offset: int) -> Hasher | None:
         """The running SHA-256 of bytes [0, offset), or a fresh one at 0, taken out of the
         cache: the caller puts it back only once its bytes are committed, so a refused request
         cannot leave a wrong state behind. None when this process cannot continue it (the
-        upload is then hashed from storage when it completes)."""
-        if not self.limits.verify_digest:
+        upload is then hashed from storage when it completes), or needs no digest."""
+        if not self._wants_digest(upload):
             return None
-        kept = self._running.pop(upload_id, None)
+        kept = self._running.pop(upload.id, None)
         if kept is not None and kept[0] == offset:
             return kept[1]
         return hashlib.sha256() if offset == 0 else None
