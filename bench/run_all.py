@@ -25,6 +25,7 @@ from bench.loadgen import many_uploads
 from bench.servers import (
     ROOT,
     RssSampler,
+    bare_receiver,
     ceiling,
     create,
     curl_patch,
@@ -80,15 +81,20 @@ def single_upload(size: int, dirs: list[str], rounds: int, source: Path) -> tupl
                 remove(work / "haul")
                 with node_server(work / "node") as node:
                     best("node", curl_patch(create(node.endpoint, size), source))
+                remove(work / "node")
+                with bare_receiver(work / "bare") as bare:
+                    best("bare", curl_patch(bare.endpoint, source))
             finally:
                 remove(work)
-    header = ["data dir", "ceiling (dd)", "haul", "haul + sha256 checksum",
+    header = ["data dir", "ceiling (dd)", "bare Python receiver", "haul", "haul + sha256 checksum",
               "haul, --no-verify-digest", "@tus/server (Node)", "haul/Node", "haul+sha256/Node",
-              "haul/ceiling", "verification on/off"]  # fmt: skip
+              "haul/ceiling", "haul --no-verify-digest/ceiling", "haul/bare receiver",
+              "verification on/off"]  # fmt: skip
     rows = [
-        [base, mbps(r["ceiling"]), mbps(r["haul"]), mbps(r["haul_sha256"]),
+        [base, mbps(r["ceiling"]), mbps(r["bare"]), mbps(r["haul"]), mbps(r["haul_sha256"]),
          mbps(r["haul_noverify"]), mbps(r["node"]), f"{r['haul'] / r['node']:.2f}",
          f"{r['haul_sha256'] / r['node']:.2f}", f"{r['haul'] / r['ceiling']:.2f}",
+         f"{r['haul_noverify'] / r['ceiling']:.2f}", f"{r['haul'] / r['bare']:.2f}",
          f"{r['haul'] / r['haul_noverify']:.2f}"]
         for base, r in results.items()
     ]  # fmt: skip
@@ -228,7 +234,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one round")
     parser.add_argument("--tmpfs", default="/dev/shm")
     parser.add_argument("--disk", default="/var/tmp")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sections "
+                        "(single parallel memory clients instant asgi client)")  # fmt: skip
     args = parser.parse_args()
+    wanted = set(args.only or ["single", "parallel", "memory", "clients", "instant", "asgi",
+                               "client"])  # fmt: skip
     quick = args.quick
     size = 512 * MiB if quick else 2 * GiB
     rounds = 1 if quick else 2
@@ -253,27 +263,31 @@ def main() -> None:
             ),
             ("asgi", lambda: asgi_servers(size, args.tmpfs, source, rounds)),
         ):
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            sections.append(run())
+            if name in wanted:
+                print(f"running {name} ...", file=sys.stderr, flush=True)
+                sections.append(run())
     finally:
         remove(sources)
-    print("running client throughput ...", file=sys.stderr, flush=True)
-    client_md = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "client_throughput.py"),
-         "--size", "256MiB" if quick else "1GiB", "--rounds", str(rounds)],
-        capture_output=True, text=True, check=True,
-    ).stdout.split("\n", 2)[2]  # fmt: skip
     stamp = time.strftime("%Y-%m-%d %H:%M")
     report = [f"## haul benchmarks, {stamp} ({'quick' if quick else 'full'} run, "
               f"{__import__('os').cpu_count()} cores)"]  # fmt: skip
     report += [md for md, _ in sections]
-    report.append(
-        "### Client throughput: haul vs tus-js-client, same server\n\n" + client_md.strip()
-    )
+    if "client" in wanted:
+        print("running client throughput ...", file=sys.stderr, flush=True)
+        client_md = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "client_throughput.py"),
+             "--size", "256MiB" if quick else "1GiB", "--rounds", str(rounds)],
+            capture_output=True, text=True, check=True,
+        ).stdout.split("\n", 2)[2]  # fmt: skip
+        report.append(
+            "### Client throughput: haul vs tus-js-client, same server\n\n" + client_md.strip()
+        )
     text = "\n\n".join(report) + "\n"
     print(text)
     out = ROOT / "bench" / "results"
     name = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if quick else "")
+    if args.only:
+        name += "-" + "-".join(args.only)
     (out / f"{name}.md").write_text(text)
     (out / f"{name}.json").write_text(json.dumps([data for _, data in sections], indent=2))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +77,29 @@ def node_server(data_dir: Path) -> Iterator[Running]:
     try:
         _wait_ready(f"http://127.0.0.1:{port}/files", method="OPTIONS")
         yield Running("@tus/server (Node)", f"http://127.0.0.1:{port}/files", proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def bare_receiver(data_dir: Path) -> Iterator[Running]:
+    """bench/bare_receiver.py: socket to file with nothing else, the floor of any Python server."""
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    script = ROOT / "bench" / "bare_receiver.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(port), str(data_dir)])
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield Running("bare Python receiver", f"http://127.0.0.1:{port}/body", proc.pid)
     finally:
         proc.kill()
         proc.wait()

@@ -74,13 +74,9 @@ def download_sha256(url: str) -> str:
     return digest.hexdigest()
 
 
-def settle(proxy: ChaosProxy, quiet: float = 1.0) -> None:
-    """Waits until nothing has passed the proxy for ``quiet`` seconds."""
-    last, since = proxy.upstream_bytes, time.monotonic()
-    while time.monotonic() - since < quiet:
-        time.sleep(0.1)
-        if proxy.upstream_bytes != last:
-            last, since = proxy.upstream_bytes, time.monotonic()
+def settle(proxy: ChaosProxy, quiet: float = 1.0) -> int:
+    """Waits until nothing has passed the proxy for ``quiet`` seconds; returns the count then."""
+    return wait_until_still(lambda: proxy.upstream_bytes, still_for=quiet, timeout=60)
 
 
 def active_uploads(server: HaulServer) -> int:
@@ -204,7 +200,7 @@ def test_pause_resume_and_cancel(
     card(page, "kept.bin").locator("button[data-action=pause]").click()
     expect(card(page, "kept.bin")).to_have_attribute("data-state", "paused")
     # Bytes sent before the pause may still drain from socket buffers; then nothing moves.
-    paused_at = wait_until_still(lambda: proxy.upstream_bytes, still_for=1.0, timeout=15)
+    paused_at = settle(proxy)
     time.sleep(1.5)
     assert proxy.upstream_bytes - paused_at < 64 * 1024  # nothing but a straggling header
     assert paused_at < 2 * 48 * MiB
@@ -288,9 +284,13 @@ def test_unfinished_entries_are_forgotten_once_the_server_expired_them(
         proxy.rate = None
         settle(proxy)  # the page no longer sends; the server expires the upload 2 s later
         time.sleep(3.5)
-        page.reload()
-        expect(page.locator("body[data-ready=true]")).to_have_count(1)
-        expect(page.locator("#unfinished li")).to_have_count(0)
+
+        def forgotten() -> bool:
+            page.reload()
+            expect(page.locator("body[data-ready=true]")).to_have_count(1)
+            return page.locator("#unfinished li").count() == 0
+
+        wait_for(forgotten, timeout=30, interval=1)  # each look is a fresh page load
     finally:
         proxy.stop()
 
