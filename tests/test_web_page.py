@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -101,6 +102,13 @@ def test_page_uploads_300_mb_verifies_it_and_a_second_upload_is_instant(
     url = uploaded_url(page, "big-video.bin")
     assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
     assert proxy.upstream_bytes >= source.stat().st_size
+    # The page tags its chunks, so the server hashed most of the file while it arrived.
+    assert server.log_path is not None
+    ahead = re.search(
+        r"(\d+) of 38 partials were hashed as they arrived", server.log_path.read_text()
+    )
+    assert ahead is not None
+    assert int(ahead[1]) >= 30
 
     sent_before = proxy.upstream_bytes
     page.set_input_files("#picker", str(source))

@@ -59,11 +59,21 @@ function backoff(attempt, retryAfter) {
   return Math.max(retryAfter ? retryAfter * 1000 : 0, base / 2 + Math.random() * (base / 2));
 }
 
-function metadata(file) {
+function encodeMetadata(pairs) {
   const encode = (text) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+  return pairs.map(([key, value]) => `${key} ${encode(value)}`).join(",");
+}
+
+function metadata(file) {
   const pairs = [["filename", file.name]];
   if (file.type) pairs.push(["filetype", file.type]);
-  return pairs.map(([key, value]) => `${key} ${encode(value)}`).join(",");
+  return encodeMetadata(pairs);
+}
+
+/** A random name for this page's set of partials (getRandomValues works on plain http too). */
+function newGroup() {
+  const bytes = crypto.getRandomValues(new Uint8Array(12));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 export class FileUpload extends EventTarget {
@@ -85,6 +95,7 @@ export class FileUpload extends EventTarget {
     this.downloadUrl = null;
     this.chunks = [];
     this.entry = null;
+    this.group = null; // names this page load's partials (see #createChunk)
     this.controller = null;
     this.task = null;
   }
@@ -317,6 +328,9 @@ export class FileUpload extends EventTarget {
       headers["Repr-Digest"] = reprDigest(this.entry.sha256);
     } else {
       headers["Upload-Concat"] = "partial";
+      // Where the chunk belongs, so the server can hash the file while the chunks arrive.
+      this.group ??= newGroup();
+      headers["Upload-Metadata"] = encodeMetadata([["haul-part", `${this.group} ${chunk.index}`]]);
     }
     const created = await request("POST", this.endpoint, { headers, signal });
     chunk.url = new URL(created.header("Location"), this.endpoint).href;

@@ -15,6 +15,7 @@ import hashlib
 import math
 import mimetypes
 import os
+import secrets
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable
@@ -274,6 +275,8 @@ class FileUpload:
         ordered = _OrderedHash()
         algorithm = caps.checksum_algorithm()
         indexes = iter(range(count))
+        # Each partial says where it belongs, so the server can hash the file while it arrives.
+        group = secrets.token_urlsafe(12)
 
         async def worker() -> None:
             for index in indexes:
@@ -283,7 +286,8 @@ class FileUpload:
                     await ordered.feed(index, data)
                 url = entry.parts[index]
                 if url is None:
-                    url, _ = await self._create(len(data), None, partial=True)
+                    tag = encode_metadata({"haul-part": f"{group} {index}".encode()})
+                    url, _ = await self._create(len(data), tag, partial=True)
                     entry.parts[index] = url
                     await self._save(key, entry)
                     offsets[index] = 0

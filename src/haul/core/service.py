@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from haul.core.interfaces import DirectUploads, Locker, MetadataStore, Storage
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
+from haul.core.ordered_digest import OrderedDigests
 from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
 from haul.core.pump import BodyInterrupted, digest_stream, pump
 from haul.core.scan import Scanner
@@ -106,6 +107,7 @@ class UploadService:
         # asyncio keeps only weak references to tasks: hold background work until it is done.
         self._background: set[asyncio.Task[None]] = set()
         self._running: dict[str, tuple[int, Hasher]] = {}
+        self._ordered = OrderedDigests(lambda part: storage.read(part.id, 0, part.length or 0))
 
     # -- creation -------------------------------------------------------------------------
 
@@ -418,8 +420,11 @@ class UploadService:
         await self.store.save(upload)
         return upload
 
-    async def _complete(self, upload: Upload, known_sha256: str | None = None) -> Upload:
-        """Mark complete (idempotent) and assemble final uploads that were waiting for it."""
+    async def _complete(
+        self, upload: Upload, known_sha256: str | None = None, parts: Sequence[Upload] = ()
+    ) -> Upload:
+        """Mark complete (idempotent) and assemble final uploads that were waiting for it.
+        A final upload comes with its ``parts``."""
         if upload.state is not UploadState.ACTIVE:
             return upload
         if not upload.is_final:  # a final upload was made whole by its concatenation
@@ -430,7 +435,7 @@ class UploadService:
         if known_sha256 is not None:
             upload.sha256 = known_sha256
         elif self._wants_digest(upload):
-            upload.sha256 = await self._digest_of(upload)
+            upload.sha256 = await self._digest_of(upload, parts)
             if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
                 await self._fail(upload)
                 raise DigestMismatch(
@@ -451,6 +456,8 @@ class UploadService:
         await self.store.save(upload)
         log.info("upload %s complete (%s bytes)", upload.id, upload.length)
         if upload.concat is ConcatKind.PARTIAL:
+            if self.limits.verify_digest:
+                self._ordered.completed(upload)
             for final in await self.store.finals_waiting_for(upload.id):
                 # The final's own lock is taken inside; the partial's lock is ours already.
                 task = asyncio.create_task(self._assemble_quietly(final.id))
@@ -488,7 +495,7 @@ class UploadService:
             await self.storage.concatenate(final.id, final.parts)
             refused: HaulError | None = None
             try:
-                final = await self._complete(final)
+                final = await self._complete(final, parts=parts)
             except (TypeNotAllowed, ScanRejected) as error:
                 refused = error
         if refused is not None:  # nothing of a refused upload is kept: not its parts either
@@ -536,11 +543,18 @@ class UploadService:
             self._running.pop(next(iter(self._running)))
         self._running[upload_id] = (offset, hasher)
 
-    async def _digest_of(self, upload: Upload) -> str:
+    async def _digest_of(self, upload: Upload, parts: Sequence[Upload] = ()) -> str:
         length = upload.length or 0
         kept = self._running.pop(upload.id, None)
         if kept is not None and kept[0] == length:
             return kept[1].digest().hex()
+        ordered = await self._ordered.digest_of(parts)
+        if ordered is not None:
+            log.info(
+                "upload %s: %d of %d partials were hashed as they arrived",
+                upload.id, ordered[1], len(parts),
+            )  # fmt: skip
+            return ordered[0]
         # Written by another process, resumed after a restart, or concatenated: read it back.
         digest = hashlib.sha256()
         await digest_stream(self.storage.read(upload.id, 0, length), digest)
