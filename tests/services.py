@@ -4,6 +4,7 @@ ports, stopped afterwards. PostgreSQL refuses to run as root, so as root it runs
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -11,12 +12,22 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from tests.helpers import free_port
+
+T = TypeVar("T")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs ``coroutine`` to its end on a thread with its own event loop: the caller may be
+    inside one already (async tests)."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result()
 
 
 def _pg_bin(name: str) -> str:
@@ -67,8 +78,6 @@ def postgres_server() -> Iterator[str]:
 
 def fresh_database(dsn: str, name: str) -> str:
     """A new, empty database on the server of ``dsn``; its DSN."""
-    import asyncio
-
     import asyncpg
 
     async def create() -> None:
@@ -79,9 +88,7 @@ def fresh_database(dsn: str, name: str) -> str:
         finally:
             await db.close()
 
-    # A thread of its own: the caller may be inside an event loop (async tests).
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, create()).result()
+    run_async(create())
     return dsn.rsplit("/", 1)[0] + f"/{name}"
 
 
@@ -289,39 +296,33 @@ def ceph_rgw() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def create_bucket(endpoint: str, bucket: str) -> None:
-    import asyncio
-
+def s3_client(endpoint: str) -> Any:
+    """An aiobotocore S3 client for the test gateway, to use with ``async with``."""
     from aiobotocore.session import get_session
 
+    return get_session().create_client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET,
+    )  # fmt: skip
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
     async def create() -> None:
-        async with get_session().create_client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET,
-        ) as s3:  # fmt: skip
+        async with s3_client(endpoint) as s3:
             await s3.create_bucket(Bucket=bucket)
 
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, create()).result()
+    run_async(create())
 
 
 def allow_browser_uploads(endpoint: str, bucket: str) -> None:
     """Bucket CORS that lets pages PUT parts with presigned URLs and read their ETag."""
-    import asyncio
-
-    from aiobotocore.session import get_session
-
     rules = {"CORSRules": [{
         "AllowedOrigins": ["*"], "AllowedMethods": ["PUT", "GET", "HEAD"],
         "AllowedHeaders": ["*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600,
     }]}  # fmt: skip
 
     async def configure() -> None:
-        async with get_session().create_client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET,
-        ) as s3:  # fmt: skip
+        async with s3_client(endpoint) as s3:
             await s3.put_bucket_cors(Bucket=bucket, CORSConfiguration=rules)
 
-    with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, configure()).result()
+    run_async(configure())

@@ -164,3 +164,26 @@ def test_uppy_aws_s3_uploads_through_the_presigned_contract(
     with httpx.Client(trust_env=False, timeout=60) as client:
         body = client.get(location).content
     assert hashlib.sha256(body).hexdigest() == sha256_file(source)
+
+
+def test_an_owners_rate_limit_counts_direct_and_tus_requests_together(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket), "--api-keys", f"alice:{ALICE}",
+                         "--rate-limit", "0.2", "--rate-burst", "4")  # fmt: skip
+    alice = {"Authorization": f"Bearer {ALICE}"}
+    tus_alice = {**TUS, **alice}
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")  # a fresh per-address bucket
+    with (
+        httpx.Client(trust_env=False, timeout=60) as here,
+        httpx.Client(transport=elsewhere, trust_env=False, timeout=60) as there,
+    ):
+        key, upload_id = start(here, server, **alice)
+        parts = f"{server.url}/s3/multipart/{upload_id}"
+        assert here.get(parts, params={"key": key}, headers=alice).status_code == 200
+        assert there.head(f"{server.endpoint}{key}", headers=tus_alice).status_code == 200
+        assert there.head(f"{server.endpoint}{key}", headers=tus_alice).status_code == 200
+        # The owner spent a burst of 4, half on /s3/multipart; the address only 2 of its 4.
+        refused = there.get(f"{parts}/1", params={"key": key}, headers=alice)
+        assert refused.status_code == 429
+        assert refused.text.startswith("ERR_RATE_LIMITED")

@@ -3,21 +3,18 @@ whose tails must survive between requests and across nodes, crashes, termination
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import subprocess
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiobotocore.session import get_session
 
 from tests.helpers import HAUL, OCTETS, TUS, HaulServer, env_without_proxy, random_file, sha256_file
-from tests.services import S3_ACCESS, S3_SECRET
+from tests.services import S3_ACCESS, S3_SECRET, run_async, s3_client
 
 MiB = 1 << 20
 
@@ -32,17 +29,13 @@ def bucket_listing(rgw: str, bucket: str) -> tuple[list[str], list[str]]:
     """(object keys, keys with an unfinished multipart upload) in the bucket."""
 
     async def listing() -> tuple[list[str], list[str]]:
-        async with get_session().create_client(
-            "s3", endpoint_url=rgw, region_name="us-east-1",
-            aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET,
-        ) as s3:  # fmt: skip
+        async with s3_client(rgw) as s3:
             objects: Any = await s3.list_objects_v2(Bucket=bucket)
             multipart: Any = await s3.list_multipart_uploads(Bucket=bucket)
         return ([o["Key"] for o in objects.get("Contents", [])],
                 [u["Key"] for u in multipart.get("Uploads", [])])  # fmt: skip
 
-    with ThreadPoolExecutor(1) as thread:
-        return thread.submit(asyncio.run, listing()).result()
+    return run_async(listing())
 
 
 def patch_at(client: httpx.Client, url: str, offset: int | str, data: bytes) -> None:

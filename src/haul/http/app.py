@@ -27,6 +27,7 @@ from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import HaulError, VersionUnsupported
 from haul.http import web
+from haul.http.auth import Authenticator
 from haul.http.direct import DirectEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
@@ -183,7 +184,8 @@ async def _sweep_forever(service: UploadService, interval: float) -> None:
 
 def create_app(settings: Settings, service: UploadService | None = None) -> Starlette:
     service = service or build_service(settings)
-    tus = TusEndpoint(service, settings)
+    auth = Authenticator(settings)  # shared: an owner's rate limit spans every endpoint
+    tus = TusEndpoint(service, settings, auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -215,7 +217,7 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
         Route(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
     if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
-        routes += DirectEndpoint(service, service.storage, settings).routes()
+        routes += DirectEndpoint(service, service.storage, settings, auth).routes()
     middleware = [
         Middleware(
             CORSMiddleware,

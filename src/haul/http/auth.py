@@ -16,6 +16,7 @@ import jwt
 from haul.config import Settings
 from haul.core.models import Quota
 from haul.errors import ConfigError, Unauthorized
+from haul.http.guard import TokenBuckets
 
 log = logging.getLogger("haul")
 
@@ -73,8 +74,20 @@ class Authenticator:
         self.audience = settings.jwt_audience or None
         self.owner_claim = settings.jwt_owner_claim
         self.required = not settings.anonymous_allowed
+        # One instance serves every endpoint of a node, so an owner's requests all count here.
+        self.owner_rates = (
+            TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+        )
 
     def authenticate(self, authorization: str | None) -> Principal:
+        """Who is asking (Unauthorized if nobody acceptable); spends one of the owner's rate
+        tokens (RateLimited when none is left; counted per node)."""
+        principal = self._identify(authorization)
+        if self.owner_rates is not None and principal.owner:
+            self.owner_rates.take(f"owner:{principal.owner}")
+        return principal
+
+    def _identify(self, authorization: str | None) -> Principal:
         if not authorization:
             if self.required:
                 raise Unauthorized(

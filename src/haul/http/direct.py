@@ -33,11 +33,17 @@ MAX_PARTS = 10_000
 
 
 class DirectEndpoint:
-    def __init__(self, service: UploadService, storage: DirectUploads, settings: Settings) -> None:
+    def __init__(
+        self,
+        service: UploadService,
+        storage: DirectUploads,
+        settings: Settings,
+        auth: Authenticator,
+    ) -> None:
         self.service = service
         self.storage = storage
         self.settings = settings
-        self.auth = Authenticator(settings)
+        self.auth = auth
 
     def routes(self) -> list[BaseRoute]:
         return [

@@ -31,7 +31,6 @@ from haul.errors import (
 )
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
-from haul.http.guard import TokenBuckets
 from haul.http.links import LinkSigner
 from haul.protocol.checksums import ALGORITHMS
 from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
@@ -103,15 +102,12 @@ def _has_body(request: Request) -> bool:
 
 
 class TusEndpoint:
-    def __init__(self, service: UploadService, settings: Settings) -> None:
+    def __init__(self, service: UploadService, settings: Settings, auth: Authenticator) -> None:
         self.service = service
         self.settings = settings
         self.base_path = settings.base_path
-        self.auth = Authenticator(settings)
+        self.auth = auth
         self.links = LinkSigner(settings.link_secret, settings.link_ttl)
-        self.owner_rates = (
-            TokenBuckets(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
-        )
 
     # -- routing --------------------------------------------------------------------------
 
@@ -149,10 +145,7 @@ class TusEndpoint:
         return await handler(request, upload_id, principal)
 
     def _authenticate(self, request: Request) -> Principal:
-        principal = self.auth.authenticate(_authorization(request))
-        if self.owner_rates is not None and principal.owner:
-            self.owner_rates.take(f"owner:{principal.owner}")  # counted per node
-        return principal
+        return self.auth.authenticate(_authorization(request))
 
     async def _linked(self, request: Request, upload_id: str) -> Principal | None:
         """The owner, for a GET of a signed download link; None when it is not one."""
