@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import httpx
 import pytest
 
-from tests.helpers import TUS, create, head, patch
+from haul.protocol.digest import format_repr_digest
+from tests.helpers import TUS, create, head, patch, wait_for
 
 
 def _partial(client: httpx.Client, server, data: bytes | None, length: int | None = None) -> str:
@@ -78,6 +81,39 @@ def test_concatenation_unfinished(server, client: httpx.Client) -> None:
     assert status.headers["upload-offset"] == "5"
     assert status.headers["upload-length"] == "5"
     assert client.get(final).content == b"abcde"
+
+
+def test_a_repeated_final_request_answers_with_the_same_upload(
+    server, client: httpx.Client
+) -> None:
+    """A client whose final POST lost its answer (or timed out while the server verified)
+    sends it again: it gets the upload the first one made, not an error nor a second one."""
+    a = _partial(client, server, b"first ")
+    b = _partial(client, server, b"second")
+    digest = format_repr_digest(hashlib.sha256(b"first second").hexdigest())
+    first = _final(client, server, a, b, **{"Repr-Digest": digest})
+    assert first.status_code == 201
+    again = _final(client, server, a, b, **{"Repr-Digest": digest})
+    assert again.status_code == 201
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["upload-offset"] == "12"
+    assert client.get(again.headers["location"]).content == b"first second"
+    other = format_repr_digest(hashlib.sha256(b"something else").hexdigest())
+    assert _final(client, server, a, b, **{"Repr-Digest": other}).status_code == 409
+    assert _final(client, server, b, a).status_code == 400  # another order: partials are used
+
+
+def test_a_repeated_unfinished_final_request_makes_no_second_final(
+    server, client: httpx.Client
+) -> None:
+    a = _partial(client, server, None, length=3)
+    b = _partial(client, server, None, length=3)
+    first = _final(client, server, a, b).headers["location"]
+    assert _final(client, server, a, b).headers["location"] == first
+    patch(client, a, 0, b"abc")
+    patch(client, b, 0, b"def")
+    wait_for(lambda: head(client, first).headers.get("upload-offset") == "6", timeout=10)
+    assert client.get(first).content == b"abcdef"
 
 
 def test_concatenation_with_deferred_partials(server, client: httpx.Client) -> None:

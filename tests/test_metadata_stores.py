@@ -75,6 +75,14 @@ async def test_expiry_tombstones_and_waiting_finals(store: MetadataStore) -> Non
     assert [u.id for u in await store.tombstones(1300.0, 100)] == ["5" * 32]
     assert await store.tombstones(1100.0, 100) == []
     assert [u.id for u in await store.finals_waiting_for("4" * 32)] == ["6" * 32]
+    assert [u.id for u in await store.finals_listing("2" * 32)] == ["6" * 32]
+    final.state = UploadState.COMPLETE
+    await store.save(final)
+    assert await store.finals_waiting_for("4" * 32) == []
+    assert [u.id for u in await store.finals_listing("4" * 32)] == ["6" * 32]  # any state
+    assert await store.finals_listing("1" * 32) == []
+    final.state = UploadState.ACTIVE
+    await store.save(final)
     assert (await store.get("6" * 32)).parts == ("4" * 32, "2" * 32)  # type: ignore[union-attr]
     assert await store.count_active() == 3  # 1, 2 and the final
     await store.delete("6" * 32)

@@ -135,6 +135,12 @@ class PostgresStore:
             part_id,
         )
 
+    async def finals_listing(self, part_id: str) -> list[Upload]:
+        return await self._select(
+            "id IN (SELECT final_id FROM concat_parts WHERE part_id = $1)",
+            part_id,
+        )
+
     async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
         if owner is None:
             found = await self._select(

@@ -134,6 +134,10 @@ class MetadataStore(Protocol):
         """Active final uploads that list ``part_id`` among their partials."""
         ...
 
+    async def finals_listing(self, part_id: str) -> list[Upload]:
+        """Final uploads in any state that list ``part_id`` among their partials."""
+        ...
+
     async def count_active(self) -> int: ...
 
     async def usage(self, owner: str, now: float) -> Usage:

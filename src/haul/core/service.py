@@ -221,6 +221,11 @@ class UploadService:
         expected_sha256: str | None = None,
         quota: Quota = NO_QUOTA,
     ) -> Upload:
+        repeated = await self._same_final(part_ids, owner, expected_sha256)
+        if repeated is not None:
+            # The same request again (its answer was lost, or it timed out while the first one
+            # was verifying): the same upload, once its assembly is over.
+            return await self._try_assemble(repeated.id)
         parts: list[Upload] = []
         for part_id in part_ids:
             part = await self.store.get(part_id)
@@ -255,6 +260,20 @@ class UploadService:
         await self.storage.create(final.id)
         log.info("created final upload %s from %d partials", final.id, len(part_ids))
         return await self._try_assemble(final.id)
+
+    async def _same_final(
+        self, part_ids: Sequence[str], owner: str, expected_sha256: str | None
+    ) -> Upload | None:
+        """A live final upload of ``owner`` made of exactly these partials, in this order."""
+        if not part_ids:
+            return None
+        for final in await self.store.finals_listing(part_ids[0]):
+            same = final.owner == owner and final.parts == tuple(part_ids)
+            if same and final.state in (UploadState.ACTIVE, UploadState.COMPLETE):
+                if expected_sha256 and final.expected_sha256 not in (None, expected_sha256):
+                    raise DigestConflict("the final upload already declares a different SHA-256")
+                return final
+        return None
 
     # -- reading state --------------------------------------------------------------------
 
