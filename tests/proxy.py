@@ -16,8 +16,10 @@ class ChaosProxy:
 
     Knobs (change them any time): ``rate`` limits client→server bytes per second (None = no
     limit); ``cut_probability`` is the chance, per forwarded piece of upstream data, that the
-    connection is reset; ``stall`` makes every connection stop forwarding (without closing).
-    ``upstream_bytes`` counts what reached the server.
+    connection is reset; ``stall`` makes every connection stop forwarding (without closing);
+    ``lose_answer_to`` (bytes, one shot) lets the first request containing them reach the server
+    but cuts its connection before the answer comes back. ``upstream_bytes`` counts what
+    reached the server.
     """
 
     def __init__(self, target_port: int, *, rate: float | None = None, seed: int = 0) -> None:
@@ -26,6 +28,8 @@ class ChaosProxy:
         self.rate = rate
         self.cut_probability = 0.0
         self.stall = False
+        self.lose_answer_to: bytes | None = None
+        self.answers_lost = 0
         self.upstream_bytes = 0
         self.cuts = 0
         self._random = random.Random(seed)
@@ -73,8 +77,13 @@ class ChaosProxy:
             client_w.transport.abort()
             server_w.transport.abort()
 
+        answer_lost = False
+
         async def up() -> None:
+            nonlocal answer_lost
             while data := await client_r.read(64 * 1024):
+                if self.lose_answer_to and self.lose_answer_to in data:
+                    self.lose_answer_to, answer_lost = None, True
                 while self.stall:
                     await asyncio.sleep(0.05)
                 if self.cut_probability and self._random.random() < self.cut_probability:
@@ -90,6 +99,10 @@ class ChaosProxy:
 
         async def down() -> None:
             while data := await server_r.read(64 * 1024):
+                if answer_lost:
+                    self.answers_lost += 1
+                    cut()
+                    return
                 while self.stall:
                     await asyncio.sleep(0.05)
                 client_w.write(data)

@@ -242,6 +242,22 @@ def test_random_connection_cuts(server, proxy_for, tmp_path, state_dir) -> None:
     )
 
 
+def test_a_lost_answer_to_the_final_request_is_retried(
+    server, proxy_for, tmp_path, state_dir
+) -> None:
+    source = random_file(tmp_path / "big.bin", 24 * MiB, seed=10)
+    proxy = proxy_for(server)
+    proxy.lose_answer_to = b"Upload-Concat: final;"
+    client = haul.Client(proxy.url, state_dir=state_dir, chunk_size=4 * MiB, parallel=2)
+    result = client.upload(source)
+    assert proxy.answers_lost == 1
+    assert proxy.upstream_bytes < source.stat().st_size + MiB  # nothing was sent twice
+    assert server.log_path.read_text().count("created final upload") == 1
+    assert _server_digest(result.url.replace(str(proxy.port), str(server.port))) == sha256_file(
+        source
+    )
+
+
 def test_stalled_connection_is_detected_by_timeout(server, proxy_for, tmp_path, state_dir) -> None:
     source = random_file(tmp_path / "big.bin", 16 * MiB, seed=9)
     proxy = proxy_for(server, rate=8 * MiB)
