@@ -76,6 +76,10 @@ async def test_expiry_tombstones_and_waiting_finals(store: MetadataStore) -> Non
     assert await store.tombstones(1100.0, 100) == []
     assert [u.id for u in await store.finals_waiting_for("4" * 32)] == ["6" * 32]
     assert [u.id for u in await store.finals_listing("2" * 32)] == ["6" * 32]
+    many = await store.get_many(["4" * 32, "9" * 32, "6" * 32, "1" * 32])
+    assert sorted(many) == ["1" * 32, "4" * 32, "6" * 32]  # the missing one is left out
+    assert many["6" * 32].parts == ("4" * 32, "2" * 32)
+    assert await store.get_many([]) == {}
     final.state = UploadState.COMPLETE
     await store.save(final)
     assert await store.finals_waiting_for("4" * 32) == []
@@ -87,6 +91,14 @@ async def test_expiry_tombstones_and_waiting_finals(store: MetadataStore) -> Non
     assert await store.count_active() == 3  # 1, 2 and the final
     await store.delete("6" * 32)
     assert await store.finals_waiting_for("4" * 32) == []
+
+
+async def test_many_records_at_once(store: MetadataStore) -> None:
+    ids = [f"{n:032x}" for n in range(1, 1202)]  # more than one batch of any reasonable size
+    for upload_id in ids:
+        await store.insert(record(upload_id))
+    found = await store.get_many([*ids, "f" * 32])
+    assert sorted(found) == ids
 
 
 async def test_content_lookup_is_scoped_by_owner(store: MetadataStore) -> None:

@@ -6,6 +6,7 @@ under an advisory lock, so nodes starting together apply each one exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -91,6 +92,10 @@ class PostgresStore:
     async def get(self, upload_id: str) -> Upload | None:
         row = await self.pool.fetchrow(f"SELECT {COLUMNS} FROM uploads WHERE id = $1", upload_id)
         return row_to_upload(row) if row else None
+
+    async def get_many(self, upload_ids: Sequence[str]) -> dict[str, Upload]:
+        found = await self._select("id = ANY($1::text[])", list(upload_ids))
+        return {upload.id: upload for upload in found}
 
     async def save(self, upload: Upload) -> None:
         await self.pool.execute(

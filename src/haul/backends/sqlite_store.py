@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,14 @@ class SQLiteStore:
         ) as cursor:
             row = await cursor.fetchone()
         return row_to_upload(row) if row else None
+
+    async def get_many(self, upload_ids: Sequence[str]) -> dict[str, Upload]:
+        found: dict[str, Upload] = {}
+        for start in range(0, len(upload_ids), 500):  # well under SQLite's variable limit
+            batch = tuple(upload_ids[start : start + 500])
+            marks = ",".join("?" * len(batch))
+            found.update((u.id, u) for u in await self._select(f"id IN ({marks})", batch))
+        return found
 
     async def save(self, upload: Upload) -> None:
         async with self._writing:

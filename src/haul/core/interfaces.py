@@ -115,6 +115,10 @@ class MetadataStore(Protocol):
 
     async def get(self, upload_id: str) -> Upload | None: ...
 
+    async def get_many(self, upload_ids: Sequence[str]) -> dict[str, Upload]:
+        """The records that exist among ``upload_ids``, by id (one query, not one per id)."""
+        ...
+
     async def save(self, upload: Upload) -> None:
         """Write back a record the caller holds the lock for."""
         ...
