@@ -12,7 +12,6 @@ under bench/results/.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from playwright.sync_api import Browser, expect
 from tests.browser import build_client_bundles, chromium, serve_test_page
 from tests.helpers import HaulServer, random_file
 
+from bench.report import best_of_rounds, save, speed_table
 from haul.config import parse_size
 
 TIMEOUT = 600_000
@@ -104,18 +104,11 @@ def main() -> None:
                     speeds.setdefault(name, []).append(size / elapsed)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    best = {name: max(values) for name, values in speeds.items()}
+    best = best_of_rounds(speeds)
     baseline = best["tus-js-client, parallelUploads 4"]
-    lines = ["| browser client | MB/s (best of rounds) | vs tus-js-client |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {speed / 1e6:.0f} | {speed / baseline:.2f} |" for name, speed in best.items()
-    ]
-    table = "\n".join(lines)
-    print(f"browser upload of {args.size} to haul (data on {args.dir})\n\n{table}")
-    out = Path(__file__).parent / "results"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"browser_throughput-{stamp}.json").write_text(json.dumps(speeds, indent=2))
-    (out / f"browser_throughput-{stamp}.md").write_text(table + "\n")
+    table = speed_table(["browser client"], best, lambda _: baseline, "vs tus-js-client")
+    save("browser_throughput", f"browser upload of {args.size} to haul (data on {args.dir})",
+         table, speeds)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.helpers import JS_DIR, HaulServer, env_without_proxy, random_file
 from tests.proxy import ChaosProxy
 
+from bench.report import best_of_rounds, save, speed_table
 from haul.config import parse_size
 
 
@@ -84,19 +85,14 @@ def main() -> None:
             server.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    best = {name: max(speeds) for name, speeds in rows.items()}
-    lines = ["| link | client | MB/s (best of rounds) | vs tus-js-client x1, same link |",
-             "|---|---|---|---|"]  # fmt: skip
-    for name, speed in best.items():
-        link = name.split(" | ")[0]
-        baseline = best[f"{link} | tus-js-client parallelUploads 1"]
-        lines.append(f"| {name} | {speed / 1e6:.0f} | {speed / baseline:.2f} |")
-    table = "\n".join(lines)
-    print(f"client upload of {args.size} to haul (data on {args.dir})\n\n{table}")
-    out = Path(__file__).parent / "results"
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (out / f"client_throughput-{stamp}.json").write_text(json.dumps(rows, indent=2))
-    (out / f"client_throughput-{stamp}.md").write_text(table + "\n")
+    best = best_of_rounds(rows)
+
+    def baseline(name: str) -> float:  # one stream of tus-js-client on the same link
+        return best[f"{name.split(' | ')[0]} | tus-js-client parallelUploads 1"]
+
+    table = speed_table(["link", "client"], best, baseline, "vs tus-js-client x1, same link")
+    save("client_throughput", f"client upload of {args.size} to haul (data on {args.dir})",
+         table, rows)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,6 +21,7 @@ import httpx
 import trustme
 from tests.helpers import OCTETS, TUS, HaulServer
 
+from bench.report import best_of_rounds, save, speed_table
 from haul.config import parse_size
 
 BLOCK = 1 << 20
@@ -85,16 +85,11 @@ def main() -> None:
         for server, _ in setups.values():
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    best = {name: max(values) for name, values in speeds.items()}
+    best = best_of_rounds(speeds)
     baseline = best["plain HTTP/1.1 (uvicorn)"]
-    lines = ["| transport | MB/s (best of rounds) | vs plain HTTP |", "|---|---|---|"]
-    lines += [
-        f"| {name} | {speed / 1e6:.0f} | {speed / baseline:.2f} |" for name, speed in best.items()
-    ]
-    table = "\n".join(lines)
-    print(f"one PATCH of {args.size} (data on {args.dir}, digests off)\n\n{table}")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (Path(__file__).parent / "results" / f"tls_throughput-{stamp}.md").write_text(table + "\n")
+    table = speed_table(["transport"], best, lambda _: baseline, "vs plain HTTP")
+    save("tls_throughput", f"one PATCH of {args.size} (data on {args.dir}, digests off)",
+         table, speeds)  # fmt: skip
 
 
 if __name__ == "__main__":
