@@ -230,12 +230,30 @@ S3_ACCESS, S3_SECRET = "HAULACCESS", "HAULSECRET"
 def ceph_rgw() -> Iterator[str]:
     """A single-node Ceph cluster (one monitor, one in-memory OSD) with the RADOS Gateway: a
     real S3 server that checks signatures, presigned-URL expiry and part sizes. Yields its
-    endpoint; credentials are S3_ACCESS / S3_SECRET."""
-    import uuid
-
+    endpoint; credentials are S3_ACCESS / S3_SECRET. A start that fails (a port taken between
+    choosing and binding it, a monitor slow to settle) is tried again from scratch."""
     if shutil.which("radosgw") is None:
         raise RuntimeError("Ceph is not installed (apt-get install ceph-mon ceph-osd radosgw)")
-    root = Path(tempfile.mkdtemp(prefix="haul-ceph-"))
+    for attempt in range(3):
+        root = Path(tempfile.mkdtemp(prefix="haul-ceph-"))
+        try:
+            endpoint = _start_rgw(root)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            _stop_rgw(root)
+            if attempt == 2:
+                raise
+            print(f"Ceph did not start ({exc}); starting it again")
+            continue
+        try:
+            yield endpoint
+        finally:
+            _stop_rgw(root)
+        return
+
+
+def _start_rgw(root: Path) -> str:
+    import uuid
+
     for sub in ("run", "log", "mon.a", "osd.0"):
         (root / sub).mkdir()
     s3, mon = free_port(), free_port()
@@ -250,50 +268,51 @@ def ceph_rgw() -> Iterator[str]:
             raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
         return done.stdout
 
-    try:
-        run("monmaptool", "--create", "--addv", "a", f"[v1:127.0.0.1:{mon}]", "--fsid", fsid,
-            str(root / "monmap"))  # fmt: skip
-        run("ceph-mon", *c, "--mkfs", "-i", "a", "--monmap", str(root / "monmap"))
-        run("ceph-mon", *c, "-i", "a")
-        osd = run("ceph", *c, "osd", "create", timeout=30).strip()
-        for attempt in range(3):  # the monitor may still be settling
-            try:
-                run("ceph-osd", *c, "-i", osd, "--mkfs")
-                run("ceph-osd", *c, "-i", osd)
-                break
-            except RuntimeError:
-                if attempt == 2:
-                    raise
-                time.sleep(1)
-        run("ceph", *c, "osd", "crush", "add", f"osd.{osd}", "1.0", "host=localhost",
-            "root=default", timeout=30)  # fmt: skip
-        run("radosgw", *c, "-n", "client.rgw")
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", s3), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("radosgw did not start") from None
-                time.sleep(0.1)
-        for attempt in range(30):  # the user store needs the pools RGW creates at start
-            try:
-                run("radosgw-admin", *c, "-n", "client.rgw", "user", "create", "--uid=haul",
-                    "--display-name=haul", f"--access-key={S3_ACCESS}",
-                    f"--secret={S3_SECRET}")  # fmt: skip
-                break
-            except RuntimeError:
-                if attempt == 29:
-                    raise
-                time.sleep(0.5)
-        yield f"http://127.0.0.1:{s3}"
-    finally:
-        for pid_file in (root / "run").glob("*.pid"):
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(pid_file.read_text().strip()), 9)
-        time.sleep(0.2)
-        shutil.rmtree(root, ignore_errors=True)
+    run("monmaptool", "--create", "--addv", "a", f"[v1:127.0.0.1:{mon}]", "--fsid", fsid,
+        str(root / "monmap"))  # fmt: skip
+    run("ceph-mon", *c, "--mkfs", "-i", "a", "--monmap", str(root / "monmap"))
+    run("ceph-mon", *c, "-i", "a")
+    osd = run("ceph", *c, "osd", "create", timeout=30).strip()
+    for attempt in range(3):  # the monitor may still be settling
+        try:
+            run("ceph-osd", *c, "-i", osd, "--mkfs")
+            run("ceph-osd", *c, "-i", osd)
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    run("ceph", *c, "osd", "crush", "add", f"osd.{osd}", "1.0", "host=localhost",
+        "root=default", timeout=30)  # fmt: skip
+    run("radosgw", *c, "-n", "client.rgw")
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", s3), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("radosgw did not start") from None
+            time.sleep(0.1)
+    for attempt in range(30):  # the user store needs the pools RGW creates at start
+        try:
+            run("radosgw-admin", *c, "-n", "client.rgw", "user", "create", "--uid=haul",
+                "--display-name=haul", f"--access-key={S3_ACCESS}",
+                f"--secret={S3_SECRET}")  # fmt: skip
+            break
+        except RuntimeError:
+            if attempt == 29:
+                raise
+            time.sleep(0.5)
+    return f"http://127.0.0.1:{s3}"
+
+
+def _stop_rgw(root: Path) -> None:
+    for pid_file in (root / "run").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text().strip()), 9)
+    time.sleep(0.2)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def s3_client(endpoint: str) -> Any:

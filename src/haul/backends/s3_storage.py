@@ -39,6 +39,41 @@ MAX_COPY = 5 * 1024 * MiB  # S3's largest single copy (and part)
 _ID = re.compile(r"[0-9a-f]{32}")
 
 
+class _PartSpool:
+    """The bytes of the next multipart part, in memory up to ``buffer_memory``, then in a
+    temp file; sent as a part when full."""
+
+    def __init__(self, storage: S3Storage) -> None:
+        self.storage = storage
+        self.file = storage._spool()
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def full(self, number: int) -> bool:
+        return self.size >= self.storage.part_size_for(number)
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+    async def send(self, key: str, mpu: str, number: int) -> str:
+        """Upload what is held as part ``number`` of ``key``; its ETag. Starts over empty."""
+        self.file.seek(0)
+        answer = await (await self.storage._s3()).upload_part(
+            Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
+            Body=self.file, ContentLength=self.size,
+        )  # fmt: skip
+        self.close()
+        self.file, self.size = self.storage._spool(), 0
+        return str(answer["ETag"])
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class S3Writer:
     def __init__(
         self, storage: S3Storage, upload_id: str, state: dict[str, Any], tail: bytes, atomic: bool
@@ -50,28 +85,22 @@ class S3Writer:
         self.parts: list[list[Any]] = list(state["parts"])  # committed + sent by this writer
         self.old_tail: str | None = state["tail"][0] if state["tail"] else None
         self.tail_consumed = False  # the old tail's bytes went into a part
-        self.buffer = storage._spool()
-        self.buffered = 0
+        self.spool = _PartSpool(storage)
         if tail:
-            self.buffer.write(tail)
-            self.buffered = len(tail)
+            self.spool.add(tail)
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         for piece in pieces:
-            self.buffer.write(piece)
-            self.buffered += len(piece)
-        if self.buffered >= self.storage.part_size_for(len(self.parts) + 1):
+            self.spool.add(piece)
+        if self.spool.full(len(self.parts) + 1):
             await self._send_part()
 
     async def _send_part(self) -> None:
-        number = len(self.parts) + 1
-        etag = await self.storage._upload_part(self.upload_id, self.state["mpu"], number,
-                                               self.buffer, self.buffered)  # fmt: skip
-        self.parts.append([number, self.buffered, etag])
+        number, size = len(self.parts) + 1, self.spool.size
+        key = self.storage._key(self.upload_id)
+        etag = await self.spool.send(key, self.state["mpu"], number)
+        self.parts.append([number, size, etag])
         self.tail_consumed = True
-        self.buffer.close()
-        self.buffer = self.storage._spool()
-        self.buffered = 0
         if not self.atomic:  # what reached the storage counts at once
             await self.storage._save_state(self.upload_id, {**self.state, "parts": self.parts,
                                                            "tail": None})  # fmt: skip
@@ -79,23 +108,22 @@ class S3Writer:
 
     async def commit(self) -> int:
         tail = None
-        if self.buffered:
+        if self.spool.size:
             key = f"{self.storage._key(self.upload_id)}.tail.{uuid.uuid4().hex}"
-            self.buffer.seek(0)
-            await self.storage._put(key, self.buffer.read())
-            tail = [key, self.buffered]
+            await self.storage._put(key, self.spool.read())
+            tail = [key, self.spool.size]
         elif self.old_tail and not self.tail_consumed:
             tail = self.state["tail"]
         state = {**self.state, "parts": self.parts, "tail": tail}
         await self.storage._save_state(self.upload_id, state)
         if tail is None or tail[0] != self.old_tail:
             await self._drop_old_tail()
-        self.buffer.close()
+        self.spool.close()
         return _held(state)
 
     async def discard(self) -> None:
         # Unrecorded parts are never listed when the upload completes: S3 drops them.
-        self.buffer.close()
+        self.spool.close()
 
     async def _drop_old_tail(self) -> None:
         if self.old_tail:
@@ -201,16 +229,6 @@ class S3Storage:
                 return None
             raise
         return int(head["ContentLength"])
-
-    async def _upload_part(
-        self, upload_id: str, mpu: str, number: int, body: IO[bytes], size: int
-    ) -> str:
-        body.seek(0)
-        answer = await (await self._s3()).upload_part(
-            Bucket=self.bucket, Key=self._key(upload_id), UploadId=mpu, PartNumber=number,
-            Body=body, ContentLength=size,
-        )  # fmt: skip
-        return str(answer["ETag"])
 
     # -- the Storage interface ------------------------------------------------------------
 
@@ -347,31 +365,26 @@ class S3Storage:
         """Re-part small pieces: stream them through a spool into parts of ``part_size``."""
         s3 = await self._s3()
         parts: list[dict[str, Any]] = []
-        buffer, buffered = self._spool(), 0
+        spool = _PartSpool(self)
 
         async def send() -> None:
-            nonlocal buffer, buffered
-            buffer.seek(0)
-            answer = await s3.upload_part(Bucket=self.bucket, Key=target, UploadId=mpu,
-                                          PartNumber=len(parts) + 1, Body=buffer,
-                                          ContentLength=buffered)  # fmt: skip
-            parts.append({"PartNumber": len(parts) + 1, "ETag": answer["ETag"]})
-            buffer.close()
-            buffer, buffered = self._spool(), 0
+            number = len(parts) + 1
+            parts.append({"PartNumber": number, "ETag": await spool.send(target, mpu, number)})
 
-        for key, size in sources:
-            if not size:
-                continue
-            answer = await s3.get_object(Bucket=self.bucket, Key=key)
-            async with answer["Body"] as body:
-                while block := await body.read(MiB):
-                    buffer.write(block)
-                    buffered += len(block)
-                    if buffered >= self.part_size_for(len(parts) + 1):
-                        await send()
-        if buffered or not parts:
-            await send()
-        buffer.close()
+        try:
+            for key, size in sources:
+                if not size:
+                    continue
+                answer = await s3.get_object(Bucket=self.bucket, Key=key)
+                async with answer["Body"] as body:
+                    while block := await body.read(MiB):
+                        spool.add(block)
+                        if spool.full(len(parts) + 1):
+                            await send()
+            if spool.size or not parts:
+                await send()
+        finally:
+            spool.close()
         return parts
 
     async def _discard_progress(self, upload_id: str) -> None:
