@@ -11,7 +11,14 @@ from typing import Any
 
 import asyncpg
 
-from haul.backends.upload_rows import COLUMNS, GONE_STATES, row_to_upload, upload_values
+from haul.backends.upload_rows import (
+    COLUMNS,
+    GONE_STATES,
+    UPDATABLE,
+    row_to_upload,
+    update_values,
+    upload_values,
+)
 from haul.core.models import Upload, Usage
 
 MIGRATIONS: tuple[str, ...] = (
@@ -45,6 +52,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 _MIGRATION_LOCK = 0x6861756C  # "haul": one node migrates at a time
+_UPDATE = (
+    f"UPDATE uploads SET {', '.join(f'{c}=${n}' for n, c in enumerate(UPDATABLE, 1))} "
+    f"WHERE id=${len(UPDATABLE) + 1}"
+)
 
 
 class PostgresStore:
@@ -98,19 +109,7 @@ class PostgresStore:
         return {upload.id: upload for upload in found}
 
     async def save(self, upload: Upload) -> None:
-        await self.pool.execute(
-            "UPDATE uploads SET length=$1, state=$2, updated_at=$3, expires_at=$4, metadata=$5, "
-            "expected_sha256=$6, sha256=$7, challenge=$8 WHERE id=$9",
-            upload.length,
-            upload.state.value,
-            upload.updated_at,
-            upload.expires_at,
-            upload.metadata_raw,
-            upload.expected_sha256,
-            upload.sha256,
-            upload.challenge,
-            upload.id,
-        )
+        await self.pool.execute(_UPDATE, *update_values(upload))
 
     async def delete(self, upload_id: str) -> None:
         async with self.pool.acquire() as db, db.transaction():

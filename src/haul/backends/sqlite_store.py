@@ -10,8 +10,17 @@ from typing import Any
 
 import aiosqlite
 
-from haul.backends.upload_rows import COLUMNS, GONE_STATES, row_to_upload, upload_values
+from haul.backends.upload_rows import (
+    COLUMNS,
+    GONE_STATES,
+    UPDATABLE,
+    row_to_upload,
+    update_values,
+    upload_values,
+)
 from haul.core.models import Upload, Usage
+
+_UPDATE = f"UPDATE uploads SET {', '.join(f'{c}=?' for c in UPDATABLE)} WHERE id=?"
 
 # Each entry migrates the schema from version N to N+1; PRAGMA user_version records N.
 MIGRATIONS: tuple[str, ...] = (
@@ -130,21 +139,7 @@ class SQLiteStore:
 
     async def save(self, upload: Upload) -> None:
         async with self._writing:
-            await self.db.execute(
-                "UPDATE uploads SET length=?, state=?, updated_at=?, expires_at=?, metadata=?, "
-                "expected_sha256=?, sha256=?, challenge=? WHERE id=?",
-                (
-                    upload.length,
-                    upload.state.value,
-                    upload.updated_at,
-                    upload.expires_at,
-                    upload.metadata_raw,
-                    upload.expected_sha256,
-                    upload.sha256,
-                    upload.challenge,
-                    upload.id,
-                ),
-            )
+            await self.db.execute(_UPDATE, update_values(upload))
 
     async def delete(self, upload_id: str) -> None:
         async with self._transaction() as db:

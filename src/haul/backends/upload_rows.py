@@ -12,6 +12,11 @@ COLUMNS = (
     "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
     "expected_sha256, sha256, challenge"
 )
+# What a save may change (the rest is fixed at creation), in the order of update_values().
+UPDATABLE = (
+    "length", "state", "updated_at", "expires_at", "metadata", "expected_sha256", "sha256",
+    "challenge",
+)  # fmt: skip
 GONE_STATES = tuple(s.value for s in UploadState if s.gone)
 
 
@@ -50,4 +55,19 @@ def upload_values(upload: Upload) -> tuple[Any, ...]:
         upload.expected_sha256,
         upload.sha256,
         upload.challenge,
+    )
+
+
+def update_values(upload: Upload) -> tuple[Any, ...]:
+    """The values of UPDATABLE, in order, then the id (for ``WHERE id = ...``)."""
+    return (
+        upload.length,
+        upload.state.value,
+        upload.updated_at,
+        upload.expires_at,
+        upload.metadata_raw,
+        upload.expected_sha256,
+        upload.sha256,
+        upload.challenge,
+        upload.id,
     )
