@@ -103,66 +103,58 @@ def single_upload(size: int, dirs: list[str], rounds: int, source: Path) -> tupl
 
 
 def parallel_upload(size: int, dirs: list[str], parts_dir: Path) -> tuple[str, dict]:
-    part = size // 4
-    sources = []
-    for i in range(4):
-        path = parts_dir / f"part{i}"
-        subprocess.run(["truncate", "-s", str(part), str(path)], check=True)
-        sources.append(path)
-    results = {}
-    for base, verify in ((d, v) for d in dirs for v in (True, False)):
-        work = scratch(base)
-        extra = () if verify else ("--no-verify-digest",)
-        try:
-            with haul_server(work / "haul", *extra) as haul:
-                started = time.perf_counter()
-                urls = [
-                    create(haul.endpoint, part, **{"Upload-Concat": "partial"}) for _ in range(4)
-                ]
-                with ThreadPoolExecutor(4) as pool:
-                    list(pool.map(curl_patch, urls, sources))
-                sent = time.perf_counter()
-                concat = "final;" + " ".join(httpx.URL(u).path for u in urls)
-                headers = {"Tus-Resumable": "1.0.0", "Upload-Concat": concat}
-                final = httpx.post(haul.endpoint, timeout=600, headers=headers)
-                assert final.status_code == 201, final.text
-                done = time.perf_counter()
-            label = f"{base}, {'SHA-256 verified' if verify else '--no-verify-digest'}, 4 partials"
-            results[label] = {"throughput": part * 4 / (done - started), "finalize_s": done - sent}
-        finally:
-            remove(work)
-    # How the haul client and the upload page send: many chunks in file order, 4 at a time,
-    # each tagged with its place (haul-part), so the server hashes them as they arrive.
-    chunk = 16 * MiB
+    part, chunk = size // 4, 16 * MiB
+    sources = [parts_dir / f"part{i}" for i in range(4)]
     chunk_source = parts_dir / "chunk"
-    subprocess.run(["truncate", "-s", str(chunk), str(chunk_source)], check=True)
-    for base, verify in ((d, v) for d in dirs for v in (True, False)):
-        work = scratch(base)
-        extra = () if verify else ("--no-verify-digest",)
-        try:
-            with haul_server(work / "haul", *extra) as haul:
-                started = time.perf_counter()
+    for path, length in [*((p, part) for p in sources), (chunk_source, chunk)]:
+        subprocess.run(["truncate", "-s", str(length), str(path)], check=True)
 
-                def send(index: int, endpoint: str = haul.endpoint) -> str:
-                    tag = base64.b64encode(f"bench {index}".encode()).decode()
-                    headers = {"Upload-Concat": "partial", "Upload-Metadata": f"haul-part {tag}"}
-                    url = create(endpoint, chunk, **headers)
-                    curl_patch(url, chunk_source)
-                    return url
+    def four_partials(endpoint: str) -> list[str]:
+        urls = [create(endpoint, part, **{"Upload-Concat": "partial"}) for _ in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(curl_patch, urls, sources))
+        return urls
 
-                with ThreadPoolExecutor(4) as pool:
-                    urls = list(pool.map(send, range(size // chunk)))
-                sent = time.perf_counter()
-                concat = "final;" + " ".join(httpx.URL(u).path for u in urls)
-                headers = {"Tus-Resumable": "1.0.0", "Upload-Concat": concat}
-                final = httpx.post(haul.endpoint, timeout=600, headers=headers)
-                assert final.status_code == 201, final.text
-                done = time.perf_counter()
-            how = "SHA-256 verified" if verify else "--no-verify-digest"
-            label = f"{base}, {how}, {len(urls)} tagged chunks of 16 MiB, 4 at a time"
-            results[label] = {"throughput": size / (done - started), "finalize_s": done - sent}
-        finally:
-            remove(work)
+    def tagged_chunks(endpoint: str) -> list[str]:
+        """How the haul client and the upload page send: many chunks in file order, 4 at a
+        time, each tagged with its place (haul-part), so the server hashes them as they arrive."""
+
+        def send(index: int) -> str:
+            tag = base64.b64encode(f"bench {index}".encode()).decode()
+            headers = {"Upload-Concat": "partial", "Upload-Metadata": f"haul-part {tag}"}
+            url = create(endpoint, chunk, **headers)
+            curl_patch(url, chunk_source)
+            return url
+
+        with ThreadPoolExecutor(4) as pool:
+            return list(pool.map(send, range(size // chunk)))
+
+    ways = {
+        "4 partials": four_partials,
+        f"{size // chunk} tagged chunks of 16 MiB, 4 at a time": tagged_chunks,
+    }
+    results = {}
+    for way, send_partials in ways.items():
+        for base, verify in ((d, v) for d in dirs for v in (True, False)):
+            work = scratch(base)
+            extra = () if verify else ("--no-verify-digest",)
+            try:
+                with haul_server(work / "haul", *extra) as haul:
+                    started = time.perf_counter()
+                    urls = send_partials(haul.endpoint)
+                    sent = time.perf_counter()
+                    concat = "final;" + " ".join(httpx.URL(u).path for u in urls)
+                    headers = {"Tus-Resumable": "1.0.0", "Upload-Concat": concat}
+                    final = httpx.post(haul.endpoint, timeout=600, headers=headers)
+                    assert final.status_code == 201, final.text
+                    done = time.perf_counter()
+                how = "SHA-256 verified" if verify else "--no-verify-digest"
+                results[f"{base}, {how}, {way}"] = {
+                    "throughput": size / (done - started),
+                    "finalize_s": done - sent,
+                }
+            finally:
+                remove(work)
     rows = [[base, mbps(r["throughput"]), f"{r['finalize_s'] * 1000:.0f} ms"]
             for base, r in results.items()]  # fmt: skip
     title = f"Parallel upload, partials + concatenation, {size / GiB:.1f} GiB"
