@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.helpers import JS_DIR, HaulServer, free_port  # noqa: E402
+from tests.helpers import JS_DIR, HaulServer, free_port, wait_for_port  # noqa: E402
 
 TUS = {"Tus-Resumable": "1.0.0"}
 
@@ -90,15 +89,8 @@ def bare_receiver(data_dir: Path) -> Iterator[Running]:
     script = ROOT / "bench" / "bare_receiver.py"
     proc = subprocess.Popen([sys.executable, str(script), str(port), str(data_dir)])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        if not wait_for_port(port, 30, proc):
+            raise RuntimeError("the bare receiver did not start")
         yield Running("bare Python receiver", f"http://127.0.0.1:{port}/body", proc.pid)
     finally:
         proc.kill()

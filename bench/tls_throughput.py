@@ -18,8 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
-import trustme
-from tests.helpers import OCTETS, TUS, HaulServer
+from tests.helpers import OCTETS, TUS, HaulServer, tls_files
 
 from bench.report import best_of_rounds, save, speed_table
 from haul.config import parse_size
@@ -54,12 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     size = parse_size(args.size) // BLOCK * BLOCK
     work = Path(tempfile.mkdtemp(prefix="haul-bench-", dir=args.dir))
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key, ca_file = work / "chain.pem", work / "key.pem", work / "ca.pem"
-    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
+    chain, key, ca_file = tls_files(work)
     common = ["--sweep-interval", "0", "--no-verify-digest"]
     tls = ["--tls-cert", str(chain), "--tls-key", str(key)]
     setups = {

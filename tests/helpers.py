@@ -28,6 +28,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a certificate for 127.0.0.1 from it, written into ``directory``:
+    (certificate chain, private key, CA certificate)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = directory / "chain.pem", directory / "key.pem", directory / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_file))
+    return chain, key, ca_file
+
+
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> bool:
+    """Whether 127.0.0.1:``port`` accepts connections within ``timeout`` seconds (False at
+    once if ``process`` exits first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+                return False
+            time.sleep(0.05)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

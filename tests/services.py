@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.helpers import free_port
+from tests.helpers import free_port, wait_for_port
 
 T = TypeVar("T")
 
@@ -181,16 +181,8 @@ def nginx_balancer(ports: list[int]) -> Iterator[int]:
     process = subprocess.Popen([binary, "-c", str(conf), "-p", str(root)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError as exc:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    log = (root / "error.log").read_text()
-                    raise RuntimeError(f"nginx did not start: {log}") from exc
-                time.sleep(0.05)
+        if not wait_for_port(port, 20, process):
+            raise RuntimeError(f"nginx did not start: {(root / 'error.log').read_text()}")
         yield port
     finally:
         process.terminate()
@@ -285,15 +277,8 @@ def _start_rgw(root: Path) -> str:
     run("ceph", *c, "osd", "crush", "add", f"osd.{osd}", "1.0", "host=localhost",
         "root=default", timeout=30)  # fmt: skip
     run("radosgw", *c, "-n", "client.rgw")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", s3), timeout=1).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("radosgw did not start") from None
-            time.sleep(0.1)
+    if not wait_for_port(s3, 60):
+        raise RuntimeError("radosgw did not start")
     for attempt in range(30):  # the user store needs the pools RGW creates at start
         try:
             run("radosgw-admin", *c, "-n", "client.rgw", "user", "create", "--uid=haul",

@@ -13,21 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 
-from tests.helpers import OCTETS, TUS, HaulServer, random_file, sha256_file, wait_for
+from tests.helpers import OCTETS, TUS, HaulServer, random_file, sha256_file, tls_files, wait_for
 
 ATTACKER = "127.0.0.2"  # another loopback address: a different client than the tests' own
 
 
 @pytest.fixture
 def tls_server(make_server: Callable[..., HaulServer], tmp_path: Path) -> HaulServer:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    chain, key, ca_file = tmp_path / "chain.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
-    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
-    cert.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_file))
+    chain, key, ca_file = tls_files(tmp_path)
     server = HaulServer(data_dir=tmp_path / "tls-data", ca_file=ca_file,
                         extra=["--tls-cert", str(chain), "--tls-key", str(key)])  # fmt: skip
     server.start()
