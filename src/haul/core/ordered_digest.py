@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from haul.core.models import Upload
 from haul.core.pump import digest_stream
+from haul.protocol.checksums import Hasher
 
 PART_KEY = "haul-part"
 MAX_GROUPS = 256  # parallel uploads followed at once; the least recently used goes first
@@ -39,7 +40,7 @@ def part_tag(upload: Upload) -> tuple[str, int] | None:
 
 @dataclass
 class _Group:
-    hasher: hashlib._Hash = field(default_factory=hashlib.sha256)
+    hasher: Hasher = field(default_factory=hashlib.sha256)
     hashed: list[str] = field(default_factory=list)  # partial ids in the hasher, in order
     waiting: dict[int, Upload] = field(default_factory=dict)  # complete, not yet their turn
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -102,4 +103,4 @@ class OrderedDigests:
             ahead = len(group.hashed)
             for part in parts[ahead:]:
                 await digest_stream(self._read(part), group.hasher)
-            return group.hasher.hexdigest(), ahead
+            return group.hasher.digest().hex(), ahead
