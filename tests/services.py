@@ -201,6 +201,9 @@ osd pool default size = 1
 osd pool default min size = 1
 mon allow pool size one = true
 mon warn on pool no redundancy = false
+# A throwaway monitor: a nearly full disk must not keep it from starting (it refuses at 5 %).
+mon data avail crit = 0
+mon data avail warn = 0
 osd objectstore = memstore
 memstore device bytes = 8589934592
 osd crush chooseleaf type = 0
@@ -257,7 +260,10 @@ def _start_rgw(root: Path) -> str:
     def run(*argv: str, timeout: float = 60) -> str:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
         if done.returncode:
-            raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr[-2000:]}")
+            # Daemons say why they stopped in their log, not on stderr.
+            logs = sorted((root / "log").glob("*.log"), key=lambda log: log.stat().st_mtime)
+            said = done.stderr or (logs[-1].read_text(errors="replace") if logs else "")
+            raise RuntimeError(f"{' '.join(argv)} failed: {said[-2000:]}")
         return done.stdout
 
     run("monmaptool", "--create", "--addv", "a", f"[v1:127.0.0.1:{mon}]", "--fsid", fsid,
