@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -253,6 +254,30 @@ def test_a_lost_answer_to_the_final_request_is_retried(
     assert proxy.answers_lost == 1
     assert proxy.upstream_bytes < source.stat().st_size + MiB  # nothing was sent twice
     assert server.log_path.read_text().count("created final upload") == 1
+    assert _server_digest(result.url.replace(str(proxy.port), str(server.port))) == sha256_file(
+        source
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "request_line", "created"),
+    [
+        (24 * MiB, b"Upload-Concat: partial", 1 + 6),  # the instant-upload probe + 6 partials
+        (0, b"Upload-Length: 0", 1),  # complete at creation: a second one would never go
+    ],
+)
+def test_a_lost_answer_to_a_creation_makes_no_second_upload(
+    server, proxy_for, tmp_path, state_dir, size: int, request_line: bytes, created: int
+) -> None:
+    source = random_file(tmp_path / "file.bin", size, seed=11)
+    proxy = proxy_for(server)
+    proxy.lose_answer_to = request_line
+    client = haul.Client(proxy.url, state_dir=state_dir, chunk_size=4 * MiB, parallel=2)
+    result = client.upload(source)
+    assert proxy.answers_lost == 1
+    log = server.log_path.read_text()
+    assert log.count("its creation was repeated") == 1  # the retry carried the same key
+    assert len(re.findall(r"created upload \w+ length=", log)) == created
     assert _server_digest(result.url.replace(str(proxy.port), str(server.port))) == sha256_file(
         source
     )

@@ -19,7 +19,7 @@ from haul.backends.redis_locker import RedisLocker
 from haul.backends.sqlite_store import SQLiteStore
 from haul.core.interfaces import Locker, MetadataStore
 from haul.core.models import ConcatKind, Upload, UploadState
-from haul.errors import Locked
+from haul.errors import Locked, UploadExists
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -57,6 +57,17 @@ async def test_records_round_trip(store: MetadataStore) -> None:
     assert await store.get("a" * 32) == upload
     await store.delete("a" * 32)
     assert await store.get("a" * 32) is None
+
+
+async def test_an_id_is_inserted_once(store: MetadataStore) -> None:
+    await store.insert(record("c" * 32, owner="alice"))
+    with pytest.raises(UploadExists):
+        await store.insert(record("c" * 32, owner="bob", length=7))
+    kept = await store.get("c" * 32)
+    assert kept is not None
+    assert kept.owner == "alice"
+    await store.insert(record("d" * 32))  # the store is still usable after the refusal
+    assert await store.get("d" * 32) is not None
 
 
 async def test_expiry_tombstones_and_waiting_finals(store: MetadataStore) -> None:

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from haul.config import ConfigError, load_settings, parse_duration, parse_size
 from haul.errors import InvalidHeader, InvalidMetadata, RangeNotSatisfiable
-from haul.protocol.http import content_disposition, parse_range, safe_filename
+from haul.protocol.http import (
+    content_disposition,
+    parse_idempotency_key,
+    parse_range,
+    safe_filename,
+)
 from haul.protocol.tus import encode_metadata, parse_concat, parse_metadata, parse_uint
 from tests.helpers import HAUL
 
@@ -61,6 +66,18 @@ def test_range_parser_never_crashes(size: int, header: str) -> None:
     if span is not None:
         start, end = span
         assert 0 <= start <= end < size
+
+
+@given(st.text(max_size=300))
+def test_idempotency_keys_are_accepted_whole_or_refused(header: str) -> None:
+    try:
+        key = parse_idempotency_key(header)
+    except ValueError:
+        return
+    assert 1 <= len(key) <= 255
+    assert all(33 <= ord(c) <= 126 and c not in '"\\' for c in key)
+    assert key in header  # nothing added, nothing rewritten
+    assert parse_idempotency_key(f'"{key}"') == parse_idempotency_key(key) == key
 
 
 @given(st.text(max_size=300))

@@ -67,6 +67,16 @@ async def test_appends_across_parts_read_back_exactly(storage: Storage) -> None:
     assert await read_all(storage, A, 5 * MiB - 3, 5 * MiB + 3) == data[5 * MiB - 3 : 5 * MiB + 3]
 
 
+async def test_creating_again_keeps_what_is_stored(storage: Storage) -> None:
+    await storage.create(A)
+    await append(storage, A, 0, b"hello")
+    await storage.create(A)  # a repeated creation (its first answer was lost)
+    assert await storage.offset(A) == 5
+    assert await append(storage, A, 5, b" world") == 11
+    await storage.finish(A)
+    assert await read_all(storage, A, 0, 11) == b"hello world"
+
+
 async def test_the_offset_is_checked(storage: Storage) -> None:
     await storage.create(A)
     await append(storage, A, 0, b"hello")

@@ -277,19 +277,27 @@ def test_connection_resets_are_retried_until_the_upload_matches(
     assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
 
 
-def test_a_lost_answer_to_the_final_request_is_retried(
-    context: BrowserContext, proxied: tuple[HaulServer, ChaosProxy], tmp_path: Path
+@pytest.mark.parametrize("request_line", [b"Upload-Concat: final;", b"Upload-Concat: partial"])
+def test_a_lost_answer_to_a_creation_is_retried_without_a_second_upload(
+    context: BrowserContext,
+    proxied: tuple[HaulServer, ChaosProxy],
+    tmp_path: Path,
+    request_line: bytes,
 ) -> None:
     server, proxy = proxied
-    source = random_file(tmp_path / "joined.bin", 24 * MiB, seed=16)  # 3 chunks
-    proxy.lose_answer_to = b"Upload-Concat: final;"
+    source = random_file(tmp_path / "joined.bin", 24 * MiB, seed=16)  # 3 chunks of 8 MiB
+    proxy.lose_answer_to = request_line
     page = open_page(context, proxy.url)
     page.set_input_files("#picker", str(source))
     expect(page.locator(DONE)).to_have_count(1, timeout=60_000)
     assert proxy.answers_lost == 1
     assert proxy.upstream_bytes < source.stat().st_size + MiB  # no chunk was sent again
     assert server.log_path is not None
-    assert server.log_path.read_text().count("created final upload") == 1
+    log = server.log_path.read_text()
+    assert log.count("created final upload") == 1
+    assert log.count(f"length={8 * MiB}") == 3  # one partial upload per chunk, none twice
+    if request_line.endswith(b"partial"):  # answered from its Idempotency-Key
+        assert log.count("its creation was repeated") == 1
     url = uploaded_url(page, "joined.bin")
     assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
 

@@ -127,6 +127,17 @@ class DigestMismatch(HaulError):
     code = "ERR_DIGEST_MISMATCH"
 
 
+class IdempotencyKeyReused(HaulError):
+    """An Idempotency-Key sent again with a request that differs from its first use."""
+
+    status = 422
+    code = "ERR_IDEMPOTENCY_KEY_REUSED"
+
+
+class UploadExists(Exception):
+    """A metadata store was asked to insert an id it already holds (a twin request won)."""
+
+
 class DigestConflict(HaulError):
     status = 409
     code = "ERR_DIGEST_ALREADY_DECLARED"

@@ -71,8 +71,8 @@ function metadata(file) {
 }
 
 /** A random name for this page's set of partials (getRandomValues works on plain http too). */
-function newGroup() {
-  const bytes = crypto.getRandomValues(new Uint8Array(12));
+function randomHex(size) {
+  const bytes = crypto.getRandomValues(new Uint8Array(size));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -204,7 +204,7 @@ export class FileUpload extends EventTarget {
     this.chunks = parts.map((url, index) => {
       const start = index * size;
       const end = Math.min(this.file.size, start + size);
-      return { index, start, length: end - start, url, offset: 0, inflight: 0, state: "waiting" };
+      return { index, start, length: end - start, url, offset: 0, inflight: 0, state: "waiting", creationKey: null };
     });
     this.#emit();
   }
@@ -329,12 +329,16 @@ export class FileUpload extends EventTarget {
     } else {
       headers["Upload-Concat"] = "partial";
       // Where the chunk belongs, so the server can hash the file while the chunks arrive.
-      this.group ??= newGroup();
+      this.group ??= randomHex(12);
       headers["Upload-Metadata"] = encodeMetadata([["haul-part", `${this.group} ${chunk.index}`]]);
     }
+    // Kept across this chunk's retries: a creation whose answer was lost is not made twice.
+    chunk.creationKey ??= randomHex(16);
+    headers["Idempotency-Key"] = `"${chunk.creationKey}"`;
     const created = await request("POST", this.endpoint, { headers, signal });
     chunk.url = new URL(created.header("Location"), this.endpoint).href;
-    chunk.offset = 0;
+    chunk.creationKey = null; // a chunk made again after expiry is a new upload
+    chunk.offset = Number(created.header("Upload-Offset") ?? 0);
     this.entry.parts[chunk.index] = chunk.url;
     this.#noteExpiry(created);
     await store.save(this.entry);

@@ -20,6 +20,7 @@ from haul.backends.upload_rows import (
     upload_values,
 )
 from haul.core.models import Upload, Usage
+from haul.errors import UploadExists
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -90,11 +91,14 @@ class PostgresStore:
 
     async def insert(self, upload: Upload) -> None:
         async with self.pool.acquire() as db, db.transaction():
-            await db.execute(
-                f"INSERT INTO uploads ({COLUMNS}) "
-                "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
-                *upload_values(upload),
-            )
+            try:
+                await db.execute(
+                    f"INSERT INTO uploads ({COLUMNS}) "
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                    *upload_values(upload),
+                )
+            except asyncpg.UniqueViolationError:
+                raise UploadExists(upload.id) from None
             await db.executemany(
                 "INSERT INTO concat_parts (final_id, part_id, position) VALUES ($1, $2, $3)",
                 [(upload.id, part, i) for i, part in enumerate(upload.parts)],

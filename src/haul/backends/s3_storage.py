@@ -233,6 +233,8 @@ class S3Storage:
     # -- the Storage interface ------------------------------------------------------------
 
     async def create(self, upload_id: str) -> None:
+        if await self._load_state(upload_id) is not None:
+            return  # a second multipart upload would lose the first one's parts
         started = await (await self._s3()).create_multipart_upload(
             Bucket=self.bucket, Key=self._key(upload_id)
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from haul.backends.upload_rows import (
     upload_values,
 )
 from haul.core.models import Upload, Usage
+from haul.errors import UploadExists
 
 _UPDATE = f"UPDATE uploads SET {', '.join(f'{c}=?' for c in UPDATABLE)} WHERE id=?"
 
@@ -113,10 +115,13 @@ class SQLiteStore:
 
     async def insert(self, upload: Upload) -> None:
         async with self._transaction() as db:
-            await db.execute(
-                f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                upload_values(upload),
-            )
+            try:
+                await db.execute(
+                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    upload_values(upload),
+                )
+            except sqlite3.IntegrityError:
+                raise UploadExists(upload.id) from None
             await db.executemany(
                 "INSERT INTO concat_parts (final_id, part_id, position) VALUES (?,?,?)",
                 [(upload.id, part, i) for i, part in enumerate(upload.parts)],

@@ -388,6 +388,8 @@ class FileUpload:
             headers["Upload-Metadata"] = metadata
         if partial:
             headers["Upload-Concat"] = "partial"
+        # Retries of this POST carry the same key: a lost answer costs no second upload.
+        headers["Idempotency-Key"] = f'"{secrets.token_urlsafe(18)}"'
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
         return urljoin(self.endpoint, response.headers["location"]), response.headers
 

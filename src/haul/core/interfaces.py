@@ -41,7 +41,7 @@ class Storage(Protocol):
     reads_while_writing: bool
 
     async def create(self, upload_id: str) -> None:
-        """Make room for a new, empty upload."""
+        """Make room for a new, empty upload; an upload that has room already keeps it."""
         ...
 
     async def offset(self, upload_id: str) -> int:
@@ -111,7 +111,9 @@ class MetadataStore(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, upload: Upload) -> None: ...
+    async def insert(self, upload: Upload) -> None:
+        """Add a new record; raises UploadExists when one with its id is already there."""
+        ...
 
     async def get(self, upload_id: str) -> Upload | None: ...
 

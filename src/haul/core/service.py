@@ -24,6 +24,7 @@ from haul.errors import (
     ExceedsLength,
     Gone,
     HaulError,
+    IdempotencyKeyReused,
     InvalidConcat,
     InvalidHeader,
     LengthAlreadySet,
@@ -38,6 +39,7 @@ from haul.errors import (
     TooManyUploads,
     TypeNotAllowed,
     UnsupportedChecksumAlgorithm,
+    UploadExists,
     UploadIncomplete,
 )
 from haul.protocol.checksums import Hasher, new_hasher
@@ -81,6 +83,12 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 def new_upload_id() -> str:
     """128 random bits: unguessable, and safe as a file or object name."""
     return secrets.token_hex(16)
+
+
+def keyed_upload_id(owner: str, idempotency_key: str) -> str:
+    """The id a creation with this Idempotency-Key gets: its retries name the same upload.
+    As unguessable as the key (clients send random ones) and scoped to the owner."""
+    return hashlib.sha256(f"{owner}\0{idempotency_key}".encode()).hexdigest()[:32]
 
 
 def is_upload_id(text: str) -> bool:
@@ -132,14 +140,21 @@ class UploadService:
         owner: str = "",
         expected_sha256: str | None = None,
         quota: Quota = NO_QUOTA,
+        idempotency_key: str | None = None,
     ) -> Upload:
+        upload_id = new_upload_id()
+        if idempotency_key is not None:
+            upload_id = keyed_upload_id(owner, idempotency_key)
+            earlier = await self.store.get(upload_id)
+            if earlier is not None:
+                return await self._repeated(earlier, length, metadata_raw, partial, expected_sha256)
         if length is not None:
             self._check_size(length, quota)
         await self._check_capacity()
         await self._check_quota(owner, quota, length or 0, counts_as_file=not partial)
         now = time.time()
         upload = Upload(
-            id=new_upload_id(),
+            id=upload_id,
             length=length,
             state=UploadState.ACTIVE,
             created_at=now,
@@ -158,12 +173,50 @@ class UploadService:
             upload.state = UploadState.COMPLETE
             upload.expires_at = None
             upload.sha256 = EMPTY_SHA256
-        await self.store.insert(upload)
-        await self.storage.create(upload.id)
+        try:
+            await self.store.insert(upload)
+        except UploadExists:  # the same keyed request, sent twice at once: the other won
+            return await self._repeated(
+                await self._live(upload.id, owner), length, metadata_raw, partial, expected_sha256
+            )
+        if idempotency_key is None:
+            await self.storage.create(upload.id)
+        else:  # a retry on another node may be making room for it at this very moment
+            async with self._lock(upload.id):
+                await self.storage.create(upload.id)
         log.info("created upload %s length=%s", upload.id, length)
         if expected_sha256 and length and upload.state is UploadState.ACTIVE:
             return await self._try_instant(upload, expected_sha256, length)
         return upload
+
+    async def _repeated(
+        self,
+        earlier: Upload,
+        length: int | None,
+        metadata_raw: str | None,
+        partial: bool,
+        expected_sha256: str | None,
+    ) -> Upload:
+        """A creation sent again with its Idempotency-Key (its answer was lost): the upload
+        the first one made, as it is now, when the request is the same."""
+        same = (
+            (length is None or earlier.length == length)  # a deferred length may be set since
+            and earlier.metadata_raw == metadata_raw
+            and (earlier.concat is ConcatKind.PARTIAL) == partial
+            and earlier.expected_sha256 == expected_sha256
+        )
+        if not same:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was first sent with a different upload; use a new key"
+            )
+        if earlier.state.gone:
+            raise Gone(f"the upload made with this Idempotency-Key is {earlier.state.value}")
+        if earlier.state is UploadState.ACTIVE:
+            # The first request may have died between its record and its storage.
+            async with self._lock(earlier.id):
+                await self.storage.create(earlier.id)
+        log.info("upload %s: its creation was repeated", earlier.id)
+        return await self.status(earlier.id, owner=earlier.owner)
 
     async def _try_instant(self, upload: Upload, sha256: str, length: int) -> Upload:
         """Instant upload: when the owner already stored these bytes, share them and finish.

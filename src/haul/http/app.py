@@ -40,7 +40,7 @@ TUS_REQUEST_HEADERS = (
     "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
     "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
-    "Repr-Digest", "Haul-Proof",
+    "Repr-Digest", "Haul-Proof", "Idempotency-Key",
 )  # fmt: skip
 TUS_RESPONSE_HEADERS = (
     "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",

@@ -90,6 +90,13 @@ def document(settings: Settings) -> dict[str, Any]:
                             {"type": "string"},
                             "`sha-256=:<base64>:` of the whole upload.",
                         ),
+                        _header(
+                            "Idempotency-Key",
+                            {"type": "string", "minLength": 1, "maxLength": 257},
+                            "A random key: the same creation sent again with it answers with "
+                            "the upload the first one made (not for final uploads, which are "
+                            "matched by their partials).",
+                        ),
                     ],
                     "requestBody": {
                         "required": False,
@@ -101,7 +108,7 @@ def document(settings: Settings) -> dict[str, Any]:
                     },
                     "responses": {
                         "201": {"description": "created; Location names it"},
-                        **_errors(400, *COMMON, 409, 413, 415, 422, 460, 503, 507),
+                        **_errors(400, *COMMON, 409, 413, 415, 422, 423, 460, 503, 507),
                     },
                 },
             },

@@ -34,7 +34,7 @@ from haul.http.body import request_body
 from haul.http.links import LinkSigner
 from haul.protocol.checksums import ALGORITHMS
 from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
-from haul.protocol.http import content_disposition, parse_range
+from haul.protocol.http import content_disposition, parse_idempotency_key, parse_range
 from haul.protocol.possession import Challenge
 from haul.protocol.tus import (
     OFFSET_CONTENT_TYPE,
@@ -85,6 +85,14 @@ def _authorization(request: Request) -> str | None:
 def _header_uint(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     return None if value is None else parse_uint(value, name)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key")
+    try:
+        return None if value is None else parse_idempotency_key(value)
+    except ValueError as exc:
+        raise InvalidHeader(str(exc)) from None
 
 
 def _base64(value: str, header: str) -> bytes:
@@ -228,8 +236,11 @@ class TusEndpoint:
             expected_sha256=expected,
             owner=principal.owner,
             quota=principal.quota,
+            idempotency_key=_idempotency_key(request),
         )
-        if has_body and not upload.complete:  # an instant upload needs none of the body
+        # An instant upload needs none of the body; a repeated creation whose upload already
+        # holds bytes answers with its offset, from where the client goes on.
+        if has_body and not upload.complete and upload.offset == 0:
             upload = await self._append(request, upload.id, principal, 0, checksum)
         return self._created(request, upload)
 

@@ -59,3 +59,20 @@ def content_disposition(name: str, *, inline: bool = False) -> str:
     ascii_name = safe.encode("ascii", "replace").decode("ascii").replace("?", "_")
     kind = "inline" if inline else "attachment"
     return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(safe, safe='')}"
+
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def parse_idempotency_key(header: str) -> str:
+    """The key of an ``Idempotency-Key`` header (draft-ietf-httpapi-idempotency-key-header):
+    a structured-field string, or the same characters bare as many clients send them.
+    Raises ValueError for anything else."""
+    key = header.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX:
+        raise ValueError(f"an Idempotency-Key has 1 to {IDEMPOTENCY_KEY_MAX} characters")
+    if not all(" " < c <= "~" and c not in '"\\' for c in key):
+        raise ValueError("an Idempotency-Key is printable ASCII without spaces, quotes or \\")
+    return key
