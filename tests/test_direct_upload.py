@@ -11,6 +11,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from playwright.sync_api import expect
@@ -25,9 +27,10 @@ from tests.helpers import (
     random_file,
     sha256_file,
     wait_for,
+    wait_until_still,
 )
 from tests.proxy import ChaosProxy
-from tests.services import allow_browser_uploads
+from tests.services import allow_browser_uploads, run_async, s3_client
 from tests.test_s3_server import bucket_listing, s3_options
 
 MiB = 1 << 20
@@ -51,7 +54,8 @@ def test_cli_direct_upload_never_sends_the_bytes_through_haul(
         done = subprocess.run(
             [HAUL, "upload", str(source), "--server", proxy.url, "--direct", "--json",
              "--parallel", "4"],
-            capture_output=True, text=True, timeout=180, env=env_without_proxy(),
+            capture_output=True, text=True, timeout=180,
+            env={**env_without_proxy(), "HAUL_STATE_DIR": str(tmp_path / "state")},
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -65,6 +69,60 @@ def test_cli_direct_upload_never_sends_the_bytes_through_haul(
     assert hashlib.sha256(body).hexdigest() == sha256_file(source) == result["sha256"]
     assert head.headers["upload-length"] == str(source.stat().st_size)
     assert "repr-digest" in head.headers  # verified by the server before completion
+
+
+def stored_parts(rgw: str, bucket: str) -> list[int]:
+    """Sizes of the parts the store holds for the bucket's one unfinished multipart upload."""
+
+    async def listing() -> list[int]:
+        async with s3_client(rgw) as s3:
+            uploads: Any = await s3.list_multipart_uploads(Bucket=bucket)
+            found = uploads.get("Uploads", [])
+            if len(found) != 1:
+                return []
+            upload = found[0]
+            parts: Any = await s3.list_parts(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+        return [part["Size"] for part in parts.get("Parts", [])]
+
+    return run_async(listing())
+
+
+def test_cli_direct_upload_resumes_after_being_killed(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    # The store is reached through a slow link, so the kill lands between parts.
+    link = ChaosProxy(urlsplit(rgw).port or 80, rate=8 * MiB).start()
+    try:
+        server = make_server(*s3_options(link.url, s3_bucket))
+        source = random_file(tmp_path / "big.bin", 48 * MiB + 5, seed=52)  # 7 parts of 8 MiB
+        command = [HAUL, "upload", str(source), "--server", server.url, "--direct", "--json",
+                   "--parallel", "2", "--chunk-size", "8MiB"]  # fmt: skip
+        env = {**env_without_proxy(), "HAUL_STATE_DIR": str(tmp_path / "state")}
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        wait_for(lambda: len(stored_parts(rgw, s3_bucket)) >= 2, timeout=60)
+        first.kill()
+        first.communicate(timeout=30)
+        link.rate = None
+        # What the killed client left in socket buffers drains first (the store drops it).
+        before = wait_until_still(lambda: link.upstream_bytes, still_for=1.0, timeout=60)
+        kept = sum(stored_parts(rgw, s3_bucket))
+        assert 16 * MiB <= kept < source.stat().st_size
+        done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert result["resumed"] is True
+        left = source.stat().st_size - kept
+        assert result["sent"] <= left  # only the parts the store did not hold
+        assert link.upstream_bytes - before < left + MiB  # (and what haul itself asked)
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            body = client.get(result["url"]).content  # haul reads it through the link too
+    finally:
+        link.stop()
+    assert hashlib.sha256(body).hexdigest() == sha256_file(source) == result["sha256"]
+    assert bucket_listing(rgw, s3_bucket)[1] == []  # no multipart upload left behind
+    assert not list((tmp_path / "state" / "uploads").glob("*.json"))  # state cleaned up
 
 
 def test_presigned_urls_expire_and_belong_to_their_owner(

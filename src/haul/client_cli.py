@@ -130,7 +130,9 @@ def upload(
 
                     try:
                         if direct:
-                            result = await client.upload_direct(path, on_progress=progress)
+                            result = await client.upload_direct(
+                                path, on_progress=progress, resume=not no_resume
+                            )
                         else:
                             result = await client.upload(
                                 path, metadata={"filename": name, **extra},

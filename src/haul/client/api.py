@@ -131,13 +131,16 @@ class AsyncClient:
         parallel: int | None = None,
         chunk_size: int | None = None,
         on_progress: ProgressCallback | None = None,
+        resume: bool = True,
     ) -> UploadResult:
         """Upload one file straight to the server's object store, through part URLs the
-        server presigns (needs a haul server with --storage s3)."""
+        server presigns (needs a haul server with --storage s3). With ``resume``, a rerun
+        after an interruption sends only the parts the store does not hold yet."""
         job = DirectUpload(
             self._http, self.endpoint, Path(path),
             parallel=self.parallel if parallel is None else parallel,
             chunk_size=chunk_size or self.chunk_size, on_progress=on_progress,
+            state=self.state if resume else None,
         )  # fmt: skip
         return await job.run()
 

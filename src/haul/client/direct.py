@@ -1,6 +1,7 @@
 """``haul upload --direct``: parts go straight to the object store through URLs the haul
 server presigns (the /s3/multipart contract), so the bytes never pass through haul. The
-server checks the store's list of parts and the file's SHA-256 before it calls it complete."""
+server checks the store's list of parts and the file's SHA-256 before it calls it complete.
+A rerun after an interruption asks the server which parts the store holds and sends the rest."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from haul.client.errors import HaulClientError, ServerRejected
+from haul.client.errors import HaulClientError, RetriesExhausted, ServerRejected
+from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.client.upload import Progress, ProgressCallback, UploadResult, choose_chunk_size
 from haul.protocol.digest import parse_repr_digest
 
@@ -32,6 +34,7 @@ class DirectUpload:
         parallel: int,
         chunk_size: int | None,
         on_progress: ProgressCallback | None,
+        state: StateStore | None,
     ) -> None:
         self.http = http
         root = urlsplit(endpoint)
@@ -42,27 +45,46 @@ class DirectUpload:
         # S3 parts: at least 5 MiB but the last; chunk sizes of 8 MiB and up satisfy that.
         self.chunk = choose_chunk_size(self.size, chunk_size)
         self.on_progress = on_progress
+        self.state = state  # None: no resuming, and an interrupted upload is aborted
         self.sent = 0
 
     async def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = await self.http.request(method, self.api + path, **kwargs)
-        if response.status_code >= 400:
-            code, _, message = response.text.strip().partition(": ")
-            if not code.startswith("ERR_"):
-                code, message = "", response.text.strip()
-            raise ServerRejected(response.status_code, code, message)
-        return response
+        """A call to haul's /s3/multipart API, tried again on network errors, 429 and 5xx."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = await self.http.request(method, self.api + path, **kwargs)
+            except httpx.TransportError as exc:
+                if attempt == ATTEMPTS:
+                    raise RetriesExhausted(f"{method} {self.api}{path}: {exc}") from exc
+            else:
+                if response.status_code < 400:
+                    return response
+                retry = response.status_code == 429 or response.status_code >= 500
+                if not retry or attempt == ATTEMPTS:
+                    code, _, message = response.text.strip().partition(": ")
+                    if not code.startswith("ERR_"):
+                        code, message = "", response.text.strip()
+                    raise ServerRejected(response.status_code, code, message)
+            await asyncio.sleep(min(10, 0.5 * 2**attempt))
+        raise AssertionError("unreachable")
 
     async def run(self) -> UploadResult:
         started = time.monotonic()
-        kind = mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
-        created = (
-            await self._api("POST", "", json={"filename": self.path.name, "type": kind})
-        ).json()
-        key, upload_id = created["key"], created["uploadId"]
+        identity = await asyncio.to_thread(FileIdentity.of, self.path)
+        state_key = identity.key(self.api)
+        entry = self.state.load(state_key) if self.state is not None else None
+        etags = await self._stored_parts(entry) if entry is not None else None
+        resumed = entry is not None and etags is not None
+        if entry is None or etags is None:
+            entry, etags = await self._start(identity), {}
+            if self.state is not None:
+                self.state.save(state_key, entry)
+        assert entry.multipart is not None
+        key, upload_id = entry.multipart
+        self.chunk = entry.chunk_size
         count = max(1, -(-self.size // self.chunk))
-        etags: dict[int, str] = {}
-        numbers = iter(range(1, count + 1))
+        numbers = iter([n for n in range(1, count + 1) if n not in etags])
+        done_before = sum(self._length(n) for n in etags)
         digest_pass = asyncio.create_task(asyncio.to_thread(self._sha256))
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         # The store gets no credentials of ours: each URL carries its own signature.
@@ -72,16 +94,17 @@ class DirectUpload:
             async def worker() -> None:
                 for number in numbers:
                     start = (number - 1) * self.chunk
-                    length = min(self.chunk, self.size - start)
-                    data = await asyncio.to_thread(os.pread, fd, length, start)
+                    data = await asyncio.to_thread(os.pread, fd, self._length(number), start)
                     etags[number] = await self._send_part(key, upload_id, number, data)
                     self.sent += len(data)
                     if self.on_progress is not None:
-                        self.on_progress(Progress(self.path, self.sent, self.size))
+                        self.on_progress(Progress(self.path, done_before + self.sent, self.size))
 
             await asyncio.gather(*(worker() for _ in range(min(self.parallel, count))))
         except BaseException:
-            await self.http.delete(f"{self.api}/{upload_id}", params={"key": key})
+            if self.state is None:  # nothing will resume it: free the store's space now
+                await self.http.delete(f"{self.api}/{upload_id}", params={"key": key})
+            digest_pass.cancel()
             raise
         finally:
             os.close(fd)
@@ -98,9 +121,45 @@ class DirectUpload:
         stored = parse_repr_digest(reported).get("sha-256") if reported else None
         if stored is not None and stored.hex() != sha256:
             raise HaulClientError(f"the server stored sha-256 {stored.hex()}, the file is {sha256}")
+        if self.state is not None:
+            self.state.remove(state_key)
         return UploadResult(url=done["location"], path=self.path, size=self.size, sha256=sha256,
-                            parallel=self.parallel, resumed=False, sent=self.sent,
+                            parallel=self.parallel, resumed=resumed, sent=self.sent,
                             elapsed=time.monotonic() - started)  # fmt: skip
+
+    def _length(self, number: int) -> int:
+        return min(self.chunk, self.size - (number - 1) * self.chunk)
+
+    async def _start(self, identity: FileIdentity) -> UploadEntry:
+        kind = mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
+        created = (
+            await self._api("POST", "", json={"filename": self.path.name, "type": kind})
+        ).json()
+        return UploadEntry(self.api, identity, self.chunk, [], True,
+                           multipart=[created["key"], created["uploadId"]])  # fmt: skip
+
+    async def _stored_parts(self, entry: UploadEntry) -> dict[int, str] | None:
+        """The ETags of the parts an earlier run stored, by part number; None when that
+        multipart upload is gone (finished, aborted or expired). A part of the wrong size is
+        sent again; its content is checked with the whole file's SHA-256 at the end."""
+        if entry.multipart is None:
+            return None
+        key, upload_id = entry.multipart
+        try:
+            listed = (await self._api("GET", f"/{upload_id}", params={"key": key})).json()
+        except ServerRejected as exc:
+            if exc.status in (404, 410):
+                return None
+            raise
+        self.chunk = entry.chunk_size
+        stored: dict[int, str] = {}
+        count = max(1, -(-self.size // self.chunk))
+        for part in listed:
+            number = part.get("PartNumber")
+            known = isinstance(number, int) and 1 <= number <= count
+            if known and part.get("Size") == self._length(number) and part.get("ETag"):
+                stored[number] = str(part["ETag"])
+        return stored
 
     async def _send_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         for attempt in range(1, ATTEMPTS + 1):

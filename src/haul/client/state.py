@@ -56,6 +56,8 @@ class UploadEntry:
     parts: list[str | None]  # one upload URL per chunk (parallel) or a single URL (sequential)
     parallel: bool
     created_at: float = field(default_factory=time.time)
+    # A direct upload's S3 object key and multipart id, whose stored parts a rerun skips.
+    multipart: list[str] | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
