@@ -1,5 +1,5 @@
-"""What TLS costs: one large PATCH over plain HTTP/1.1 (uvicorn), HTTPS HTTP/1.1 and HTTPS
-HTTP/2 (granian, ALPN), same file, same machine, same run; curl as the client.
+"""What TLS costs: one large PATCH over plain HTTP/1.1, HTTPS HTTP/1.1 and HTTPS HTTP/2 (haul's
+TLS gate, ALPN), same file, same machine, same run; curl as the client.
 
     .venv/bin/python bench/tls_throughput.py [--size 1GiB] [--dir /dev/shm] [--rounds 2]
 
@@ -57,10 +57,10 @@ def main() -> None:
     common = ["--sweep-interval", "0", "--no-verify-digest"]
     tls = ["--tls-cert", str(chain), "--tls-key", str(key)]
     setups = {
-        "plain HTTP/1.1 (uvicorn)": (HaulServer(work / "plain", extra=common), False),
-        "HTTPS HTTP/1.1 (granian)": (
+        "plain HTTP/1.1": (HaulServer(work / "plain", extra=common), False),
+        "HTTPS HTTP/1.1": (
             HaulServer(work / "tls1", extra=[*common, *tls], ca_file=ca_file), False),
-        "HTTPS HTTP/2 (granian)": (
+        "HTTPS HTTP/2": (
             HaulServer(work / "tls2", extra=[*common, *tls], ca_file=ca_file), True),
     }  # fmt: skip
     source = work / "source.bin"
@@ -80,7 +80,7 @@ def main() -> None:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
     best = best_of_rounds(speeds)
-    baseline = best["plain HTTP/1.1 (uvicorn)"]
+    baseline = best["plain HTTP/1.1"]
     table = speed_table(["transport"], best, lambda _: baseline, "vs plain HTTP")
     save("tls_throughput", f"one PATCH of {args.size} (data on {args.dir}, digests off)",
          table, speeds)  # fmt: skip

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -51,6 +54,82 @@ def test_tls_serves_http2_and_http11_on_one_port_with_hsts(tls_server: HaulServe
         httpx.get(tls_server.url.replace("https", "http") + "/healthz", timeout=3)
 
 
+def test_http2_uploads_share_one_connection_under_flow_control(tls_server: HaulServer) -> None:
+    # Bodies larger than a stream's window (8 MiB), four at once beyond the connection's
+    # (16 MiB): they go through only if the windows are given back as the bytes are stored.
+    datas = [random_file_bytes((20 << 20) + i) for i in range(4)]
+    patch_headers = {**TUS, "Upload-Offset": "0", "Content-Type": OCTETS}
+
+    async def run() -> None:
+        verify = tls_server.tls_context()
+        async with httpx.AsyncClient(http2=True, verify=verify, timeout=60) as h2:
+            urls = []
+            for data in datas:
+                created = await h2.post(
+                    tls_server.endpoint, headers={**TUS, "Upload-Length": str(len(data))}
+                )
+                urls.append(created.headers["location"])
+            answers = await asyncio.gather(
+                *(h2.patch(url, content=data, headers=patch_headers)
+                  for url, data in zip(urls, datas, strict=True))
+            )  # fmt: skip
+            assert [(a.status_code, a.http_version) for a in answers] == [(204, "HTTP/2")] * 4
+            for url, data in zip(urls, datas, strict=True):
+                assert (await h2.get(url)).content == data
+
+    asyncio.run(run())
+
+
+def test_an_http2_stream_reset_mid_body_keeps_what_arrived(tls_server: HaulServer) -> None:
+    from h2.connection import H2Connection
+
+    data = random_file_bytes(12 << 20)
+    with httpx.Client(verify=tls_server.tls_context()) as h1:
+        created = h1.post(tls_server.endpoint, headers={**TUS, "Upload-Length": str(len(data))})
+        url = created.headers["location"]
+        tls = ssl.create_default_context(cafile=tls_server.ca_file)
+        tls.set_alpn_protocols(["h2"])
+        port = tls_server.port
+        with tls.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                             server_hostname="127.0.0.1") as sock:  # fmt: skip
+            # A client of h2's own that sends 4 MiB of the body, then resets the stream.
+            conn = H2Connection()
+            conn.initiate_connection()
+            conn.send_headers(1, [
+                (":method", "PATCH"), (":path", urlsplit(url).path), (":scheme", "https"),
+                (":authority", f"127.0.0.1:{port}"), ("tus-resumable", "1.0.0"),
+                ("upload-offset", "0"), ("content-type", OCTETS),
+                ("content-length", str(len(data))),
+            ])  # fmt: skip
+            sent = 0
+            while sent < 4 << 20:
+                window = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+                if window <= 0:
+                    sock.sendall(conn.data_to_send())
+                    conn.receive_data(sock.recv(1 << 16))  # the server opens its windows
+                    continue
+                piece = data[sent : min(sent + window, 4 << 20)]
+                conn.send_data(1, piece)
+                sent += len(piece)
+            sock.sendall(conn.data_to_send())
+            # (bytes are stored in blocks: the last part of a block waits for the rest)
+            wait_for(lambda: int(h1.head(url, headers=TUS).headers["upload-offset"]) > 0, 10)
+            conn.reset_stream(1)
+            sock.sendall(conn.data_to_send())
+            # The request is let go at once, keeping what arrived; the next one goes on.
+            started = time.monotonic()
+            kept = int(h1.head(url, headers=TUS).headers["upload-offset"])
+            patched = h1.patch(url, content=data[kept:], headers={
+                **TUS, "Upload-Offset": str(kept), "Content-Type": OCTETS})  # fmt: skip
+            while patched.status_code in (409, 423) and time.monotonic() - started < 10:
+                kept = int(h1.head(url, headers=TUS).headers["upload-offset"])
+                patched = h1.patch(url, content=data[kept:], headers={
+                    **TUS, "Upload-Offset": str(kept), "Content-Type": OCTETS})  # fmt: skip
+        assert patched.status_code == 204, patched.text
+        assert 0 < kept <= sent  # what arrived before the reset was kept
+        assert h1.get(url).content == data
+
+
 def random_file_bytes(size: int) -> bytes:
     import random
 
@@ -60,9 +139,10 @@ def random_file_bytes(size: int) -> bytes:
 class Slowloris:
     """Many connections from another address that send a request's headers a byte at a time."""
 
-    def __init__(self, port: int, count: int) -> None:
+    def __init__(self, port: int, count: int, tls: ssl.SSLContext | None = None) -> None:
         self.port = port
         self.count = count
+        self.tls = tls
         self.sockets: list[socket.socket] = []
         self.closed_at: dict[int, float] = {}
         self.started = time.monotonic()
@@ -74,6 +154,14 @@ class Slowloris:
             sock = socket.socket()
             sock.bind((ATTACKER, 0))
             sock.connect(("127.0.0.1", self.port))
+            if self.tls is not None:  # the handshake, then the same trickle, encrypted
+                sock.settimeout(10)
+                try:
+                    sock = self.tls.wrap_socket(sock, server_hostname="127.0.0.1")
+                except OSError:  # refused (closed) before the handshake
+                    self.closed_at[len(self.sockets)] = time.monotonic() - self.started
+                    self.sockets.append(sock)
+                    continue
             sock.setblocking(False)
             self.sockets.append(sock)
         self._thread.start()
@@ -90,7 +178,7 @@ class Slowloris:
                     if sock.recv(1) == b"":
                         self.closed_at[index] = time.monotonic() - self.started
                         continue
-                except BlockingIOError:
+                except (BlockingIOError, ssl.SSLWantReadError):
                     pass
                 except OSError:
                     self.closed_at[index] = time.monotonic() - self.started
@@ -132,13 +220,40 @@ def test_slowloris_does_not_stop_a_real_upload(
     assert uploaded_in < 60  # sanity only: it finished while under attack
 
 
-def _haul_upload(server: HaulServer, source: Path):  # type: ignore[no-untyped-def]
+def test_slowloris_over_tls_does_not_stop_a_real_upload(tmp_path: Path) -> None:
+    # The same limits as plain HTTP: the per-client cap (before the handshake) and the header
+    # deadline (after it).
+    chain, key, ca_file = tls_files(tmp_path)
+    server = HaulServer(data_dir=tmp_path / "tls-data", ca_file=ca_file,
+                        extra=["--tls-cert", str(chain), "--tls-key", str(key),
+                               "--header-timeout", "3s"]).start()  # fmt: skip
+    try:
+        source = random_file(tmp_path / "real.bin", 40 << 20, seed=22)
+        tls = ssl.create_default_context(cafile=ca_file)
+        with Slowloris(server.port, 200, tls=tls) as attack:
+            time.sleep(0.5)
+            assert len(attack.closed_at) >= 200 - 64  # beyond the cap of 64: closed at once
+            result = _haul_upload(server, source, "--ca-file", str(ca_file))
+            assert result.returncode == 0, result.stderr
+            wait_for(lambda: len(attack.closed_at) == 200, timeout=15)
+            latest = max(attack.closed_at.values())
+        url = json.loads(result.stdout.strip().splitlines()[-1])["url"]
+        with httpx.Client(trust_env=False, verify=tls) as client:
+            body = client.get(url).content
+    finally:
+        server.stop()
+    assert hashlib.sha256(body).hexdigest() == sha256_file(source)
+    assert latest < 3 + 5  # the header deadline plus handshakes and slack, not the trickle
+
+
+def _haul_upload(server: HaulServer, source: Path, *options: str):  # type: ignore[no-untyped-def]
     import subprocess
 
     from tests.helpers import HAUL, env_without_proxy
 
     return subprocess.run(
-        [HAUL, "upload", str(source), "--server", server.endpoint, "--no-resume", "--json"],
+        [HAUL, "upload", str(source), "--server", server.endpoint, "--no-resume", "--json",
+         *options],
         capture_output=True, text=True, timeout=120, env=env_without_proxy(),
     )  # fmt: skip
 

@@ -68,7 +68,12 @@ def _client_options(f: Any) -> Any:
         "--token", envvar="HAUL_TOKEN", default=None,
         help="API key or JWT for servers that require credentials (or set HAUL_TOKEN).",
     )  # fmt: skip
-    return token(retries(timeout(f)))
+    ca_file = click.option(
+        "--ca-file", envvar="HAUL_CA_FILE", default=None,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help="PEM file of the CA that signed the server's certificate (or set HAUL_CA_FILE).",
+    )  # fmt: skip
+    return ca_file(token(retries(timeout(f))))
 
 
 @click.command()
@@ -91,7 +96,7 @@ def _client_options(f: Any) -> Any:
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
     metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, direct: bool, as_json: bool,
-    retries: int, timeout: float, token: str | None,
+    retries: int, timeout: float, token: str | None, ca_file: Path | None,
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -111,8 +116,10 @@ def upload(
     async def run() -> int:
         failures = 0
         total = sum(p.stat().st_size for p, _ in files)
-        async with AsyncClient(server, parallel=parallel, chunk_size=chunk, retries=retries,
-                               timeout=timeout, token=token) as client:  # fmt: skip
+        async with AsyncClient(
+            server, parallel=parallel, chunk_size=chunk, retries=retries, timeout=timeout,
+            token=token, ca_file=ca_file,
+        ) as client:  # fmt: skip
             with _bar(console) if show_bar else _NoBar() as bar:
                 overall = bar.add_task("total", total=total) if len(files) > 1 else None
                 finished = 0
@@ -202,12 +209,19 @@ def _report_failure(console: Console, as_json: bool, path: Path, exc: Exception)
 )  # fmt: skip
 @_client_options
 def download(
-    url: str, output: Path | None, retries: int, timeout: float, token: str | None
+    url: str,
+    output: Path | None,
+    retries: int,
+    timeout: float,
+    token: str | None,
+    ca_file: Path | None,
 ) -> None:
     """Download a completed upload; an interrupted download resumes with Range."""
 
     async def run() -> Path:
-        async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
+        async with AsyncClient(
+            url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
+        ) as client:
             target = output
             if target is None:
                 status = await client.status(url)
@@ -227,11 +241,13 @@ def download(
 @click.command()
 @click.argument("url")
 @_client_options
-def status(url: str, retries: int, timeout: float, token: str | None) -> None:
+def status(url: str, retries: int, timeout: float, token: str | None, ca_file: Path | None) -> None:
     """Show an upload's offset, length, metadata and expiry (as JSON)."""
 
     async def run() -> dict[str, Any]:
-        async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
+        async with AsyncClient(
+            url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
+        ) as client:
             s = await client.status(url)
         return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
                 "metadata": s.metadata, "expires": s.expires}  # fmt: skip
@@ -245,12 +261,16 @@ def status(url: str, retries: int, timeout: float, token: str | None) -> None:
 @click.command(name="rm")
 @click.argument("urls", nargs=-1, required=True)
 @_client_options
-def remove(urls: tuple[str, ...], retries: int, timeout: float, token: str | None) -> None:
+def remove(
+    urls: tuple[str, ...], retries: int, timeout: float, token: str | None, ca_file: Path | None
+) -> None:
     """Delete uploads on the server (tus termination)."""
 
     async def run() -> None:
         for url in urls:
-            async with AsyncClient(url, retries=retries, timeout=timeout, token=token) as client:
+            async with AsyncClient(
+                url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
+            ) as client:
                 await client.delete(url)
             click.echo(f"deleted {url}")
 

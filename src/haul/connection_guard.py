@@ -11,8 +11,27 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from haul.lean_protocol import LeanHttpToolsProtocol
 
 
+class ClientSlots:
+    """Open connections per client address, at most ``cap`` each (0 = no cap)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: Counter[str] = Counter()
+
+    def take(self, host: str) -> bool:
+        if self.cap and self.open[host] >= self.cap:
+            return False
+        self.open[host] += 1
+        return True
+
+    def give_back(self, host: str) -> None:
+        self.open[host] -= 1
+        if self.open[host] <= 0:
+            del self.open[host]
+
+
 def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToolsProtocol]:
-    open_per_client: Counter[str] = Counter()  # shared by the connections of one server
+    slots = ClientSlots(max_per_client)  # shared by the connections of one server
 
     class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
         _header_deadline: asyncio.TimerHandle | None = None
@@ -22,10 +41,9 @@ def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToo
             super().connection_made(transport)
             host = self.client[0] if self.client else None
             if host is not None and max_per_client:
-                if open_per_client[host] >= max_per_client:
+                if not slots.take(host):
                     transport.abort()  # refused before a byte is read: costs nothing more
                     return
-                open_per_client[host] += 1
                 self._counted = host
             self._await_headers()
 
@@ -40,9 +58,7 @@ def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToo
         def connection_lost(self, exc: Exception | None) -> None:
             self._stop_waiting()
             if self._counted is not None:
-                open_per_client[self._counted] -= 1
-                if not open_per_client[self._counted]:
-                    del open_per_client[self._counted]
+                slots.give_back(self._counted)
                 self._counted = None
             super().connection_lost(exc)
 

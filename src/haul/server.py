@@ -1,17 +1,18 @@
-"""Run the ASGI application: under uvicorn for plain HTTP (the fastest here), under granian
-when haul serves TLS itself (HTTP/2 and HTTP/1.1 on one port, chosen by ALPN)."""
+"""Run the ASGI application under uvicorn (the fastest here), with haul's own protocols: the
+guarded HTTP/1.1 one for plain HTTP, and behind a TLS gate (HTTP/2 and HTTP/1.1 on one port,
+chosen by ALPN) when haul serves TLS itself."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import uvicorn
 
 from haul.config import Settings
 from haul.connection_guard import guarded_protocol
 from haul.http.app import create_app
+from haul.tls_gate import tls_context, tls_protocol
 
 log = logging.getLogger("haul")
 
@@ -39,11 +40,25 @@ def serve(settings: Settings) -> None:
 
 
 def _serve_plain(settings: Settings) -> None:
+    protocol = guarded_protocol(settings.header_timeout, settings.max_connections_per_client)
+    _serve(settings, protocol)
+
+
+def _serve_tls(settings: Settings) -> None:
+    context = tls_context(settings.tls_cert, settings.tls_key)
+    protocol = tls_protocol(context, settings.header_timeout, settings.max_connections_per_client)
+    # uvloop may hand a new connection's first bytes to its protocol before that protocol can
+    # pause reading, and the TLS gate must start TLS on exactly those bytes: asyncio's loop.
+    _serve(settings, protocol, loop="asyncio")
+
+
+def _serve(settings: Settings, protocol: type[asyncio.Protocol], loop: str = "auto") -> None:
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(settings.header_timeout, settings.max_connections_per_client),
+        loop=loop,
+        http=protocol,
         ws="none",
         log_level=settings.log_level,
         access_log=settings.access_log,
@@ -54,35 +69,6 @@ def _serve_plain(settings: Settings) -> None:
         proxy_headers=False,
     )
     uvicorn.Server(config).run()
-
-
-def _serve_tls(settings: Settings) -> None:
-    # Imported here: only TLS deployments need the Rust server.
-    from granian.constants import HTTPModes, Interfaces
-    from granian.http import HTTP1Settings, HTTP2Settings
-    from granian.server.embed import Server
-
-    server = Server(
-        create_app(settings),
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        http=HTTPModes.auto,
-        http1_settings=HTTP1Settings(header_read_timeout=int(settings.header_timeout * 1000)),
-        # Uploads are one long stream per request: windows far above the 1 MiB default keep
-        # HTTP/2 from waiting on WINDOW_UPDATEs, and larger frames mean fewer of them.
-        http2_settings=HTTP2Settings(
-            adaptive_window=False,
-            initial_connection_window_size=32 * 1024 * 1024,
-            initial_stream_window_size=16 * 1024 * 1024,
-            max_frame_size=1024 * 1024,
-        ),
-        ssl_cert=Path(settings.tls_cert),
-        ssl_key=Path(settings.tls_key),
-        log_enabled=settings.access_log,
-        log_access=settings.access_log,
-    )
-    asyncio.run(server.serve())
 
 
 def _warn_if_open(settings: Settings) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,14 @@ class AsyncClient:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
         self.endpoint = endpoint_for(base_url)
+        # A private CA's certificate for servers (and object stores) it signed; else the
+        # usual public ones.
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
         if token:  # an API key or JWT, for servers that require credentials
             headers = {**(headers or {}), "Authorization": f"Bearer {token}"}
         self.parallel = parallel
@@ -83,6 +90,7 @@ class AsyncClient:
             limits=httpx.Limits(max_connections=max(parallel, 1) * 2 + 2),
             headers=headers,
             transport=transport,
+            verify=self._verify,
             trust_env=False,
         )
         policy = RetryPolicy(attempts=max(1, retries), max_delay=max_backoff)
@@ -140,7 +148,7 @@ class AsyncClient:
             self._http, self.endpoint, Path(path),
             parallel=self.parallel if parallel is None else parallel,
             chunk_size=chunk_size or self.chunk_size, on_progress=on_progress,
-            state=self.state if resume else None,
+            state=self.state if resume else None, verify=self._verify,
         )  # fmt: skip
         return await job.run()
 

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import mimetypes
 import os
+import ssl
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class DirectUpload:
         chunk_size: int | None,
         on_progress: ProgressCallback | None,
         state: StateStore | None,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.http = http
         root = urlsplit(endpoint)
@@ -46,6 +48,7 @@ class DirectUpload:
         self.chunk = choose_chunk_size(self.size, chunk_size)
         self.on_progress = on_progress
         self.state = state  # None: no resuming, and an interrupted upload is aborted
+        self.verify = verify
         self.sent = 0
 
     async def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -88,7 +91,9 @@ class DirectUpload:
         digest_pass = asyncio.create_task(asyncio.to_thread(self._sha256))
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         # The store gets no credentials of ours: each URL carries its own signature.
-        self.store = httpx.AsyncClient(timeout=self.http.timeout, trust_env=False)
+        self.store = httpx.AsyncClient(
+            timeout=self.http.timeout, verify=self.verify, trust_env=False
+        )
         try:
 
             async def worker() -> None:

@@ -1,0 +1,295 @@
+"""HTTP/2 for the ASGI application, on the `h2` state machine, for TLS connections that chose
+h2 by ALPN (see haul.tls_gate). Plugged into uvicorn beside its HTTP/1.1 protocol, so the
+server, lifespan and shutdown stay uvicorn's.
+
+Flow control is what keeps memory bounded: a stream's window is given back only as the
+application takes its body, so a slow disk slows the client instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+from urllib.parse import unquote
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes
+
+log = logging.getLogger("uvicorn.error")
+
+STREAM_WINDOW = 8 << 20  # body bytes one request may have in flight
+CONNECTION_WINDOW = 16 << 20  # and all requests of a connection together
+MAX_FRAME = 1 << 20  # larger frames: fewer of them per gigabyte
+MAX_STREAMS = 100
+# Connection-specific headers are forbidden in HTTP/2 (RFC 9113 8.2.2).
+_HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
+
+
+class _Stream:
+    """One request: its body as it arrives, and its answer's progress."""
+
+    def __init__(self) -> None:
+        self.body: deque[tuple[bytes, int]] = deque()  # (data, flow-controlled length)
+        self.ended = False  # the client sent the whole body
+        self.body_taken = False  # and the application took all of it
+        self.gone = False  # reset by the client, or the connection closed
+        self.arrived = asyncio.Event()
+        self.window = asyncio.Event()  # the peer opened its window: more may be sent
+        self.headers_sent = False
+        self.finished = False  # the answer was sent whole
+
+
+class H2Protocol(asyncio.Protocol):
+    def __init__(
+        self,
+        config: Any,
+        server_state: Any,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        header_timeout: float = 0.0,
+    ) -> None:
+        self.config = config
+        self.app = config.loaded_app
+        self.connections = server_state.connections
+        self.app_state = app_state
+        self.loop = _loop or asyncio.get_event_loop()
+        self.header_timeout = header_timeout
+        self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        self.streams: dict[int, _Stream] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.writable = asyncio.Event()
+        self.writable.set()
+        self.closing = False
+        self._idle: asyncio.TimerHandle | None = None
+
+    # -- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.connections.add(self)
+        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = _address(transport.get_extra_info("peername"))
+        self.conn.initiate_connection()
+        self.conn.update_settings({
+            SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+            SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
+            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+        })  # fmt: skip
+        self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self._flush()
+        # The first request must come as soon as a header would (slowloris).
+        self._wait_idle(self.header_timeout or self.config.timeout_keep_alive)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self.conn.receive_data(data)
+        except H2Error:
+            self._flush()  # h2 queued a GOAWAY saying why
+            self.transport.close()
+            return
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._start(event.stream_id, event.headers)
+            elif isinstance(event, DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.body.append((event.data, event.flow_controlled_length))
+                    stream.arrived.set()
+            elif isinstance(event, StreamEnded):
+                if (stream := self.streams.get(event.stream_id)) is not None:
+                    stream.ended = True
+                    stream.arrived.set()
+            elif isinstance(event, StreamReset):
+                if (stream := self.streams.get(event.stream_id)) is not None:
+                    self._lose(stream)
+            elif isinstance(event, WindowUpdated | RemoteSettingsChanged):
+                for stream in self.streams.values():
+                    stream.window.set()
+            elif isinstance(event, ConnectionTerminated):
+                self.transport.close()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self._stop_idle()
+        for stream in self.streams.values():
+            self._lose(stream)
+        self.writable.set()
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: no new streams; close once the open ones are done."""
+        self.closing = True
+        self.conn.close_connection()
+        self._flush()
+        if not self.streams:
+            self.transport.close()
+
+    # -- one request ------------------------------------------------------------------------
+
+    def _start(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
+        self._stop_idle()
+        pseudo: dict[bytes, bytes] = {}
+        headers: list[tuple[bytes, bytes]] = []
+        for name, value in raw:
+            if name.startswith(b":"):
+                pseudo[name] = value
+            else:
+                headers.append((name, value))
+        if b":authority" in pseudo and not any(name == b"host" for name, _ in headers):
+            headers.insert(0, (b"host", pseudo[b":authority"]))
+        path, _, query = pseudo.get(b":path", b"/").partition(b"?")
+        scope = {
+            "type": "http",
+            "asgi": {"version": self.config.asgi_version, "spec_version": "2.3"},
+            "http_version": "2",
+            "server": self.server,
+            "client": self.client,
+            "scheme": "https",
+            "method": pseudo.get(b":method", b"GET").decode("ascii"),
+            "root_path": self.config.root_path,
+            "path": unquote(path.decode("latin-1")),
+            "raw_path": path,
+            "query_string": query,
+            "headers": headers,
+            "state": self.app_state.copy(),
+        }
+        stream = self.streams[stream_id] = _Stream()
+        task = self.loop.create_task(self._run(stream_id, stream, scope))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, stream_id: int, stream: _Stream, scope: dict[str, Any]) -> None:
+        async def receive() -> dict[str, Any]:
+            if stream.gone:
+                return {"type": "http.disconnect"}
+            while not stream.body and not (stream.ended and not stream.body_taken):
+                if stream.gone or stream.finished:
+                    return {"type": "http.disconnect"}
+                stream.arrived.clear()
+                await stream.arrived.wait()
+            data, counted = stream.body.popleft() if stream.body else (b"", 0)
+            if counted and not stream.gone:
+                # Taken by the application: the client may send this much more.
+                self.conn.acknowledge_received_data(counted, stream_id)
+                self._flush()
+            more = bool(stream.body) or not stream.ended
+            stream.body_taken = not more
+            return {"type": "http.request", "body": data, "more_body": more}
+
+        async def send(message: dict[str, Any]) -> None:
+            if stream.gone or stream.finished:
+                return
+            if message["type"] == "http.response.start":
+                answer = [(b":status", str(message["status"]).encode())]
+                for name, value in message.get("headers", []):
+                    name = bytes(name).lower()
+                    if name not in _HOP_BY_HOP:
+                        answer.append((name, bytes(value)))
+                self.conn.send_headers(stream_id, answer)
+                stream.headers_sent = True
+                self._flush()
+            elif message["type"] == "http.response.body":
+                await self._send_body(stream_id, stream, message.get("body", b""),
+                                      end=not message.get("more_body", False))  # fmt: skip
+
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            log.exception("Exception in ASGI application (HTTP/2)")
+            if not stream.gone and not stream.finished:
+                if stream.headers_sent:
+                    self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+                else:
+                    self.conn.send_headers(stream_id, [(b":status", b"500")], end_stream=True)
+                self._flush()
+        finally:
+            if not stream.finished and not stream.gone:
+                self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+                self._flush()
+            self._end(stream_id)
+
+    async def _send_body(self, stream_id: int, stream: _Stream, body: bytes, end: bool) -> None:
+        view = memoryview(body)
+        while view or end:
+            if stream.gone:
+                return
+            size = min(len(view), self.conn.max_outbound_frame_size)
+            if size:
+                size = min(size, self.conn.local_flow_control_window(stream_id))
+                if size <= 0:
+                    stream.window.clear()
+                    await stream.window.wait()
+                    continue
+            await self.writable.wait()
+            if stream.gone:
+                return
+            last = end and size == len(view)
+            self.conn.send_data(stream_id, view[:size].tobytes(), end_stream=last)
+            self._flush()
+            view = view[size:]
+            if last:
+                stream.finished = True
+                stream.arrived.set()  # a receive() waiting for the end learns of it
+                return
+
+    def _lose(self, stream: _Stream) -> None:
+        stream.gone = True
+        stream.arrived.set()
+        stream.window.set()
+
+    def _end(self, stream_id: int) -> None:
+        self.streams.pop(stream_id, None)
+        if self.streams:
+            return
+        if self.closing:
+            self.transport.close()
+        else:
+            self._wait_idle(self.config.timeout_keep_alive)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _wait_idle(self, seconds: float) -> None:
+        self._stop_idle()
+        if seconds:
+            self._idle = self.loop.call_later(seconds, self._close_idle)
+
+    def _stop_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _close_idle(self) -> None:
+        self._idle = None
+        if not self.streams:
+            self.conn.close_connection()
+            self._flush()
+            self.transport.close()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    return (str(value[0]), int(value[1])) if isinstance(value, tuple) else None
