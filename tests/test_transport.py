@@ -69,6 +69,11 @@ def test_http2_uploads_share_one_connection_under_flow_control(tls_server: HaulS
                     tls_server.endpoint, headers={**TUS, "Upload-Length": str(len(data))}
                 )
                 urls.append(created.headers["location"])
+            for _ in range(2):  # answered before their bodies are read: 409, and the window
+                wrong = await h2.patch(  # those bodies took must come back to the connection
+                    urls[0], content=datas[0], headers={**patch_headers, "Upload-Offset": "5"}
+                )
+                assert (wrong.status_code, wrong.http_version) == (409, "HTTP/2")
             answers = await asyncio.gather(
                 *(h2.patch(url, content=data, headers=patch_headers)
                   for url, data in zip(urls, datas, strict=True))

@@ -9,6 +9,7 @@ application takes its body, so a slow disk slows the client instead of filling m
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from typing import Any
@@ -106,9 +107,13 @@ class H2Protocol(asyncio.Protocol):
                 self._start(event.stream_id, event.headers)
             elif isinstance(event, DataReceived):
                 stream = self.streams.get(event.stream_id)
-                if stream is not None:
+                if stream is not None and not stream.finished:
                     stream.body.append((event.data, event.flow_controlled_length))
                     stream.arrived.set()
+                else:  # nobody will read it: give the connection's window back at once
+                    self.conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
             elif isinstance(event, StreamEnded):
                 if (stream := self.streams.get(event.stream_id)) is not None:
                     stream.ended = True
@@ -188,7 +193,7 @@ class H2Protocol(asyncio.Protocol):
                 stream.arrived.clear()
                 await stream.arrived.wait()
             data, counted = stream.body.popleft() if stream.body else (b"", 0)
-            if counted and not stream.gone:
+            if counted:
                 # Taken by the application: the client may send this much more.
                 self.conn.acknowledge_received_data(counted, stream_id)
                 self._flush()
@@ -199,34 +204,38 @@ class H2Protocol(asyncio.Protocol):
         async def send(message: dict[str, Any]) -> None:
             if stream.gone or stream.finished:
                 return
-            if message["type"] == "http.response.start":
-                answer = [(b":status", str(message["status"]).encode())]
-                for name, value in message.get("headers", []):
-                    name = bytes(name).lower()
-                    if name not in _HOP_BY_HOP:
-                        answer.append((name, bytes(value)))
-                self.conn.send_headers(stream_id, answer)
-                stream.headers_sent = True
-                self._flush()
-            elif message["type"] == "http.response.body":
-                await self._send_body(stream_id, stream, message.get("body", b""),
-                                      end=not message.get("more_body", False))  # fmt: skip
+            try:
+                if message["type"] == "http.response.start":
+                    answer = [(b":status", str(message["status"]).encode())]
+                    for name, value in message.get("headers", []):
+                        name = bytes(name).lower()
+                        if name not in _HOP_BY_HOP:
+                            answer.append((name, bytes(value)))
+                    self.conn.send_headers(stream_id, answer)
+                    stream.headers_sent = True
+                    self._flush()
+                elif message["type"] == "http.response.body":
+                    await self._send_body(stream_id, stream, message.get("body", b""),
+                                          end=not message.get("more_body", False))  # fmt: skip
+            except H2Error:  # the stream closed under us (reset, or the connection went)
+                self._lose(stream)
 
         try:
             await self.app(scope, receive, send)
         except Exception:
             log.exception("Exception in ASGI application (HTTP/2)")
-            if not stream.gone and not stream.finished:
-                if stream.headers_sent:
-                    self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
-                else:
+            if not stream.gone and not stream.headers_sent:
+                with contextlib.suppress(H2Error):
                     self.conn.send_headers(stream_id, [(b":status", b"500")], end_stream=True)
-                self._flush()
+                    stream.finished = True
         finally:
-            if not stream.finished and not stream.gone:
-                self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
-                self._flush()
-            self._end(stream_id)
+            if not stream.gone and not stream.finished:  # an unfinished answer is cut off
+                with contextlib.suppress(H2Error):
+                    self.conn.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
+            # After a finished answer the client may still send the rest of its body; that is
+            # read and dropped (see data_received). A RST_STREAM with NO_ERROR would spare
+            # the bytes (RFC 9113, 8.1), but clients such as httpx then fail the request.
+            self._end(stream_id, stream)
 
     async def _send_body(self, stream_id: int, stream: _Stream, body: bytes, end: bool) -> None:
         view = memoryview(body)
@@ -257,8 +266,12 @@ class H2Protocol(asyncio.Protocol):
         stream.arrived.set()
         stream.window.set()
 
-    def _end(self, stream_id: int) -> None:
+    def _end(self, stream_id: int, stream: _Stream) -> None:
         self.streams.pop(stream_id, None)
+        for _, counted in stream.body:  # left unread: the connection's window comes back
+            self.conn.acknowledge_received_data(counted, stream_id)
+        stream.body.clear()
+        self._flush()
         if self.streams:
             return
         if self.closing:

@@ -47,6 +47,10 @@ def _serve_plain(settings: Settings) -> None:
 def _serve_tls(settings: Settings) -> None:
     context = tls_context(settings.tls_cert, settings.tls_key)
     protocol = tls_protocol(context, settings.header_timeout, settings.max_connections_per_client)
+    # uvicorn starts no TLS itself here and would announce "http://": haul's line says https.
+    logging.getLogger("uvicorn.error").addFilter(
+        lambda record: not record.getMessage().startswith("Uvicorn running on")
+    )
     # uvloop may hand a new connection's first bytes to its protocol before that protocol can
     # pause reading, and the TLS gate must start TLS on exactly those bytes: asyncio's loop.
     _serve(settings, protocol, loop="asyncio")
