@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -44,24 +45,31 @@ def haul_server(data_dir: Path, *extra: str) -> Iterator[Running]:
 
 
 @contextmanager
-def haul_granian(data_dir: Path) -> Iterator[Running]:
-    """The same application under granian (embedded, single process), for the server choice."""
+def haul_granian(
+    data_dir: Path, *, tls: tuple[Path, Path, Path] | None = None, verify_digest: bool = True
+) -> Iterator[Running]:
+    """The same application under granian (embedded, single process), for the server choice;
+    with ``tls`` (certificate chain, key, CA file) it serves HTTPS with HTTP/2 and HTTP/1.1."""
     port = free_port()
+    scheme, ssl = "http", ""
+    if tls is not None:
+        scheme, ssl = "https", f", ssl_cert=Path({str(tls[0])!r}), ssl_key=Path({str(tls[1])!r})"
     code = (
         "import asyncio\n"
+        "from pathlib import Path\n"
         "from granian.server.embed import Server\n"
         "from granian.constants import Interfaces\n"
         "from haul.config import load_settings\n"
         "from haul.http.app import create_app\n"
         f"app = create_app(load_settings(overrides={{'data_dir': {str(data_dir)!r},"
-        " 'sweep_interval': '0'}))\n"
+        f" 'sweep_interval': '0', 'verify_digest': {verify_digest!r}}}))\n"
         f"asyncio.run(Server(app, address='127.0.0.1', port={port},"
-        " interface=Interfaces.ASGI, log_enabled=False).serve())\n"
+        f" interface=Interfaces.ASGI, log_enabled=False{ssl}).serve())\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/healthz")
-        yield Running("haul (granian)", f"http://127.0.0.1:{port}/files/", proc.pid)
+        _wait_ready(f"{scheme}://127.0.0.1:{port}/healthz", verify=tls[2] if tls else None)
+        yield Running("haul (granian)", f"{scheme}://127.0.0.1:{port}/files/", proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -97,11 +105,12 @@ def bare_receiver(data_dir: Path) -> Iterator[Running]:
         proc.wait()
 
 
-def _wait_ready(url: str, method: str = "GET") -> None:
+def _wait_ready(url: str, method: str = "GET", verify: Path | None = None) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if httpx.request(method, url, timeout=1).status_code < 500:
+            tls = ssl.create_default_context(cafile=verify) if verify else True
+            if httpx.request(method, url, timeout=1, verify=tls).status_code < 500:
                 return
         except httpx.HTTPError:
             pass

@@ -1,5 +1,6 @@
 """What TLS costs: one large PATCH over plain HTTP/1.1, HTTPS HTTP/1.1 and HTTPS HTTP/2 (haul's
-TLS gate, ALPN), same file, same machine, same run; curl as the client.
+TLS gate, ALPN), and the same two under granian (haul's former HTTPS server) as a baseline;
+same file, same machine, same run; curl as the client.
 
     .venv/bin/python bench/tls_throughput.py [--size 1GiB] [--dir /dev/shm] [--rounds 2]
 
@@ -9,10 +10,14 @@ Prints a markdown table (MB/s and the ratio to plain HTTP) and writes it under b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -21,28 +26,44 @@ import httpx
 from tests.helpers import OCTETS, TUS, HaulServer, tls_files
 
 from bench.report import best_of_rounds, save, speed_table
+from bench.servers import haul_granian
 from haul.config import parse_size
 
 BLOCK = 1 << 20
 
 
-def upload(server: HaulServer, source: Path, http2: bool) -> float:
+def upload(endpoint: str, ca_file: Path, source: Path, http2: bool) -> float:
     """curl sends the PATCH (nghttp2 for HTTP/2): a C client, so the server is what is timed."""
     size = source.stat().st_size
-    with httpx.Client(verify=server.tls_context(), timeout=60) as client:
-        created = client.post(server.endpoint, headers={**TUS, "Upload-Length": str(size)})
+    tls = ssl.create_default_context(cafile=ca_file)
+    with httpx.Client(verify=tls, timeout=60, trust_env=False) as client:
+        created = client.post(endpoint, headers={**TUS, "Upload-Length": str(size)})
     url = created.headers["location"]
     command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{speed_upload}",
                "--http2" if http2 else "--http1.1", "-X", "PATCH", url, "-T", str(source),
                "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0",
-               "-H", f"Content-Type: {OCTETS}"]  # fmt: skip
-    if server.ca_file:
-        command += ["--cacert", str(server.ca_file)]
+               "-H", f"Content-Type: {OCTETS}", "--cacert", str(ca_file)]  # fmt: skip
     status, speed = subprocess.run(
         command, capture_output=True, text=True, check=True
     ).stdout.split()
     assert status == "204", status
     return float(speed)
+
+
+@contextmanager
+def haul(data_dir: Path, *extra: str, ca_file: Path | None = None) -> Iterator[str]:
+    server = HaulServer(data_dir, extra=["--sweep-interval", "0", "--no-verify-digest", *extra],
+                        ca_file=ca_file).start()  # fmt: skip
+    try:
+        yield server.endpoint
+    finally:
+        server.stop()
+
+
+@contextmanager
+def granian(data_dir: Path, tls: tuple[Path, Path, Path]) -> Iterator[str]:
+    with haul_granian(data_dir, tls=tls, verify_digest=False) as running:
+        yield running.endpoint
 
 
 def main() -> None:
@@ -54,30 +75,32 @@ def main() -> None:
     size = parse_size(args.size) // BLOCK * BLOCK
     work = Path(tempfile.mkdtemp(prefix="haul-bench-", dir=args.dir))
     chain, key, ca_file = tls_files(work)
-    common = ["--sweep-interval", "0", "--no-verify-digest"]
     tls = ["--tls-cert", str(chain), "--tls-key", str(key)]
+    # name: (how to start it, its data dir, HTTP/2?)
     setups = {
-        "plain HTTP/1.1": (HaulServer(work / "plain", extra=common), False),
-        "HTTPS HTTP/1.1": (
-            HaulServer(work / "tls1", extra=[*common, *tls], ca_file=ca_file), False),
-        "HTTPS HTTP/2": (
-            HaulServer(work / "tls2", extra=[*common, *tls], ca_file=ca_file), True),
+        "plain HTTP/1.1": (lambda d: haul(d), work / "plain", False),
+        "HTTPS HTTP/1.1": (lambda d: haul(d, *tls, ca_file=ca_file), work / "tls1", False),
+        "HTTPS HTTP/2": (lambda d: haul(d, *tls, ca_file=ca_file), work / "tls2", True),
+        # The server haul used for HTTPS before its own TLS gate, as a baseline.
+        "HTTPS HTTP/1.1, granian": (lambda d: granian(d, (chain, key, ca_file)),
+                                    work / "g1", False),
+        "HTTPS HTTP/2, granian": (lambda d: granian(d, (chain, key, ca_file)), work / "g2", True),
     }  # fmt: skip
     source = work / "source.bin"
     with open(source, "wb") as handle:
         handle.truncate(size)  # zeros: TLS and framing cost the same for any bytes
     speeds: dict[str, list[float]] = {}
     try:
-        for server, _ in setups.values():
-            server.start()
-        for _ in range(args.rounds):
-            for name, (server, http2) in setups.items():
-                speeds.setdefault(name, []).append(upload(server, source, http2))
-                shutil.rmtree(server.data_dir / "uploads")
-                (server.data_dir / "uploads").mkdir()
+        with contextlib.ExitStack() as running:
+            endpoints = {name: running.enter_context(start(data_dir))
+                         for name, (start, data_dir, _) in setups.items()}  # fmt: skip
+            for _ in range(args.rounds):
+                for name, (_, data_dir, http2) in setups.items():
+                    speed = upload(endpoints[name], ca_file, source, http2)
+                    speeds.setdefault(name, []).append(speed)
+                    shutil.rmtree(data_dir / "uploads")
+                    (data_dir / "uploads").mkdir()
     finally:
-        for server, _ in setups.values():
-            server.stop()
         shutil.rmtree(work, ignore_errors=True)
     best = best_of_rounds(speeds)
     baseline = best["plain HTTP/1.1"]
