@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 import time
@@ -15,7 +16,14 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, e
 
 from haul.protocol.tus import parse_metadata
 from tests.browser import build_client_bundles, chromium, serve_test_page
-from tests.helpers import HaulServer, random_file, sha256_file, wait_for, wait_until_still
+from tests.helpers import (
+    HaulServer,
+    random_file,
+    sha256_file,
+    tls_files,
+    wait_for,
+    wait_until_still,
+)
 from tests.proxy import ChaosProxy
 
 MiB = 1 << 20
@@ -439,3 +447,26 @@ def test_tus_js_client_parallel_uploads_in_the_browser(
     assert download_sha256(url) == sha256_file(source)
     assert server.log_path is not None
     assert "from 4 partials" in server.log_path.read_text()  # it really went in parallel
+
+
+def test_page_uploads_over_https_with_http2(browser: Browser, tmp_path: Path) -> None:
+    chain, key, ca_file = tls_files(tmp_path)
+    tls = ["--tls-cert", str(chain), "--tls-key", str(key)]
+    server = HaulServer(data_dir=tmp_path / "tls-data", ca_file=ca_file, extra=tls).start()
+    context = browser.new_context(ignore_https_errors=True)  # a throwaway CA
+    try:
+        source = random_file(tmp_path / "secure.bin", 40 * MiB, seed=17)  # 5 chunks
+        page = open_page(context, server.url)
+        page.set_input_files("#picker", str(source))
+        expect(page.locator(DONE)).to_have_count(1, timeout=120_000)
+        protocols = page.evaluate(
+            "performance.getEntriesByType('resource').map((entry) => entry.nextHopProtocol)"
+        )
+        assert "h2" in protocols, protocols  # Chromium chose HTTP/2 by ALPN
+        url = uploaded_url(page, "secure.bin")
+        with httpx.Client(verify=server.tls_context(), trust_env=False) as client:
+            body = client.get(url).content
+        assert hashlib.sha256(body).hexdigest() == sha256_file(source)
+    finally:
+        context.close()
+        server.stop()
