@@ -51,9 +51,10 @@ def haul_granian(
     """The same application under granian (embedded, single process), for the server choice;
     with ``tls`` (certificate chain, key, CA file) it serves HTTPS with HTTP/2 and HTTP/1.1."""
     port = free_port()
-    scheme, ssl = "http", ""
+    scheme, tls_args = "http", ""
     if tls is not None:
-        scheme, ssl = "https", f", ssl_cert=Path({str(tls[0])!r}), ssl_key=Path({str(tls[1])!r})"
+        scheme = "https"
+        tls_args = f", ssl_cert=Path({str(tls[0])!r}), ssl_key=Path({str(tls[1])!r})"
     code = (
         "import asyncio\n"
         "from pathlib import Path\n"
@@ -64,7 +65,7 @@ def haul_granian(
         f"app = create_app(load_settings(overrides={{'data_dir': {str(data_dir)!r},"
         f" 'sweep_interval': '0', 'verify_digest': {verify_digest!r}}}))\n"
         f"asyncio.run(Server(app, address='127.0.0.1', port={port},"
-        f" interface=Interfaces.ASGI, log_enabled=False{ssl}).serve())\n"
+        f" interface=Interfaces.ASGI, log_enabled=False{tls_args}).serve())\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
@@ -107,9 +108,9 @@ def bare_receiver(data_dir: Path) -> Iterator[Running]:
 
 def _wait_ready(url: str, method: str = "GET", verify: Path | None = None) -> None:
     deadline = time.monotonic() + 30
+    tls = ssl.create_default_context(cafile=verify) if verify else True
     while time.monotonic() < deadline:
         try:
-            tls = ssl.create_default_context(cafile=verify) if verify else True
             if httpx.request(method, url, timeout=1, verify=tls).status_code < 500:
                 return
         except httpx.HTTPError:

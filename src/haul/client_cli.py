@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from pathlib import Path
@@ -56,6 +57,15 @@ def _bar(console: Console) -> Progress:
 
 
 def _client_options(f: Any) -> Any:
+    """The options every client command shares, handed to the command as one ``connection``
+    mapping of AsyncClient keyword arguments."""
+
+    @functools.wraps(f)
+    def command(*args: Any, retries: int, timeout: float, token: str | None,
+                ca_file: Path | None, **kwargs: Any) -> Any:  # fmt: skip
+        connection = {"retries": retries, "timeout": timeout, "token": token, "ca_file": ca_file}
+        return f(*args, connection=connection, **kwargs)
+
     timeout = click.option(
         "--timeout", type=float, default=60.0, show_default=True,
         help="Seconds without progress on a connection before it is retried.",
@@ -73,7 +83,7 @@ def _client_options(f: Any) -> Any:
         type=click.Path(exists=True, dir_okay=False, path_type=Path),
         help="PEM file of the CA that signed the server's certificate (or set HAUL_CA_FILE).",
     )  # fmt: skip
-    return ca_file(token(retries(timeout(f))))
+    return ca_file(token(retries(timeout(command))))
 
 
 @click.command()
@@ -96,7 +106,7 @@ def _client_options(f: Any) -> Any:
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
     metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, direct: bool, as_json: bool,
-    retries: int, timeout: float, token: str | None, ca_file: Path | None,
+    connection: dict[str, Any],
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -116,10 +126,7 @@ def upload(
     async def run() -> int:
         failures = 0
         total = sum(p.stat().st_size for p, _ in files)
-        async with AsyncClient(
-            server, parallel=parallel, chunk_size=chunk, retries=retries, timeout=timeout,
-            token=token, ca_file=ca_file,
-        ) as client:  # fmt: skip
+        async with AsyncClient(server, parallel=parallel, chunk_size=chunk, **connection) as client:
             with _bar(console) if show_bar else _NoBar() as bar:
                 overall = bar.add_task("total", total=total) if len(files) > 1 else None
                 finished = 0
@@ -208,20 +215,11 @@ def _report_failure(console: Console, as_json: bool, path: Path, exc: Exception)
     help="Where to write (default: the upload's filename, in the current directory).",
 )  # fmt: skip
 @_client_options
-def download(
-    url: str,
-    output: Path | None,
-    retries: int,
-    timeout: float,
-    token: str | None,
-    ca_file: Path | None,
-) -> None:
+def download(url: str, output: Path | None, connection: dict[str, Any]) -> None:
     """Download a completed upload; an interrupted download resumes with Range."""
 
     async def run() -> Path:
-        async with AsyncClient(
-            url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
-        ) as client:
+        async with AsyncClient(url, **connection) as client:
             target = output
             if target is None:
                 status = await client.status(url)
@@ -241,13 +239,11 @@ def download(
 @click.command()
 @click.argument("url")
 @_client_options
-def status(url: str, retries: int, timeout: float, token: str | None, ca_file: Path | None) -> None:
+def status(url: str, connection: dict[str, Any]) -> None:
     """Show an upload's offset, length, metadata and expiry (as JSON)."""
 
     async def run() -> dict[str, Any]:
-        async with AsyncClient(
-            url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
-        ) as client:
+        async with AsyncClient(url, **connection) as client:
             s = await client.status(url)
         return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
                 "metadata": s.metadata, "expires": s.expires}  # fmt: skip
@@ -261,16 +257,12 @@ def status(url: str, retries: int, timeout: float, token: str | None, ca_file: P
 @click.command(name="rm")
 @click.argument("urls", nargs=-1, required=True)
 @_client_options
-def remove(
-    urls: tuple[str, ...], retries: int, timeout: float, token: str | None, ca_file: Path | None
-) -> None:
+def remove(urls: tuple[str, ...], connection: dict[str, Any]) -> None:
     """Delete uploads on the server (tus termination)."""
 
     async def run() -> None:
         for url in urls:
-            async with AsyncClient(
-                url, retries=retries, timeout=timeout, token=token, ca_file=ca_file
-            ) as client:
+            async with AsyncClient(url, **connection) as client:
                 await client.delete(url)
             click.echo(f"deleted {url}")
 

@@ -84,8 +84,7 @@ class DirectUpload:
                 self.state.save(state_key, entry)
         assert entry.multipart is not None
         key, upload_id = entry.multipart
-        self.chunk = entry.chunk_size
-        count = max(1, -(-self.size // self.chunk))
+        count = self._count()
         numbers = iter([n for n in range(1, count + 1) if n not in etags])
         done_before = sum(self._length(n) for n in etags)
         digest_pass = asyncio.create_task(asyncio.to_thread(self._sha256))
@@ -132,6 +131,9 @@ class DirectUpload:
                             parallel=self.parallel, resumed=resumed, sent=self.sent,
                             elapsed=time.monotonic() - started)  # fmt: skip
 
+    def _count(self) -> int:
+        return max(1, -(-self.size // self.chunk))
+
     def _length(self, number: int) -> int:
         return min(self.chunk, self.size - (number - 1) * self.chunk)
 
@@ -156,12 +158,11 @@ class DirectUpload:
             if exc.status in (404, 410):
                 return None
             raise
-        self.chunk = entry.chunk_size
+        self.chunk = entry.chunk_size  # the parts are cut as that run cut them
         stored: dict[int, str] = {}
-        count = max(1, -(-self.size // self.chunk))
         for part in listed:
             number = part.get("PartNumber")
-            known = isinstance(number, int) and 1 <= number <= count
+            known = isinstance(number, int) and 1 <= number <= self._count()
             if known and part.get("Size") == self._length(number) and part.get("ETag"):
                 stored[number] = str(part["ETag"])
         return stored
