@@ -61,7 +61,7 @@ def haul_granian(
         "from granian.server.embed import Server\n"
         "from granian.constants import Interfaces\n"
         "from haul.config import load_settings\n"
-        "from haul.http.app import create_app\n"
+        "from haul.compose import build_app as create_app\n"
         f"app = create_app(load_settings(overrides={{'data_dir': {str(data_dir)!r},"
         f" 'sweep_interval': '0', 'verify_digest': {verify_digest!r}}}))\n"
         f"asyncio.run(Server(app, address='127.0.0.1', port={port},"

@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 import haul
+from haul.compose import build_service
 from haul.config import load_settings
-from haul.http.app import build_service
 from tests.helpers import create, head, patch, random_file, sha256_file
 from tests.proxy import ChaosProxy
 

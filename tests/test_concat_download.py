@@ -7,7 +7,7 @@ import hashlib
 import httpx
 import pytest
 
-from haul.protocol.digest import format_repr_digest
+from haul.wire.digest import format_repr_digest
 from tests.helpers import TUS, create, head, patch, wait_for
 
 

@@ -176,7 +176,7 @@ def _prove(client: httpx.Client, url: str, proof: bytes) -> httpx.Response:
 
 
 def test_a_client_that_knows_only_the_digest_gets_nothing(server, client, tmp_path) -> None:
-    from haul.protocol.possession import Challenge, answer
+    from haul.wire.possession import Challenge, answer
 
     source = random_file(tmp_path / "secret.bin", 8 * MiB, seed=48)
     haul.Client(server.url, state_dir=tmp_path / "owner").upload(source)
@@ -200,7 +200,7 @@ def test_a_client_that_knows_only_the_digest_gets_nothing(server, client, tmp_pa
 
 
 def test_a_small_file_must_be_proven_whole(server, client, tmp_path) -> None:
-    from haul.protocol.possession import Challenge, answer
+    from haul.wire.possession import Challenge, answer
 
     source = random_file(tmp_path / "small.bin", 1000, seed=49)
     haul.Client(server.url, state_dir=tmp_path / "owner").upload(source)

@@ -10,7 +10,7 @@ import socket
 
 import httpx
 
-from haul.lean_protocol import HIGH_WATER, READ_SIZE
+from haul.transport.http1 import HIGH_WATER, READ_SIZE
 from tests.helpers import TUS, HaulServer
 
 MiB = 1 << 20

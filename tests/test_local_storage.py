@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from haul.backends.local_storage import LocalStorage
+from haul.storage.local import LocalStorage
 
 
 async def _read(storage: LocalStorage, upload_id: str, size: int) -> bytes:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from haul.backends.file_locker import FileLocker
-from haul.backends.pg_locker import PostgresLocker
-from haul.backends.postgres_store import PostgresStore
-from haul.backends.redis_locker import RedisLocker
-from haul.backends.sqlite_store import SQLiteStore
 from haul.core.interfaces import Locker, MetadataStore
 from haul.core.models import ConcatKind, Upload, UploadState
 from haul.errors import Locked, UploadExists
+from haul.locks.file import FileLocker
+from haul.locks.postgres import PostgresLocker
+from haul.locks.redis import RedisLocker
+from haul.records.postgres import PostgresStore
+from haul.records.sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -220,9 +220,9 @@ async def test_a_waiting_request_gets_the_lock_when_it_is_released(
 HOLD = """
 import asyncio
 from pathlib import Path
-from haul.backends.file_locker import FileLocker
-from haul.backends.pg_locker import PostgresLocker
-from haul.backends.redis_locker import RedisLocker
+from haul.locks.file import FileLocker
+from haul.locks.postgres import PostgresLocker
+from haul.locks.redis import RedisLocker
 async def main():
     locker = {make}
     async with locker.lock("d" * 32, 5):
@@ -280,7 +280,7 @@ async def test_redis_digest_index_answers_from_redis_and_never_lies(
 ) -> None:
     from redis.asyncio import Redis
 
-    from haul.backends.redis_digest_index import RedisDigestIndex
+    from haul.records.redis_index import RedisDigestIndex
 
     prefix = f"test:{tmp_path.name}:"
     store = RedisDigestIndex(SQLiteStore(tmp_path / "haul.db"), redis_url, prefix=prefix)

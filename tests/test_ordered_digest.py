@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 import haul
-from haul.protocol.digest import format_repr_digest
+from haul.wire.digest import format_repr_digest
 from tests.helpers import TUS, HaulServer, create, patch, random_file, sha256_file
 
 MiB = 1 << 20

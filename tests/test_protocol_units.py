@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from haul.config import ConfigError, load_settings, parse_duration, parse_size
 from haul.errors import InvalidHeader, InvalidMetadata, RangeNotSatisfiable
-from haul.protocol.http import (
+from haul.wire.http import (
     content_disposition,
     parse_idempotency_key,
     parse_range,
     safe_filename,
 )
-from haul.protocol.tus import encode_metadata, parse_concat, parse_metadata, parse_uint
+from haul.wire.tus import encode_metadata, parse_concat, parse_metadata, parse_uint
 from tests.helpers import HAUL
 
 keys = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E,

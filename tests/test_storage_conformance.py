@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from haul.backends.local_storage import LocalStorage
-from haul.backends.s3_storage import S3Storage
 from haul.core.interfaces import Storage
 from haul.errors import OffsetMismatch
+from haul.storage.local import LocalStorage
+from haul.storage.s3 import S3Storage
 from tests.services import S3_ACCESS, S3_SECRET
 
 MiB = 1 << 20

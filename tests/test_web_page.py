@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Route, expect
 
-from haul.protocol.tus import parse_metadata
+from haul.wire.tus import parse_metadata
 from tests.browser import build_client_bundles, chromium, serve_test_page
 from tests.helpers import (
     HaulServer,

@@ -19,7 +19,7 @@ from haul.client.errors import HaulClientError, ServerRejected
 from haul.client.session import RetryPolicy, Session, Transient, rejection
 from haul.client.state import StateStore
 from haul.client.upload import FileUpload, ProgressCallback, UploadOptions, UploadResult
-from haul.protocol.tus import parse_metadata
+from haul.wire.tus import parse_metadata
 
 T = TypeVar("T")
 DOWNLOAD_BLOCK = 1 << 20

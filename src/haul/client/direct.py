@@ -20,7 +20,7 @@ import httpx
 from haul.client.errors import HaulClientError, RetriesExhausted, ServerRejected
 from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.client.upload import Progress, ProgressCallback, UploadResult, choose_chunk_size
-from haul.protocol.digest import parse_repr_digest
+from haul.wire.digest import parse_repr_digest
 
 ATTEMPTS = 5
 

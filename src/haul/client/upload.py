@@ -34,9 +34,9 @@ from haul.client.errors import (
 )
 from haul.client.session import Capabilities, Session, Transient
 from haul.client.state import FileIdentity, StateStore, UploadEntry
-from haul.protocol.digest import format_repr_digest, parse_repr_digest
-from haul.protocol.possession import Challenge, answer
-from haul.protocol.tus import encode_metadata
+from haul.wire.digest import format_repr_digest, parse_repr_digest
+from haul.wire.possession import Challenge, answer
+from haul.wire.tus import encode_metadata
 
 MiB = 1 << 20
 MIN_CHUNK = 8 * MiB

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from haul.protocol.tus import parse_metadata
+from haul.wire.tus import parse_metadata
 
 
 class UploadState(StrEnum):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from haul.core.models import Upload
 from haul.core.pump import digest_stream
-from haul.protocol.checksums import Hasher
+from haul.wire.checksums import Hasher
 
 PART_KEY = "haul-part"
 MAX_GROUPS = 256  # parallel uploads followed at once; the least recently used goes first

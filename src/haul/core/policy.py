@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import filetype
 
 from haul.errors import ConfigError, TypeNotAllowed
-from haul.protocol.http import safe_filename
+from haul.wire.http import safe_filename
 
 # Metadata keys that name the file and its type, as tus-js-client, Uppy and haul send them.
 NAME_KEYS = ("filename", "name")

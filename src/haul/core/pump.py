@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from haul.core.interfaces import ChunkWriter
 from haul.errors import ExceedsLength
-from haul.protocol.checksums import Hasher
+from haul.wire.checksums import Hasher
 
 BLOCK = 1 << 20
 DEPTH = 4

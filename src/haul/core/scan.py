@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Protocol
 
 from haul.core.models import Upload
-from haul.protocol.http import safe_filename
+from haul.wire.http import safe_filename
 
 
 class Scanner(Protocol):

@@ -42,8 +42,8 @@ from haul.errors import (
     UploadExists,
     UploadIncomplete,
 )
-from haul.protocol.checksums import Hasher, new_hasher
-from haul.protocol.possession import Challenge, answer, matches
+from haul.wire.checksums import Hasher, new_hasher
+from haul.wire.possession import Challenge, answer, matches
 
 log = logging.getLogger("haul")
 NO_QUOTA = Quota()
@@ -128,6 +128,19 @@ class UploadService:
         self._background: set[asyncio.Task[None]] = set()
         self._running: dict[str, tuple[int, Hasher]] = {}
         self._ordered = OrderedDigests(lambda part: storage.read(part.id, 0, part.length or 0))
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        """Release every backend's connections (on shutdown), even when one of them fails."""
+        try:
+            await self.store.close()
+        finally:
+            try:
+                await self.locker.close()
+            finally:
+                await self.storage.close()
 
     # -- creation -------------------------------------------------------------------------
 

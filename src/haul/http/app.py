@@ -1,4 +1,5 @@
-"""Assemble the ASGI application from settings: backends, core service, HTTP surfaces."""
+"""Assemble the ASGI application: the HTTP surfaces over an upload service built elsewhere
+(see :mod:`haul.compose`), their middleware, and the one error renderer."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,13 +18,9 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from haul.backends.file_locker import FileLocker
-from haul.backends.local_storage import LocalStorage
-from haul.backends.sqlite_store import SQLiteStore
 from haul.config import Settings
-from haul.core.interfaces import DirectUploads, Locker, MetadataStore, Storage
-from haul.core.scan import CommandScanner
-from haul.core.service import Limits, UploadService
+from haul.core.interfaces import DirectUploads
+from haul.core.service import UploadService
 from haul.errors import HaulError, VersionUnsupported
 from haul.http import web
 from haul.http.auth import Authenticator
@@ -32,7 +28,7 @@ from haul.http.direct import DirectEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
 from haul.http.tus import EXTENSIONS, TusEndpoint
-from haul.protocol.tus import TUS_VERSION
+from haul.wire.tus import TUS_VERSION
 
 log = logging.getLogger("haul")
 
@@ -49,81 +45,6 @@ TUS_RESPONSE_HEADERS = (
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
     "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate",
 )  # fmt: skip
-
-
-def _storage(settings: Settings) -> Storage:
-    if settings.storage == "s3":
-        from haul.backends.s3_storage import S3Storage  # only S3 deployments need botocore
-
-        return S3Storage(
-            bucket=settings.s3_bucket,
-            endpoint=settings.s3_endpoint or None,
-            region=settings.s3_region or None,
-            prefix=settings.s3_prefix,
-            addressing=settings.s3_addressing,
-            access_key=settings.s3_access_key or None,
-            secret_key=settings.s3_secret_key or None,
-            part_size=settings.s3_part_size,
-            buffer_memory=settings.s3_buffer_memory,
-            temp_dir=Path(settings.s3_temp_dir) if settings.s3_temp_dir else None,
-        )
-    return LocalStorage(settings.data_dir / "uploads", fsync=settings.fsync)
-
-
-def _metadata_store(settings: Settings) -> MetadataStore:
-    store: MetadataStore
-    if settings.db:
-        from haul.backends.postgres_store import PostgresStore  # only clusters need asyncpg
-
-        store = PostgresStore(settings.db)
-    else:
-        store = SQLiteStore(settings.data_dir / "haul.db")
-    if settings.digest_index == "redis":
-        from haul.backends.redis_digest_index import RedisDigestIndex
-
-        return RedisDigestIndex(store, settings.redis_url)
-    return store
-
-
-def _locker(settings: Settings) -> Locker:
-    if settings.lock_backend == "postgres":
-        from haul.backends.pg_locker import PostgresLocker
-
-        return PostgresLocker(settings.db)
-    if settings.lock_backend == "redis":
-        from haul.backends.redis_locker import RedisLocker
-
-        return RedisLocker(settings.redis_url, lease=settings.lock_lease)
-    return FileLocker(settings.data_dir / "locks")
-
-
-def build_service(settings: Settings) -> UploadService:
-    """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
-    and advisory locks (or Redis locks) shared by the nodes of a cluster."""
-    limits = Limits(
-        max_size=settings.max_size,
-        max_active_uploads=settings.max_active_uploads,
-        expiration=settings.expiration,
-        tombstone_ttl=settings.tombstone_ttl,
-        orphan_grace=settings.orphan_grace,
-        lock_timeout=settings.lock_timeout,
-        keep_partials=settings.keep_partials,
-        verify_digest=settings.verify_digest,
-        instant_upload=settings.instant_upload,
-        anonymous_dedup=settings.anonymous_dedup,
-        proof_dedup=settings.proof_dedup,
-    )
-    scanner = None
-    if settings.scan_command:
-        scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
-    return UploadService(
-        _storage(settings),
-        _metadata_store(settings),
-        _locker(settings),
-        limits,
-        policy=settings.type_policy(),
-        scanner=scanner,
-    )
 
 
 class TusResumableHeader:
@@ -182,14 +103,13 @@ async def _sweep_forever(service: UploadService, interval: float) -> None:
             log.exception("garbage collection failed; retrying in %s s", interval)
 
 
-def create_app(settings: Settings, service: UploadService | None = None) -> Starlette:
-    service = service or build_service(settings)
+def create_app(settings: Settings, service: UploadService) -> Starlette:
     auth = Authenticator(settings)  # shared: an owner's rate limit spans every endpoint
     tus = TusEndpoint(service, settings, auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await service.store.open()
+        await service.open()
         sweeper = None
         if settings.sweep_interval:
             sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_interval))
@@ -200,9 +120,7 @@ def create_app(settings: Settings, service: UploadService | None = None) -> Star
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sweeper
-            await service.store.close()
-            await service.locker.close()
-            await service.storage.close()
+            await service.close()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok\n")

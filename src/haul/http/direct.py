@@ -27,7 +27,7 @@ from haul.core.interfaces import DirectUploads
 from haul.core.service import UploadService
 from haul.errors import BadRequest, NotFound
 from haul.http.auth import Authenticator, Principal
-from haul.protocol.tus import encode_metadata
+from haul.wire.tus import encode_metadata
 
 MAX_PARTS = 10_000
 

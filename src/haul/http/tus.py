@@ -32,11 +32,11 @@ from haul.errors import (
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
 from haul.http.links import LinkSigner
-from haul.protocol.checksums import ALGORITHMS
-from haul.protocol.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
-from haul.protocol.http import content_disposition, parse_idempotency_key, parse_range
-from haul.protocol.possession import Challenge
-from haul.protocol.tus import (
+from haul.wire.checksums import ALGORITHMS
+from haul.wire.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
+from haul.wire.http import content_disposition, parse_idempotency_key, parse_range
+from haul.wire.possession import Challenge
+from haul.wire.tus import (
     OFFSET_CONTENT_TYPE,
     TUS_VERSION,
     http_date,

@@ -14,8 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import haul
 from haul.config import Settings
 from haul.http import openapi
-from haul.protocol.checksums import ALGORITHMS
-from haul.protocol.tus import TUS_VERSION
+from haul.wire.checksums import ALGORITHMS
+from haul.wire.tus import TUS_VERSION
 
 # Built by `./dev setup` (web/build.mjs) from the sources in web/; not kept in git.
 DIST = Path(__file__).resolve().parent.parent / "web" / "dist"

@@ -11,7 +11,9 @@ from typing import Any
 
 import asyncpg
 
-from haul.backends.upload_rows import (
+from haul.core.models import Upload, Usage
+from haul.errors import UploadExists
+from haul.records.rows import (
     COLUMNS,
     GONE_STATES,
     UPDATABLE,
@@ -19,8 +21,6 @@ from haul.backends.upload_rows import (
     update_values,
     upload_values,
 )
-from haul.core.models import Upload, Usage
-from haul.errors import UploadExists
 
 MIGRATIONS: tuple[str, ...] = (
     """

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from haul import __version__
-from haul.client_cli import download, list_uploads, remove, status, upload
+from haul.cli.client import download, list_uploads, remove, status, upload
 from haul.config import Settings, env_name, load_settings
 from haul.errors import ConfigError
 
@@ -55,7 +55,7 @@ def main() -> None:
 @_settings_options
 def serve(config_file: Path | None, **overrides: Any) -> None:
     """Run the upload server (local disk + SQLite under --data-dir by default)."""
-    from haul.server import serve as run_server
+    from haul.cli.serve import serve as run_server
 
     run_server(_load(config_file, overrides))
 
@@ -64,17 +64,17 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
 @_settings_options
 def gc(config_file: Path | None, **overrides: Any) -> None:
     """Remove expired uploads, old tombstones and orphaned bytes once, then exit."""
-    from haul.http.app import build_service
+    from haul.compose import build_service
 
     settings = _load(config_file, overrides)
 
     async def run() -> dict[str, int]:
         service = build_service(settings)
-        await service.store.open()
+        await service.open()
         try:
             report = await service.collect_garbage()
         finally:
-            await service.store.close()
+            await service.close()
         return {
             "expired": report.expired,
             "purged_tombstones": report.purged_tombstones,

@@ -8,7 +8,7 @@ from collections import Counter
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from haul.lean_protocol import LeanHttpToolsProtocol
+from haul.transport.http1 import LeanHttpToolsProtocol
 
 
 class ClientSlots:

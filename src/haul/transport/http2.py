@@ -1,5 +1,5 @@
 """HTTP/2 for the ASGI application, on the `h2` state machine, for TLS connections that chose
-h2 by ALPN (see haul.tls_gate). Plugged into uvicorn beside its HTTP/1.1 protocol, so the
+h2 by ALPN (see haul.transport.tls). Plugged into uvicorn beside its HTTP/1.1 protocol, so the
 server, lifespan and shutdown stay uvicorn's.
 
 Flow control is what keeps memory bounded: a stream's window is given back only as the

@@ -223,7 +223,7 @@ def download(url: str, output: Path | None, connection: dict[str, Any]) -> None:
             target = output
             if target is None:
                 status = await client.status(url)
-                from haul.protocol.http import safe_filename
+                from haul.wire.http import safe_filename
 
                 target = Path(
                     safe_filename(status.metadata.get("filename", ""), url.rsplit("/", 1)[-1])

@@ -1,6 +1,6 @@
 """HTTPS under uvicorn: each accepted connection is counted against its client's cap before a
 byte is read, then TLS starts (with a deadline for the handshake), and ALPN picks the protocol:
-haul's guarded HTTP/1.1 or HTTP/2 (haul.h2_protocol).
+haul's guarded HTTP/1.1 or HTTP/2 (haul.transport.http2).
 
 TLS is started per connection rather than by the listening socket so that a client holding
 connections open without finishing a handshake, or without sending a request after one,
@@ -14,8 +14,8 @@ import contextlib
 import ssl
 from typing import Any
 
-from haul.connection_guard import ClientSlots, guarded_protocol
-from haul.h2_protocol import H2Protocol
+from haul.transport.guard import ClientSlots, guarded_protocol
+from haul.transport.http2 import H2Protocol
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -58,7 +58,8 @@ def tls_protocol(
                     return
                 self.host = host
             # Until TLS starts, the client's hello must stay in the socket, not reach us
-            # (asyncio's event loop honours this at once; uvloop's does not: see haul.server).
+            # (asyncio's event loop honours this at once; uvloop's does not:
+            # see haul.transport.server).
             transport.pause_reading()
             self.handshake = self.loop.create_task(self._start_tls(transport))
 

@@ -1,1 +1,0 @@
-"""Concrete storage backends, metadata stores and lockers behind the core's interfaces."""

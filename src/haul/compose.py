@@ -1,0 +1,119 @@
+"""The composition root: the one place that turns :class:`Settings` into running parts.
+
+``haul serve`` and ``haul gc`` both build their backends and service here, so they can never
+disagree on what a setting means. Backends whose libraries are optional are imported only when
+configured; a missing one is a configuration error that names the extra to install.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from starlette.applications import Starlette
+
+from haul.config import Settings
+from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.scan import CommandScanner
+from haul.core.service import Limits, UploadService
+from haul.errors import ConfigError
+from haul.locks.file import FileLocker
+from haul.records.sqlite import SQLiteStore
+from haul.storage.local import LocalStorage
+
+
+def _backend(module: str, extra: str, setting: str) -> ModuleType:
+    """Import an optional backend, or say which extra brings its library."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as missing:
+        raise ConfigError(
+            f"{setting} needs the library {missing.name or 'it uses'}, which is not installed; "
+            f"install haul with the '{extra}' extra: pip install 'haul[{extra}]'"
+        ) from None
+
+
+def build_storage(settings: Settings) -> Storage:
+    if settings.storage != "s3":
+        return LocalStorage(settings.data_dir / "uploads", fsync=settings.fsync)
+    s3 = _backend("haul.storage.s3", "s3", "--storage s3")
+    storage: Storage = s3.S3Storage(
+        bucket=settings.s3_bucket,
+        endpoint=settings.s3_endpoint or None,
+        region=settings.s3_region or None,
+        prefix=settings.s3_prefix,
+        addressing=settings.s3_addressing,
+        access_key=settings.s3_access_key or None,
+        secret_key=settings.s3_secret_key or None,
+        part_size=settings.s3_part_size,
+        buffer_memory=settings.s3_buffer_memory,
+        temp_dir=Path(settings.s3_temp_dir) if settings.s3_temp_dir else None,
+    )
+    return storage
+
+
+def build_records(settings: Settings) -> MetadataStore:
+    store: MetadataStore
+    if settings.db:
+        postgres = _backend("haul.records.postgres", "postgres", "--db postgresql://...")
+        store = postgres.PostgresStore(settings.db)
+    else:
+        store = SQLiteStore(settings.data_dir / "haul.db")
+    if settings.digest_index == "redis":
+        index = _backend("haul.records.redis_index", "redis", "--digest-index redis")
+        indexed: MetadataStore = index.RedisDigestIndex(store, settings.redis_url)
+        return indexed
+    return store
+
+
+def build_locker(settings: Settings) -> Locker:
+    locker: Locker
+    if settings.lock_backend == "postgres":
+        postgres = _backend("haul.locks.postgres", "postgres", "--locker postgres")
+        locker = postgres.PostgresLocker(settings.db)
+    elif settings.lock_backend == "redis":
+        redis = _backend("haul.locks.redis", "redis", "--locker redis")
+        locker = redis.RedisLocker(settings.redis_url, lease=settings.lock_lease)
+    else:
+        locker = FileLocker(settings.data_dir / "locks")
+    return locker
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_size=settings.max_size,
+        max_active_uploads=settings.max_active_uploads,
+        expiration=settings.expiration,
+        tombstone_ttl=settings.tombstone_ttl,
+        orphan_grace=settings.orphan_grace,
+        lock_timeout=settings.lock_timeout,
+        keep_partials=settings.keep_partials,
+        verify_digest=settings.verify_digest,
+        instant_upload=settings.instant_upload,
+        anonymous_dedup=settings.anonymous_dedup,
+        proof_dedup=settings.proof_dedup,
+    )
+
+
+def build_service(settings: Settings) -> UploadService:
+    """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
+    and advisory locks (or Redis locks) shared by the nodes of a cluster."""
+    scanner = None
+    if settings.scan_command:
+        scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
+    return UploadService(
+        build_storage(settings),
+        build_records(settings),
+        build_locker(settings),
+        limits_from(settings),
+        policy=settings.type_policy(),
+        scanner=scanner,
+    )
+
+
+def build_app(settings: Settings) -> Starlette:
+    """The ASGI application with every surface the settings turn on, over a new service."""
+    from haul.http.app import create_app
+
+    return create_app(settings, build_service(settings))

@@ -1,1 +1,0 @@
-"""Pure protocol helpers: parsing and formatting of headers. No I/O lives here."""

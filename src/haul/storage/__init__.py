@@ -1,0 +1,1 @@
+"""Where the bytes live: one module per backend behind :class:`haul.core.interfaces.Storage`."""
