@@ -10,6 +10,8 @@ import pytest
 
 from haul.storage.local import LocalStorage
 
+pytestmark = pytest.mark.fast
+
 
 async def _read(storage: LocalStorage, upload_id: str, size: int) -> bytes:
     return b"".join([block async for block in storage.read(upload_id, 0, size)])

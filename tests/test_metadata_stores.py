@@ -16,16 +16,20 @@ from haul.core.interfaces import Locker, MetadataStore
 from haul.core.models import ConcatKind, Upload, UploadState
 from haul.errors import Locked, UploadExists
 from haul.locks.file import FileLocker
+from haul.locks.memory import MemoryLocker
 from haul.locks.postgres import PostgresLocker
 from haul.locks.redis import RedisLocker
+from haul.records.memory import MemoryStore
 from haul.records.postgres import PostgresStore
 from haul.records.sqlite import SQLiteStore
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=[pytest.param("memory", marks=pytest.mark.fast), "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MetadataStore]:
-    if request.param == "sqlite":
-        opened: MetadataStore = SQLiteStore(tmp_path / "haul.db")
+    if request.param == "memory":
+        opened: MetadataStore = MemoryStore()
+    elif request.param == "sqlite":
+        opened = SQLiteStore(tmp_path / "haul.db")
     else:
         opened = PostgresStore(request.getfixturevalue("pg_dsn"))
     await opened.open()
@@ -160,13 +164,19 @@ async def test_migrations_run_once_when_nodes_start_together(tmp_path: Path, pg_
 # -- lockers -------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["file", "postgres", "redis"])
+@pytest.fixture(
+    params=[pytest.param("memory", marks=pytest.mark.fast), "file", "postgres", "redis"]
+)
 async def lockers(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[Locker, Locker]]:
-    """Two lockers as two nodes would have them, sharing what their kind shares."""
-    if request.param == "file":
-        pair: tuple[Locker, Locker] = (
+    """Two lockers as two nodes would have them, sharing what their kind shares (the memory
+    locker serves one process only: its two "nodes" are two requests of one server)."""
+    if request.param == "memory":
+        shared = MemoryLocker()
+        pair: tuple[Locker, Locker] = (shared, shared)
+    elif request.param == "file":
+        pair = (
             FileLocker(tmp_path / "locks"),
             FileLocker(tmp_path / "locks"),
         )

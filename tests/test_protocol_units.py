@@ -20,6 +20,8 @@ from haul.wire.http import (
 from haul.wire.tus import encode_metadata, parse_concat, parse_metadata, parse_uint
 from tests.helpers import HAUL
 
+pytestmark = pytest.mark.fast
+
 keys = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E,
                                       exclude_characters=","), min_size=1, max_size=20)  # fmt: skip
 

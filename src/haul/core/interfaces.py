@@ -14,6 +14,12 @@ from typing import Protocol, runtime_checkable
 from haul.core.models import Upload, Usage
 
 
+class StoredBytesMissing(LookupError):
+    """Raised by every storage backend when an upload it is asked to read (or to build on)
+    has no stored bytes: deleted, never created, or collected. The core maps it to what the
+    client should hear; no backend's own error type (OSError, botocore's ClientError) leaks."""
+
+
 class ChunkWriter(Protocol):
     """Appends one request's bytes at the upload's current end.
 
@@ -54,7 +60,8 @@ class Storage(Protocol):
         ...
 
     async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
-        """Store the concatenation of completed uploads as ``upload_id`` (all or nothing)."""
+        """Store the concatenation of completed uploads as ``upload_id`` (all or nothing);
+        StoredBytesMissing if one of them has no bytes."""
         ...
 
     async def share(self, source_id: str, upload_id: str) -> bool:
@@ -68,7 +75,8 @@ class Storage(Protocol):
         ...
 
     def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
-        """Stream bytes ``[start, end)`` of a finished upload."""
+        """Stream bytes ``[start, end)`` of a finished upload; StoredBytesMissing if it has
+        none."""
         ...
 
     async def delete(self, upload_id: str) -> None:

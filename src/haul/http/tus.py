@@ -245,7 +245,7 @@ class TusEndpoint:
         return self._created(request, upload)
 
     async def head(self, request: Request, upload_id: str, principal: Principal) -> Response:
-        upload = await self.service.status(upload_id, owner=principal.owner)
+        upload = await self.service.reconcile(upload_id, owner=principal.owner)
         headers = {"Cache-Control": "no-store"}
         # A final upload has no offset until its partials are assembled (concatenation).
         if not upload.is_final or upload.complete:
@@ -287,7 +287,7 @@ class TusEndpoint:
         return Response(status_code=204)
 
     async def download(self, request: Request, upload_id: str, principal: Principal) -> Response:
-        upload = await self.service.status(upload_id, owner=principal.owner)
+        upload = await self.service.reconcile(upload_id, owner=principal.owner)
         size = upload.length or 0
         etag = f'"{upload.id}-{size}"'
         headers = {

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from haul.core.interfaces import StoredBytesMissing
 from haul.errors import OffsetMismatch, StorageFull
 
 T = TypeVar("T")
@@ -118,7 +119,7 @@ class LocalStorage:
                 return [(p, p.stat().st_size) for p in sorted(path.iterdir())]
             if not suffix and path.is_file():
                 return [(path, path.stat().st_size)]
-        raise FileNotFoundError(errno.ENOENT, f"upload {upload_id} has no stored bytes")
+        raise StoredBytesMissing(f"upload {upload_id} has no stored bytes")
 
     def _offset(self, upload_id: str) -> int:
         if self._path(upload_id, ".parts").is_dir() or self._path(upload_id, ".old").is_dir():
@@ -173,7 +174,11 @@ class LocalStorage:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         for index, part_id in enumerate(part_ids):
-            os.link(self._path(part_id), staging / f"{index:06d}")
+            try:
+                os.link(self._path(part_id), staging / f"{index:06d}")
+            except FileNotFoundError:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise StoredBytesMissing(f"partial upload {part_id} has no stored bytes") from None
         if self.fsync:
             fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -201,7 +206,7 @@ class LocalStorage:
                 staging.mkdir()
                 for path, _ in segments:
                     os.link(path, staging / path.name)
-        except FileNotFoundError:
+        except (StoredBytesMissing, FileNotFoundError):  # gone, or going while we link
             shutil.rmtree(staging, ignore_errors=True)
             staging.unlink(missing_ok=True)
             return False
@@ -234,7 +239,10 @@ class LocalStorage:
             base += size
 
     async def _read_file(self, path: Path, start: int, end: int) -> AsyncIterator[bytes]:
-        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # deleted between listing its segments and opening them
+            raise StoredBytesMissing(f"{path.name} is no longer stored") from None
         try:
             position = start
             while position < end:

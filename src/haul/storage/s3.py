@@ -18,11 +18,9 @@ sharing are server-side copies (UploadPartCopy): no byte of them passes through 
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import tempfile
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -31,104 +29,34 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
+from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
+from haul.storage.s3_state import Part, S3State
+from haul.storage.s3_writer import PartSpool, S3Writer
 
 MiB = 1 << 20
 MIN_PART = 5 * MiB  # S3's smallest part but the last
 MAX_COPY = 5 * 1024 * MiB  # S3's largest single copy (and part)
 _ID = re.compile(r"[0-9a-f]{32}")
+# What the stores answer for an object or multipart upload that is not there (AWS, MinIO and
+# Ceph RGW differ: a HEAD carries no body, so only the status is left as its code).
+_MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
 
 
-class _PartSpool:
-    """The bytes of the next multipart part, in memory up to ``buffer_memory``, then in a
-    temp file; sent as a part when full."""
-
-    def __init__(self, storage: S3Storage) -> None:
-        self.storage = storage
-        self.file = storage._spool()
-        self.size = 0
-
-    def add(self, data: bytes) -> None:
-        self.file.write(data)
-        self.size += len(data)
-
-    def full(self, number: int) -> bool:
-        return self.size >= self.storage.part_size_for(number)
-
-    def read(self) -> bytes:
-        self.file.seek(0)
-        return self.file.read()
-
-    async def send(self, key: str, mpu: str, number: int) -> str:
-        """Upload what is held as part ``number`` of ``key``; its ETag. Starts over empty."""
-        self.file.seek(0)
-        answer = await (await self.storage._s3()).upload_part(
-            Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
-            Body=self.file, ContentLength=self.size,
-        )  # fmt: skip
-        self.close()
-        self.file, self.size = self.storage._spool(), 0
-        return str(answer["ETag"])
-
-    def close(self) -> None:
-        self.file.close()
+def _is_missing(error: ClientError) -> bool:
+    """The one place that reads the store's error codes."""
+    return str(error.response.get("Error", {}).get("Code", "")) in _MISSING
 
 
-class S3Writer:
-    def __init__(
-        self, storage: S3Storage, upload_id: str, state: dict[str, Any], tail: bytes, atomic: bool
-    ) -> None:
-        self.storage = storage
-        self.upload_id = upload_id
-        self.state = state
-        self.atomic = atomic
-        self.parts: list[list[Any]] = list(state["parts"])  # committed + sent by this writer
-        self.old_tail: str | None = state["tail"][0] if state["tail"] else None
-        self.tail_consumed = False  # the old tail's bytes went into a part
-        self.spool = _PartSpool(storage)
-        if tail:
-            self.spool.add(tail)
-
-    async def write(self, pieces: Sequence[bytes]) -> None:
-        for piece in pieces:
-            self.spool.add(piece)
-        if self.spool.full(len(self.parts) + 1):
-            await self._send_part()
-
-    async def _send_part(self) -> None:
-        number, size = len(self.parts) + 1, self.spool.size
-        key = self.storage._key(self.upload_id)
-        etag = await self.spool.send(key, self.state["mpu"], number)
-        self.parts.append([number, size, etag])
-        self.tail_consumed = True
-        if not self.atomic:  # what reached the storage counts at once
-            await self.storage._save_state(self.upload_id, {**self.state, "parts": self.parts,
-                                                           "tail": None})  # fmt: skip
-            await self._drop_old_tail()
-
-    async def commit(self) -> int:
-        tail = None
-        if self.spool.size:
-            key = f"{self.storage._key(self.upload_id)}.tail.{uuid.uuid4().hex}"
-            await self.storage._put(key, self.spool.read())
-            tail = [key, self.spool.size]
-        elif self.old_tail and not self.tail_consumed:
-            tail = self.state["tail"]
-        state = {**self.state, "parts": self.parts, "tail": tail}
-        await self.storage._save_state(self.upload_id, state)
-        if tail is None or tail[0] != self.old_tail:
-            await self._drop_old_tail()
-        self.spool.close()
-        return _held(state)
-
-    async def discard(self) -> None:
-        # Unrecorded parts are never listed when the upload completes: S3 drops them.
-        self.spool.close()
-
-    async def _drop_old_tail(self) -> None:
-        if self.old_tail:
-            await self.storage._delete_key(self.old_tail)
-            self.old_tail = None
+@contextlib.contextmanager
+def _missing_as_contract(what: str) -> Iterator[None]:
+    """A missing object or multipart upload becomes the storage contract's error."""
+    try:
+        yield
+    except ClientError as exc:
+        if _is_missing(exc):
+            raise StoredBytesMissing(f"{what} is not in the store") from None
+        raise
 
 
 class S3Storage:
@@ -206,26 +134,26 @@ class S3Storage:
     async def _delete_key(self, key: str) -> None:
         await (await self._s3()).delete_object(Bucket=self.bucket, Key=key)
 
-    async def _load_state(self, upload_id: str) -> dict[str, Any] | None:
+    async def _load_state(self, upload_id: str) -> S3State | None:
         try:
             answer = await (await self._s3()).get_object(
                 Bucket=self.bucket, Key=self._key(upload_id) + ".state"
             )
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404"):
+            if _is_missing(exc):
                 return None
             raise
         async with answer["Body"] as body:
-            return json.loads(await body.read())  # type: ignore[no-any-return]
+            return S3State.from_json(await body.read())
 
-    async def _save_state(self, upload_id: str, state: dict[str, Any]) -> None:
-        await self._put(self._key(upload_id) + ".state", json.dumps(state).encode())
+    async def _save_state(self, upload_id: str, state: S3State) -> None:
+        await self._put(self._key(upload_id) + ".state", state.to_json())
 
     async def _object_size(self, key: str) -> int | None:
         try:
             head = await (await self._s3()).head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _is_missing(exc):
                 return None
             raise
         return int(head["ContentLength"])
@@ -238,24 +166,25 @@ class S3Storage:
         started = await (await self._s3()).create_multipart_upload(
             Bucket=self.bucket, Key=self._key(upload_id)
         )
-        await self._save_state(upload_id, {"mpu": started["UploadId"], "parts": [], "tail": None})
+        await self._save_state(upload_id, S3State(mpu=str(started["UploadId"])))
 
     async def offset(self, upload_id: str) -> int:
         state = await self._load_state(upload_id)
         if state is None:  # finished (or never created)
             return await self._object_size(self._key(upload_id)) or 0
-        return _held(state)
+        return state.held
 
     async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
         state = await self._load_state(upload_id)
         if state is None:
             raise OffsetMismatch(f"upload {upload_id} is already complete")
-        current = _held(state)
+        current = state.held
         if offset != current:
             raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
         tail = b""
-        if state["tail"]:  # fetched only for a request that will append to it
-            answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state["tail"][0])
+        if state.tail:  # fetched only for a request that will append to it
+            with _missing_as_contract(f"the tail of upload {upload_id}"):
+                answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state.tail.key)
             async with answer["Body"] as body:
                 tail = await body.read()
         return S3Writer(self, upload_id, state, tail, atomic)
@@ -270,45 +199,53 @@ class S3Storage:
             # Completed by an earlier attempt (on any node) that died before removing its state.
             await self._forget_state(upload_id, state)
             return
-        parts = [[n, size, etag] for n, size, etag in state["parts"]]
-        if state["tail"]:
+        parts = list(state.parts)
+        if state.tail:
             copied = await s3.upload_part_copy(
-                Bucket=self.bucket, Key=key, UploadId=state["mpu"], PartNumber=len(parts) + 1,
-                CopySource={"Bucket": self.bucket, "Key": state["tail"][0]},
+                Bucket=self.bucket, Key=key, UploadId=state.mpu, PartNumber=len(parts) + 1,
+                CopySource={"Bucket": self.bucket, "Key": state.tail.key},
             )  # fmt: skip
-            parts.append([len(parts) + 1, state["tail"][1], copied["CopyPartResult"]["ETag"]])
+            parts.append(Part(len(parts) + 1, state.tail.size, copied["CopyPartResult"]["ETag"]))
         try:
             if parts:
                 await s3.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=state["mpu"],
-                    MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, _, e in parts]},
+                    Bucket=self.bucket, Key=key, UploadId=state.mpu,
+                    MultipartUpload={
+                        "Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]
+                    },
                 )  # fmt: skip
             else:  # an empty upload: S3 cannot complete a multipart upload without parts
-                await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=state["mpu"])
+                await s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=state.mpu)
                 await self._put(key, b"")
         except ClientError as exc:
             # Completed by an earlier attempt that died before removing its state.
-            if _code(exc) != "NoSuchUpload" or await self._object_size(key) is None:
+            if not _is_missing(exc) or await self._object_size(key) is None:
                 raise
         await self._forget_state(upload_id, state)
 
-    async def _forget_state(self, upload_id: str, state: dict[str, Any]) -> None:
+    async def _forget_state(self, upload_id: str, state: S3State) -> None:
         await self._delete_key(self._key(upload_id) + ".state")
-        if state["tail"]:
-            await self._delete_key(state["tail"][0])
+        if state.tail:
+            await self._delete_key(state.tail.key)
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         if start >= end:
             return
-        answer = await (await self._s3()).get_object(
-            Bucket=self.bucket, Key=self._key(upload_id), Range=f"bytes={start}-{end - 1}"
-        )
+        with _missing_as_contract(f"upload {upload_id}"):
+            answer = await (await self._s3()).get_object(
+                Bucket=self.bucket, Key=self._key(upload_id), Range=f"bytes={start}-{end - 1}"
+            )
         async with answer["Body"] as body:
             while block := await body.read(MiB):
                 yield block
 
     async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
-        sizes = [await self._object_size(self._key(part)) or 0 for part in part_ids]
+        sizes = []
+        for part in part_ids:
+            size = await self._object_size(self._key(part))
+            if size is None:
+                raise StoredBytesMissing(f"partial upload {part} is not in the store")
+            sizes.append(size)
         await self._discard_progress(upload_id)
         await self._copy_together(
             [(self._key(part), size) for part, size in zip(part_ids, sizes, strict=True)],
@@ -338,7 +275,8 @@ class S3Storage:
         small_inside = any(stop - first < MIN_PART for _, first, stop, _ in ranges[:-1])
         if len(ranges) == 1 and ranges[0][1:3] == (0, ranges[0][3]):
             source = {"Bucket": self.bucket, "Key": ranges[0][0]}
-            await s3.copy_object(Bucket=self.bucket, Key=target, CopySource=source)
+            with _missing_as_contract(ranges[0][0]):
+                await s3.copy_object(Bucket=self.bucket, Key=target, CopySource=source)
             return
         mpu = (await s3.create_multipart_upload(Bucket=self.bucket, Key=target))["UploadId"]
         try:
@@ -347,11 +285,12 @@ class S3Storage:
                 parts = await self._copy_through(sources, target, mpu)
             else:
                 for number, (key, first, stop, _) in enumerate(ranges, start=1):
-                    copied = await s3.upload_part_copy(
-                        Bucket=self.bucket, Key=target, UploadId=mpu, PartNumber=number,
-                        CopySource={"Bucket": self.bucket, "Key": key},
-                        CopySourceRange=f"bytes={first}-{stop - 1}",
-                    )  # fmt: skip
+                    with _missing_as_contract(key):
+                        copied = await s3.upload_part_copy(
+                            Bucket=self.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                            CopySource={"Bucket": self.bucket, "Key": key},
+                            CopySourceRange=f"bytes={first}-{stop - 1}",
+                        )  # fmt: skip
                     parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
             await s3.complete_multipart_upload(
                 Bucket=self.bucket, Key=target, UploadId=mpu, MultipartUpload={"Parts": parts}
@@ -367,7 +306,7 @@ class S3Storage:
         """Re-part small pieces: stream them through a spool into parts of ``part_size``."""
         s3 = await self._s3()
         parts: list[dict[str, Any]] = []
-        spool = _PartSpool(self)
+        spool = PartSpool(self)
 
         async def send() -> None:
             number = len(parts) + 1
@@ -377,7 +316,8 @@ class S3Storage:
             for key, size in sources:
                 if not size:
                     continue
-                answer = await s3.get_object(Bucket=self.bucket, Key=key)
+                with _missing_as_contract(key):
+                    answer = await s3.get_object(Bucket=self.bucket, Key=key)
                 async with answer["Body"] as body:
                     while block := await body.read(MiB):
                         spool.add(block)
@@ -395,13 +335,14 @@ class S3Storage:
         if state is None:
             return
         s3 = await self._s3()
-        with contextlib.suppress(ClientError):
+        try:
             await s3.abort_multipart_upload(
-                Bucket=self.bucket, Key=self._key(upload_id), UploadId=state["mpu"]
+                Bucket=self.bucket, Key=self._key(upload_id), UploadId=state.mpu
             )
-        if state["tail"]:
-            await self._delete_key(state["tail"][0])
-        await self._delete_key(self._key(upload_id) + ".state")
+        except ClientError as exc:
+            if not _is_missing(exc):  # aborted already (a crash after the abort) is fine
+                raise
+        await self._forget_state(upload_id, state)
 
     async def delete(self, upload_id: str) -> None:
         await self._discard_progress(upload_id)
@@ -424,7 +365,7 @@ class S3Storage:
 
     async def multipart_id(self, upload_id: str) -> str | None:
         state = await self._load_state(upload_id)
-        return str(state["mpu"]) if state else None
+        return state.mpu if state else None
 
     async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
         mpu = await self.multipart_id(upload_id)
@@ -464,7 +405,7 @@ class S3Storage:
             size += int(str(got["Size"]))
         chosen = [{"PartNumber": n, "ETag": str(received[n]["ETag"])} for n, _ in parts]
         await (await self._s3()).complete_multipart_upload(
-            Bucket=self.bucket, Key=self._key(upload_id), UploadId=state["mpu"],
+            Bucket=self.bucket, Key=self._key(upload_id), UploadId=state.mpu,
             MultipartUpload={"Parts": chosen},
         )  # fmt: skip
         await self._delete_key(self._key(upload_id) + ".state")
@@ -472,13 +413,3 @@ class S3Storage:
         if stored != size:  # what the store holds is the truth
             raise BadRequest(f"the store holds {stored} bytes, the parts add up to {size}")
         return size
-
-
-def _held(state: dict[str, Any]) -> int:
-    """Bytes an unfinished upload's state accounts for: its parts and its tail."""
-    tail = state["tail"][1] if state["tail"] else 0
-    return int(sum(size for _, size, _ in state["parts"]) + tail)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))

@@ -1,0 +1,156 @@
+"""Completing an upload: the content policy on its first bytes, its SHA-256 against what the
+client declared, the scanner, identical content stored once; then the record says complete.
+A refused upload is discarded and never served."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from haul.core import events
+from haul.core.interfaces import DirectUploads
+from haul.core.lifecycle import Lifecycle
+from haul.core.models import ConcatKind, Upload, UploadState
+from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
+from haul.core.quotas import Quotas
+from haul.core.scan import Scanner
+from haul.errors import DigestMismatch, NotFound, ScanRejected, TooLarge, TypeNotAllowed
+
+log = logging.getLogger("haul")
+
+
+async def _nothing(upload: Upload) -> None:
+    return None
+
+
+class Completion:
+    def __init__(
+        self,
+        life: Lifecycle,
+        quotas: Quotas,
+        policy: TypePolicy,
+        scanner: Scanner | None,
+    ) -> None:
+        self.life = life
+        self.quotas = quotas
+        self.policy = policy
+        self.scanner = scanner
+        # Told when a partial upload completes (concatenation waits for it).
+        self.partial_completed: Callable[[Upload], Awaitable[None]] = _nothing
+
+    async def complete(
+        self, upload: Upload, known_sha256: str | None = None, parts: Sequence[Upload] = ()
+    ) -> Upload:
+        """Mark complete (idempotent); the caller holds the upload's lock. A final upload comes
+        with its ``parts``; ``known_sha256`` is for bytes already verified as that digest."""
+        if upload.state is not UploadState.ACTIVE:
+            return upload
+        life = self.life
+        if not upload.is_final:  # a final upload was made whole by its concatenation
+            await life.storage.finish(upload.id)
+        whole_file = upload.concat is not ConcatKind.PARTIAL
+        if whole_file:
+            await self.check_content(upload)
+        if known_sha256 is not None:
+            upload.sha256 = known_sha256
+        elif life.digests.wanted(upload):
+            upload.sha256 = await life.digests.of(upload, parts)
+            if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
+                await self.fail(upload, "failed verification")
+                raise DigestMismatch(
+                    f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
+                    f"{upload.expected_sha256}; the upload was discarded"
+                )
+            if life.limits.instant_upload:
+                await self._store_once(upload, upload.sha256)
+        if whole_file and self.scanner is not None:
+            await self._scan(upload)
+        upload.state = UploadState.COMPLETE
+        upload.offset = upload.length or 0
+        upload.updated_at = time.time()
+        # A partial is only worth keeping until a final upload takes it: one that never comes
+        # (an abandoned parallel upload) must not hold its bytes forever.
+        partial = upload.concat is ConcatKind.PARTIAL
+        upload.expires_at = life.expiry(upload.updated_at) if partial else None
+        await life.store.save(upload)
+        log.info("upload %s complete (%s bytes)", upload.id, upload.length)
+        await life.tell(events.Finished, upload)
+        if partial:
+            if life.limits.verify_digest:
+                life.digests.ordered.completed(upload)
+            await self.partial_completed(upload)
+        return upload
+
+    async def settle(self, upload: Upload) -> Upload:
+        """Complete an upload whose bytes all landed while its record did not say so (the
+        process died in between). Not for final uploads: their concatenation settles them."""
+        upload.offset = await self.life.storage.offset(upload.id)
+        if upload.length is not None and upload.offset == upload.length:
+            async with self.life.lock(upload.id):
+                return await self.complete(await self.life.live(upload.id, upload.owner))
+        return upload
+
+    async def complete_direct(
+        self, upload_id: str, parts: Sequence[tuple[int, str]], *, owner: str = ""
+    ) -> Upload:
+        """Finish an upload whose parts the client sent straight to the store: the store's
+        own record of the parts decides its length, then the usual checks run (size, content
+        policy, digest, scan) before it is complete."""
+        storage = self.life.storage
+        if not isinstance(storage, DirectUploads):
+            raise NotFound("this server's storage takes no direct uploads")
+        async with self.life.lock(upload_id):
+            upload = await self.life.live(upload_id, owner)
+            if upload.complete:
+                return upload
+            length = await storage.complete_parts(upload_id, parts)
+            try:
+                self.quotas.check_size(length)
+            except TooLarge:
+                await self.fail(upload, "was larger than the maximum size")
+                raise
+            upload.length = upload.offset = length
+            await self.life.store.save(upload)
+            return await self.complete(upload)
+
+    async def fail(self, upload: Upload, why: str) -> None:
+        """Discard a refused upload; the caller holds its lock."""
+        await self.life.tombstone(upload, UploadState.FAILED)
+        log.warning("upload %s %s and was discarded", upload.id, why)
+        await self.life.events.publish(events.Rejected(events.snapshot(upload), reason=why))
+
+    async def check_content(self, upload: Upload) -> None:
+        """The first bytes must be a kind the policy allows, and the kind the name says."""
+        if not self.policy.active:
+            return
+        stop = min(SNIFF_BYTES, upload.length if upload.length is not None else upload.offset)
+        reading = self.life.storage.read(upload.id, 0, stop)
+        head = b"".join([block async for block in reading])
+        try:
+            self.policy.check_content(
+                head, upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS)
+            )
+        except TypeNotAllowed as refused:
+            await self.fail(upload, f"was refused by the content policy ({refused.message})")
+            raise
+
+    async def _scan(self, upload: Upload) -> None:
+        assert self.scanner is not None
+        verdict = await self.scanner.scan(
+            upload, self.life.storage.read(upload.id, 0, upload.length or 0)
+        )
+        if verdict is not None:
+            await self.fail(upload, f"was refused by the scanner ({verdict})")
+            raise ScanRejected(f"the file was refused by the scanner: {verdict}")
+
+    async def _store_once(self, upload: Upload, sha256: str) -> None:
+        """Identical content is stored once: when another upload already holds these bytes,
+        this one's copy is replaced by a share of them. Invisible to clients, so any owner's
+        upload may serve."""
+        twin = await self.life.store.find_complete(sha256, upload.length or 0, None)
+        if twin is None or twin.id == upload.id:
+            return
+        async with self.life.lock(twin.id):
+            if await self.life.storage.share(twin.id, upload.id):
+                log.info("upload %s stored once with %s", upload.id, twin.id)

@@ -1,0 +1,147 @@
+"""Appending a request's body at an upload's offset: the offset checked against the storage,
+the body pumped in bounded blocks while its checksum and the upload's running SHA-256 are
+computed, committed (or, for a checksum that fails, discarded), then completion when the last
+byte is in."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+from haul.core import events
+from haul.core.completion import Completion
+from haul.core.lifecycle import Lifecycle
+from haul.core.models import ConcatKind, Upload
+from haul.core.policy import SNIFF_BYTES
+from haul.core.pump import BodyInterrupted, pump
+from haul.core.quotas import Quotas
+from haul.errors import (
+    ChecksumMismatch,
+    DigestConflict,
+    ExceedsLength,
+    HaulError,
+    InvalidHeader,
+    LengthAlreadySet,
+    ModifyFinal,
+    OffsetMismatch,
+    TooLarge,
+    UnsupportedChecksumAlgorithm,
+)
+from haul.wire.checksums import new_hasher
+
+
+class Writing:
+    def __init__(self, life: Lifecycle, quotas: Quotas, completion: Completion) -> None:
+        self.life = life
+        self.quotas = quotas
+        self.completion = completion
+
+    async def append(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        *,
+        content_length: int | None = None,
+        checksum: tuple[str, bytes] | None = None,
+        new_length: int | None = None,
+        declared_sha256: str | None = None,
+        owner: str = "",
+    ) -> Upload:
+        life = self.life
+        hasher = None
+        if checksum is not None:
+            hasher = new_hasher(checksum[0])
+            if hasher is None:
+                raise UnsupportedChecksumAlgorithm(
+                    f"checksum algorithm {checksum[0]!r} is not supported"
+                )
+        async with life.lock(upload_id):
+            upload = await life.live(upload_id, owner)
+            if upload.is_final:
+                raise ModifyFinal("a final upload is assembled from its partials, not patched")
+            if new_length is not None:
+                await self._declare_length(upload, new_length)
+            if declared_sha256 is not None and declared_sha256 != upload.expected_sha256:
+                if upload.expected_sha256 is not None:
+                    raise DigestConflict("the upload already declares a different SHA-256")
+                upload.expected_sha256 = declared_sha256
+                await life.store.save(upload)
+            current = await life.storage.offset(upload.id)
+            if upload.complete or (upload.length is not None and current == upload.length):
+                current = upload.length or 0
+            if offset != current:
+                raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
+            limit = self._remaining(upload, current)
+            if content_length is not None and limit is not None and content_length > limit:
+                raise self._overflow(upload, limit)
+            whole = life.digests.take_running(upload, current)
+            if whole is not None and current == 0 and checksum and checksum[0] == "sha256":
+                # From offset 0 the request's SHA-256 is the upload's running one: hash once.
+                hasher = whole
+            hashers = list({id(h): h for h in (hasher, whole) if h is not None}.values())
+            writer = await life.storage.open_writer(upload.id, current, atomic=hasher is not None)
+            try:
+                received = await pump(body, writer, hashers, limit)
+            except BodyInterrupted:
+                # An interrupted request keeps what arrived, unless a checksum has to vouch for it.
+                with contextlib.suppress(Exception):
+                    if hasher is None:
+                        upload.offset = await writer.commit()
+                        await self._after_write(upload, current)
+                    else:
+                        await writer.discard()
+                raise
+            except BaseException:
+                await asyncio.shield(writer.discard())
+                raise
+            if hasher is not None and checksum is not None and hasher.digest() != checksum[1]:
+                await writer.discard()
+                raise ChecksumMismatch("the body does not match its Upload-Checksum")
+            upload.offset = await writer.commit()
+            if whole is not None and upload.offset == current + received:
+                life.digests.keep_running(upload.id, upload.offset, whole)
+            return await self._after_write(upload, current)
+
+    async def _declare_length(self, upload: Upload, length: int) -> None:
+        if upload.length is not None:
+            if upload.length != length:
+                raise LengthAlreadySet(f"the upload's length is already {upload.length}")
+            return
+        self.quotas.check_size(length)
+        current = await self.life.storage.offset(upload.id)
+        if length < current:
+            raise InvalidHeader(f"Upload-Length {length} is less than the {current} bytes stored")
+        upload.length = length
+        await self.life.store.save(upload)
+
+    def _remaining(self, upload: Upload, current: int) -> int | None:
+        if upload.length is not None:
+            return upload.length - current
+        if self.life.limits.max_size:
+            return self.life.limits.max_size - current
+        return None
+
+    def _overflow(self, upload: Upload, limit: int) -> HaulError:
+        if upload.length is None:
+            return TooLarge(f"the upload would exceed the maximum size {self.life.limits.max_size}")
+        return ExceedsLength(f"the request carries more than the {limit} bytes still owed")
+
+    async def _after_write(self, upload: Upload, previous: int) -> Upload:
+        if (
+            previous < SNIFF_BYTES <= upload.offset
+            and upload.concat is not ConcatKind.PARTIAL
+            and self.life.storage.reads_while_writing
+        ):
+            await self.completion.check_content(upload)  # as soon as the first bytes tell
+        now = time.time()
+        upload.updated_at = now
+        if upload.length is not None and upload.offset == upload.length:
+            await self.life.tell(events.Progress, upload)
+            return await self.completion.complete(upload)
+        upload.expires_at = self.life.expiry(now)
+        await self.life.store.save(upload)
+        await self.life.tell(events.Progress, upload)
+        return upload

@@ -1,0 +1,97 @@
+"""Upload records in a dict: for tests and throwaway servers. Same answers as the SQL stores
+(the conformance suite runs all of them); nothing survives the process."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from haul.core.models import ConcatKind, Upload, UploadState, Usage
+from haul.errors import UploadExists
+
+_LIVE = (UploadState.ACTIVE, UploadState.COMPLETE)
+
+
+def _copy(upload: Upload) -> Upload:
+    """Callers mutate the records they get: hand out copies, as a database would."""
+    return dataclasses.replace(upload, offset=0)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._rows: dict[str, Upload] = {}
+
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
+    async def close(self) -> None:
+        """Nothing to release; the records stay for a reopen in the same process."""
+
+    async def insert(self, upload: Upload) -> None:
+        if upload.id in self._rows:
+            raise UploadExists(upload.id)
+        self._rows[upload.id] = _copy(upload)
+
+    async def get(self, upload_id: str) -> Upload | None:
+        row = self._rows.get(upload_id)
+        return _copy(row) if row else None
+
+    async def get_many(self, upload_ids: Sequence[str]) -> dict[str, Upload]:
+        return {i: _copy(self._rows[i]) for i in upload_ids if i in self._rows}
+
+    async def save(self, upload: Upload) -> None:
+        if upload.id in self._rows:  # like UPDATE ... WHERE id: a deleted record stays deleted
+            kept = self._rows[upload.id]
+            self._rows[upload.id] = dataclasses.replace(
+                _copy(upload),
+                created_at=kept.created_at,
+                parts=kept.parts,
+                concat=kept.concat,
+                owner=kept.owner,
+            )
+
+    async def delete(self, upload_id: str) -> None:
+        self._rows.pop(upload_id, None)
+
+    def _select(self, keep: Callable[[Upload], bool], limit: int | None = None) -> list[Upload]:
+        found = [_copy(u) for u in self._rows.values() if keep(u)]
+        return found if limit is None else found[:limit]
+
+    async def expired(self, now: float, limit: int) -> list[Upload]:
+        return self._select(
+            lambda u: u.state in _LIVE and u.expires_at is not None and u.expires_at < now, limit
+        )
+
+    async def tombstones(self, before: float, limit: int) -> list[Upload]:
+        return self._select(lambda u: u.state.gone and u.updated_at < before, limit)
+
+    async def finals_waiting_for(self, part_id: str) -> list[Upload]:
+        return self._select(lambda u: u.state is UploadState.ACTIVE and part_id in u.parts)
+
+    async def finals_listing(self, part_id: str) -> list[Upload]:
+        return self._select(lambda u: part_id in u.parts)
+
+    async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
+        found = self._select(
+            lambda u: (
+                u.complete
+                and u.sha256 == sha256
+                and u.length == length
+                and (owner is None or u.owner == owner)
+            ),
+            1,
+        )
+        return found[0] if found else None
+
+    async def usage(self, owner: str, now: float) -> Usage:
+        mine = [u for u in self._rows.values() if u.owner == owner]
+        files = [u for u in mine if u.concat is not ConcatKind.PARTIAL]
+        held = sum(
+            u.length or 0 for u in mine if u.state in _LIVE and u.concat is not ConcatKind.FINAL
+        )
+        recent = [u.created_at for u in files if u.created_at > now - 3600]
+        active = sum(1 for u in files if u.state is UploadState.ACTIVE)
+        return Usage(held, active, len(recent), min(recent, default=None))
+
+    async def count_active(self) -> int:
+        return sum(1 for u in self._rows.values() if u.state is UploadState.ACTIVE)
