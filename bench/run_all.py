@@ -193,6 +193,10 @@ def clients(count: int, base: str) -> tuple[str, dict]:
     try:
         with haul_server(work / "haul", "--no-fsync", *one_ip) as haul:
             results["haul (no fsync)"] = asyncio.run(many_uploads(haul.endpoint, count, MiB, count))
+        with haul_server(work / "haul-bare", "--no-fsync", "--no-metrics", *one_ip) as haul:
+            results["haul (no fsync, --no-metrics)"] = asyncio.run(
+                many_uploads(haul.endpoint, count, MiB, count)
+            )
         with haul_server(work / "haul-fsync", *one_ip) as haul:
             results["haul (fsync, default)"] = asyncio.run(
                 many_uploads(haul.endpoint, count, MiB, count)

@@ -148,6 +148,33 @@ async def test_usage_counts_what_quotas_need(store: MetadataStore) -> None:
     assert usage.oldest_last_hour == now - 10
 
 
+async def test_listing_pages_one_owners_files(store: MetadataStore) -> None:
+    live = (UploadState.ACTIVE, UploadState.COMPLETE)
+    # Same creation time for two: the id breaks the tie, so a page never splits them wrongly.
+    mine = [
+        record("b1" * 16, owner="o", created_at=10.0),
+        record("b2" * 16, owner="o", created_at=20.0, state=UploadState.COMPLETE),
+        record("b3" * 16, owner="o", created_at=20.0),
+        record("b4" * 16, owner="o", created_at=30.0, state=UploadState.COMPLETE),
+    ]
+    others = [
+        record("c1" * 16, owner="other", created_at=15.0),
+        record("c2" * 16, owner="o", created_at=16.0, concat=ConcatKind.PARTIAL),
+        record("c3" * 16, owner="o", created_at=17.0, state=UploadState.TERMINATED),
+    ]
+    for upload in [*others, *mine]:
+        await store.insert(upload)
+    first = await store.listing("o", states=live, limit=3)
+    assert [u.id for u in first] == [u.id for u in mine[:3]]
+    rest = await store.listing("o", states=live, after=(first[-1].created_at, first[-1].id))
+    assert [u.id for u in rest] == [mine[3].id]
+    done = await store.listing("o", states=(UploadState.COMPLETE,))
+    assert [u.id for u in done] == [mine[1].id, mine[3].id]
+    recent = await store.listing("o", states=live, since=20.0)
+    assert [u.id for u in recent] == [u.id for u in mine[1:]]
+    assert await store.listing("nobody", states=live) == []
+
+
 async def test_migrations_run_once_when_nodes_start_together(tmp_path: Path, pg_dsn: str) -> None:
     stores = [PostgresStore(pg_dsn) for _ in range(4)]
     await asyncio.gather(*(s.open() for s in stores))  # all migrate at once

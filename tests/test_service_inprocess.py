@@ -56,7 +56,8 @@ async def test_a_wrong_declared_digest_is_refused_and_discarded() -> None:
         await service.status(upload.id)
     rejected = heard.events[-1]
     assert isinstance(rejected, events.Rejected)
-    assert "verification" in rejected.reason
+    assert rejected.reason == "digest"
+    assert "verification" in rejected.detail
     assert [i async for i, _ in service.storage.stored_ids()] == []
 
 

@@ -18,9 +18,13 @@ from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import ConfigError
+from haul.http import logs
+from haul.http.app import create_app
+from haul.http.metrics import Metrics
 from haul.locks.file import FileLocker
 from haul.records.sqlite import SQLiteStore
 from haul.storage.local import LocalStorage
+from haul.storage.timed import Observe, timed
 
 
 def _backend(module: str, extra: str, setting: str) -> ModuleType:
@@ -96,14 +100,18 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def build_service(settings: Settings) -> UploadService:
+def build_service(settings: Settings, storage_observer: Observe | None = None) -> UploadService:
     """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
-    and advisory locks (or Redis locks) shared by the nodes of a cluster."""
+    and advisory locks (or Redis locks) shared by the nodes of a cluster. With an observer,
+    every storage call is timed (the metrics)."""
     scanner = None
     if settings.scan_command:
         scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
+    storage = build_storage(settings)
+    if storage_observer is not None:
+        storage = timed(storage, storage_observer)
     return UploadService(
-        build_storage(settings),
+        storage,
         build_records(settings),
         build_locker(settings),
         limits_from(settings),
@@ -114,6 +122,10 @@ def build_service(settings: Settings) -> UploadService:
 
 def build_app(settings: Settings) -> Starlette:
     """The ASGI application with every surface the settings turn on, over a new service."""
-    from haul.http.app import create_app
+    metrics = Metrics(settings.storage) if settings.metrics else None
+    observer = metrics.storage_operation if metrics else None
+    return create_app(settings, build_service(settings, observer), metrics=metrics)
 
-    return create_app(settings, build_service(settings))
+
+def configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)

@@ -352,7 +352,24 @@ class Settings:
     log_level: str = _setting(
         "info", "Logging level.", parse_choice("debug", "info", "warning", "error")
     )
-    access_log: bool = _setting(False, "Log every HTTP request.", parse_bool)
+    access_log: bool = _setting(
+        False,
+        "Log every HTTP request (one line each: method, path, status, bytes sent, duration, "
+        "request id).",
+        parse_bool,
+    )
+    log_format: str = _setting(
+        "text",
+        "Log lines as text, or as JSON objects (one a line, with the request id, upload id, "
+        "owner, status, bytes and duration where known).",
+        parse_choice("text", "json"),
+    )
+    metrics: bool = _setting(
+        True, "Serve Prometheus metrics at /metrics (text exposition format).", parse_bool
+    )
+    metrics_token: str = _setting(
+        "", "Bearer token /metrics requires (Authorization: Bearer ...); empty = none."
+    )
 
     @classmethod
     def declared(cls) -> Iterator[tuple[str, Any, str]]:

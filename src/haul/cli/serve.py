@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from haul.compose import build_app
+from haul.compose import build_app, configure_logging
 from haul.config import Settings
 from haul.transport.server import Listen, run
 
@@ -13,10 +13,7 @@ log = logging.getLogger("haul")
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _warn_if_open(settings)
     scheme = "https" if settings.tls_cert else "http"
@@ -36,7 +33,7 @@ def serve(settings: Settings) -> None:
         tls_cert=settings.tls_cert,
         tls_key=settings.tls_key,
         log_level=settings.log_level,
-        access_log=settings.access_log,
+        access_log=False,  # haul's own access log has the request id, owner and upload id
     )
     run(build_app(settings), listen)
 

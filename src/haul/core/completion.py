@@ -57,7 +57,7 @@ class Completion:
         elif life.digests.wanted(upload):
             upload.sha256 = await life.digests.of(upload, parts)
             if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
-                await self.fail(upload, "failed verification")
+                await self.fail(upload, "digest", "failed verification")
                 raise DigestMismatch(
                     f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
                     f"{upload.expected_sha256}; the upload was discarded"
@@ -75,7 +75,8 @@ class Completion:
         upload.expires_at = life.expiry(upload.updated_at) if partial else None
         await life.store.save(upload)
         log.info("upload %s complete (%s bytes)", upload.id, upload.length)
-        await life.tell(events.Finished, upload)
+        finished = events.Finished(events.snapshot(upload), instant=known_sha256 is not None)
+        await life.events.publish(finished)
         if partial:
             if life.limits.verify_digest:
                 life.digests.ordered.completed(upload)
@@ -108,17 +109,19 @@ class Completion:
             try:
                 self.quotas.check_size(length)
             except TooLarge:
-                await self.fail(upload, "was larger than the maximum size")
+                await self.fail(upload, "size", "was larger than the maximum size")
                 raise
             upload.length = upload.offset = length
             await self.life.store.save(upload)
             return await self.complete(upload)
 
-    async def fail(self, upload: Upload, why: str) -> None:
-        """Discard a refused upload; the caller holds its lock."""
+    async def fail(self, upload: Upload, reason: str, why: str) -> None:
+        """Discard a refused upload (``reason``: one of events.REJECTIONS); the caller holds
+        its lock."""
         await self.life.tombstone(upload, UploadState.FAILED)
         log.warning("upload %s %s and was discarded", upload.id, why)
-        await self.life.events.publish(events.Rejected(events.snapshot(upload), reason=why))
+        rejected = events.Rejected(events.snapshot(upload), reason=reason, detail=why)
+        await self.life.events.publish(rejected)
 
     async def check_content(self, upload: Upload) -> None:
         """The first bytes must be a kind the policy allows, and the kind the name says."""
@@ -132,7 +135,9 @@ class Completion:
                 head, upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS)
             )
         except TypeNotAllowed as refused:
-            await self.fail(upload, f"was refused by the content policy ({refused.message})")
+            await self.fail(
+                upload, "type", f"was refused by the content policy ({refused.message})"
+            )
             raise
 
     async def _scan(self, upload: Upload) -> None:
@@ -141,7 +146,7 @@ class Completion:
             upload, self.life.storage.read(upload.id, 0, upload.length or 0)
         )
         if verdict is not None:
-            await self.fail(upload, f"was refused by the scanner ({verdict})")
+            await self.fail(upload, "scan", f"was refused by the scanner ({verdict})")
             raise ScanRejected(f"the file was refused by the scanner: {verdict}")
 
     async def _store_once(self, upload: Upload, sha256: str) -> None:

@@ -32,10 +32,14 @@ class Created(Event):
 class Progress(Event):
     """A request's bytes were stored; ``upload.offset`` is the new offset."""
 
+    received: int = 0  # bytes this request stored
+
 
 @dataclass(frozen=True)
 class Finished(Event):
     """Every byte is stored and verified: the upload is complete."""
+
+    instant: bool = False  # completed from content the server already held: no byte sent
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,11 @@ class Expired(Event):
 class Rejected(Event):
     """Refused and discarded: a digest mismatch, the content policy, the scanner, a limit."""
 
-    reason: str = ""
+    reason: str = ""  # one of REJECTIONS
+    detail: str = ""  # in words, for logs
+
+
+REJECTIONS = ("digest", "type", "scan", "size")
 
 
 Subscriber = Callable[[Event], Awaitable[None]]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
-from haul.core.models import Upload, Usage
+from haul.core.models import Upload, UploadState, Usage
 
 
 class StoredBytesMissing(LookupError):
@@ -153,6 +153,20 @@ class MetadataStore(Protocol):
         ...
 
     async def count_active(self) -> int: ...
+
+    async def listing(
+        self,
+        owner: str,
+        *,
+        states: Sequence[UploadState],
+        since: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[Upload]:
+        """``owner``'s uploads in ``states`` (partials left out: they are parts of a final),
+        created at or after ``since``, ordered by (created_at, id), starting after the
+        cursor ``after``: one page of at most ``limit``."""
+        ...
 
     async def usage(self, owner: str, now: float) -> Usage:
         """What ``owner`` holds and created in the hour before ``now``."""

@@ -90,7 +90,7 @@ class Writing:
                 with contextlib.suppress(Exception):
                     if hasher is None:
                         upload.offset = await writer.commit()
-                        await self._after_write(upload, current)
+                        await self._after_write(upload, current, upload.offset - current)
                     else:
                         await writer.discard()
                 raise
@@ -103,7 +103,7 @@ class Writing:
             upload.offset = await writer.commit()
             if whole is not None and upload.offset == current + received:
                 life.digests.keep_running(upload.id, upload.offset, whole)
-            return await self._after_write(upload, current)
+            return await self._after_write(upload, current, upload.offset - current)
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
         if upload.length is not None:
@@ -129,7 +129,7 @@ class Writing:
             return TooLarge(f"the upload would exceed the maximum size {self.life.limits.max_size}")
         return ExceedsLength(f"the request carries more than the {limit} bytes still owed")
 
-    async def _after_write(self, upload: Upload, previous: int) -> Upload:
+    async def _after_write(self, upload: Upload, previous: int, received: int) -> Upload:
         if (
             previous < SNIFF_BYTES <= upload.offset
             and upload.concat is not ConcatKind.PARTIAL
@@ -138,10 +138,11 @@ class Writing:
             await self.completion.check_content(upload)  # as soon as the first bytes tell
         now = time.time()
         upload.updated_at = now
+        progress = events.Progress(events.snapshot(upload), received=received)
         if upload.length is not None and upload.offset == upload.length:
-            await self.life.tell(events.Progress, upload)
+            await self.life.events.publish(progress)
             return await self.completion.complete(upload)
         upload.expires_at = self.life.expiry(now)
         await self.life.store.save(upload)
-        await self.life.tell(events.Progress, upload)
+        await self.life.events.publish(progress)
         return upload

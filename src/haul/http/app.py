@@ -26,8 +26,11 @@ from haul.http import web
 from haul.http.auth import Authenticator
 from haul.http.direct import DirectEndpoint
 from haul.http.guard import ClientGuard
+from haul.http.logs import RequestContext
+from haul.http.metrics import Metrics, RequestMetrics
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
 from haul.http.tus import EXTENSIONS, TusEndpoint
+from haul.http.uploads_api import UploadsApi
 from haul.wire.tus import TUS_VERSION
 
 log = logging.getLogger("haul")
@@ -36,14 +39,14 @@ TUS_REQUEST_HEADERS = (
     "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Offset",
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
     "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
-    "Repr-Digest", "Haul-Proof", "Idempotency-Key",
+    "Repr-Digest", "Haul-Proof", "Idempotency-Key", "X-Request-Id",
 )  # fmt: skip
 TUS_RESPONSE_HEADERS = (
     "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
     "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Metadata",
     "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
-    "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate",
+    "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate", "X-Request-Id",
 )  # fmt: skip
 
 
@@ -103,7 +106,11 @@ async def _sweep_forever(service: UploadService, interval: float) -> None:
             log.exception("garbage collection failed; retrying in %s s", interval)
 
 
-def create_app(settings: Settings, service: UploadService) -> Starlette:
+def create_app(
+    settings: Settings, service: UploadService, *, metrics: Metrics | None = None
+) -> Starlette:
+    """The app over ``service``; with ``metrics`` (and --metrics) it counts into them and serves
+    them at /metrics."""
     auth = Authenticator(settings)  # shared: an owner's rate limit spans every endpoint
     tus = TusEndpoint(service, settings, auth)
 
@@ -134,8 +141,13 @@ def create_app(settings: Settings, service: UploadService) -> Starlette:
         Route(base.rstrip("/"), tus.collection, methods=every_method),
         Route(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
+    routes += UploadsApi(service, auth, tus.location).routes()
     if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
         routes += DirectEndpoint(service, service.storage, settings, auth).routes()
+    if metrics is not None and settings.metrics:
+        service.events.subscribe(metrics.hear)
+        handler = metrics.endpoint(service.store, settings.metrics_token)
+        routes.append(Route("/metrics", handler, methods=["GET"]))
     middleware = [
         Middleware(
             CORSMiddleware,
@@ -157,6 +169,9 @@ def create_app(settings: Settings, service: UploadService) -> Starlette:
     ]
     if settings.tls_cert:
         middleware.insert(0, Middleware(StrictTransportSecurity))
+    if metrics is not None and settings.metrics:  # outermost: it sees every answer
+        middleware.insert(0, Middleware(RequestMetrics, metrics=metrics))
+    middleware.insert(0, Middleware(RequestContext, access_log=settings.access_log))
     return Starlette(
         routes=routes,
         middleware=middleware,

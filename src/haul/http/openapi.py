@@ -62,6 +62,8 @@ def document(settings: Settings) -> dict[str, Any]:
         "paths": {
             "/healthz": {"get": {"responses": {"200": {"description": "alive"}}}},
             "/api/info": {"get": {"responses": {"200": {"description": "limits and features"}}}},
+            **_uploads_api(),
+            **_metrics(settings),
             base: {
                 "options": {
                     "summary": "What the server supports",
@@ -167,4 +169,76 @@ def document(settings: Settings) -> dict[str, Any]:
                 },
             },
         },
+    }
+
+
+_ITEM = {
+    "type": "object",
+    "required": ["id", "url", "state", "length", "offset", "metadata", "sha256", "created"],
+    "properties": {
+        "id": {"type": "string"},
+        "url": {"type": "string"},
+        "state": {"type": "string", "enum": ["active", "complete"]},
+        "length": {"type": ["integer", "null"]},
+        "offset": {"type": "integer"},
+        "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+        "sha256": {"type": ["string", "null"]},
+        "created": {"type": "string", "format": "date-time"},
+        "updated": {"type": "string", "format": "date-time"},
+        "expires": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _uploads_api() -> dict[str, Any]:
+    listing = {"type": "object", "properties": {
+        "uploads": {"type": "array", "items": _ITEM},
+        "next": {"type": ["string", "null"], "description": "cursor of the next page"},
+    }}  # fmt: skip
+    query = [
+        {"name": "state", "in": "query", "schema": {"type": "string",
+                                                    "enum": ["active", "complete"]}},
+        {"name": "since", "in": "query", "schema": {"type": "string"},
+         "description": "RFC 3339 time or seconds since 1970: created at or after"},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                    "maximum": 1000}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string"},
+         "description": "`next` of the previous page"},
+    ]  # fmt: skip
+    return {
+        "/api/uploads": {
+            "get": {
+                "summary": "The caller's uploads, oldest first (partials left out)",
+                "parameters": [AUTHORIZATION, *query],
+                "responses": {"200": _json(listing, "one page"), **_errors(400, 401, 403, 429)},
+            }
+        },
+        "/api/uploads/{upload_id}": {
+            "parameters": [UPLOAD_ID],
+            "get": {
+                "summary": "One of the caller's uploads",
+                "parameters": [AUTHORIZATION],
+                "responses": {"200": _json(_ITEM, "the upload"), **_errors(*COMMON)},
+            },
+        },
+    }
+
+
+def _metrics(settings: Settings) -> dict[str, Any]:
+    if not settings.metrics:
+        return {}
+    text = {"description": "Prometheus text exposition",
+            "content": {"text/plain": {"schema": {"type": "string"}}}}  # fmt: skip
+    return {
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "parameters": [AUTHORIZATION],
+                "responses": {"200": text, **_errors(401)},
+            }
+        }
     }

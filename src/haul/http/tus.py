@@ -29,6 +29,7 @@ from haul.errors import (
     UnsupportedMediaType,
     VersionUnsupported,
 )
+from haul.http import logs
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
 from haul.http.links import LinkSigner
@@ -131,6 +132,7 @@ class TusEndpoint:
 
     async def resource(self, request: Request) -> Response:
         upload_id: str = request.path_params["upload_id"]
+        logs.tag(upload_id=upload_id)
         handlers: dict[str, Callable[[Request, str, Principal], Awaitable[Response]]] = {
             "HEAD": self.head,
             "PATCH": self.patch,
@@ -153,7 +155,9 @@ class TusEndpoint:
         return await handler(request, upload_id, principal)
 
     def _authenticate(self, request: Request) -> Principal:
-        return self.auth.authenticate(_authorization(request))
+        principal = self.auth.authenticate(_authorization(request))
+        logs.tag(owner=principal.owner)
+        return principal
 
     async def _linked(self, request: Request, upload_id: str) -> Principal | None:
         """The owner, for a GET of a signed download link; None when it is not one."""
@@ -238,6 +242,7 @@ class TusEndpoint:
             quota=principal.quota,
             idempotency_key=_idempotency_key(request),
         )
+        logs.tag(upload_id=upload.id)
         # An instant upload needs none of the body; a repeated creation whose upload already
         # holds bytes answers with its offset, from where the client goes on.
         if has_body and not upload.complete and upload.offset == 0:
@@ -397,14 +402,14 @@ class TusEndpoint:
         return {"Upload-Expires": http_date(datetime.fromtimestamp(upload.expires_at, UTC))}
 
     def _created(self, request: Request, upload: Upload) -> Response:
-        headers = {"Location": self._location(request, upload.id)}
+        headers = {"Location": self.location(request, upload.id)}
         if not upload.is_final or upload.complete:
             headers["Upload-Offset"] = str(upload.offset)
         headers.update(self._expires(upload))
         headers.update(self._challenge(upload))
         return Response(status_code=201, headers=headers)
 
-    def _location(self, request: Request, upload_id: str) -> str:
+    def location(self, request: Request, upload_id: str) -> str:
         path = f"{self.base_path}{upload_id}"
         if self.settings.relative_location:
             return path

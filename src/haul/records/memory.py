@@ -95,3 +95,26 @@ class MemoryStore:
 
     async def count_active(self) -> int:
         return sum(1 for u in self._rows.values() if u.state is UploadState.ACTIVE)
+
+    async def listing(
+        self,
+        owner: str,
+        *,
+        states: Sequence[UploadState],
+        since: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[Upload]:
+        found = sorted(
+            (
+                u
+                for u in self._rows.values()
+                if u.owner == owner
+                and u.state in states
+                and u.concat is not ConcatKind.PARTIAL
+                and (since is None or u.created_at >= since)
+                and (after is None or (u.created_at, u.id) > after)
+            ),
+            key=lambda u: (u.created_at, u.id),
+        )
+        return [_copy(u) for u in found[:limit]]

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from haul.core.models import Upload, Usage
+from haul.core.models import Upload, UploadState, Usage
 from haul.errors import UploadExists
 from haul.records.rows import (
     COLUMNS,
@@ -185,3 +185,23 @@ class PostgresStore:
 
     async def count_active(self) -> int:
         return int(await self.pool.fetchval("SELECT count(*) FROM uploads WHERE state = 'active'"))
+
+    async def listing(
+        self,
+        owner: str,
+        *,
+        states: Sequence[UploadState],
+        since: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[Upload]:
+        where = "owner = $1 AND state = ANY($2::text[]) AND concat IS DISTINCT FROM 'partial'"
+        params: list[Any] = [owner, [s.value for s in states]]
+        if since is not None:
+            params.append(since)
+            where += f" AND created_at >= ${len(params)}"
+        if after is not None:
+            params += after
+            where += f" AND (created_at, id) > (${len(params) - 1}, ${len(params)})"
+        params.append(limit)
+        return await self._select(f"{where} ORDER BY created_at, id LIMIT ${len(params)}", *params)

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiosqlite
 
-from haul.core.models import Upload, Usage
+from haul.core.models import Upload, UploadState, Usage
 from haul.errors import UploadExists
 from haul.records.rows import (
     COLUMNS,
@@ -211,3 +211,23 @@ class SQLiteStore:
         async with self.db.execute("SELECT count(*) FROM uploads WHERE state = 'active'") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
+
+    async def listing(
+        self,
+        owner: str,
+        *,
+        states: Sequence[UploadState],
+        since: float | None = None,
+        after: tuple[float, str] | None = None,
+        limit: int = 100,
+    ) -> list[Upload]:
+        marks = ",".join("?" * len(states))
+        where = f"owner = ? AND state IN ({marks}) AND concat IS NOT 'partial'"
+        params: list[Any] = [owner, *(s.value for s in states)]
+        if since is not None:
+            where += " AND created_at >= ?"
+            params.append(since)
+        if after is not None:
+            where += " AND (created_at, id) > (?, ?)"
+            params += after
+        return await self._select(f"{where} ORDER BY created_at, id LIMIT ?", (*params, limit))

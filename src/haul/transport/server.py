@@ -57,6 +57,7 @@ def _serve(
         ws="none",
         log_level=listen.log_level,
         access_log=listen.access_log,
+        log_config=None,  # the process's own logging (text or JSON) formats uvicorn's lines too
         lifespan="on",
         timeout_keep_alive=30,
         server_header=False,
