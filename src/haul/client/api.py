@@ -250,6 +250,9 @@ class Client:
     def upload(self, path: str | Path, **options: object) -> UploadResult:
         return self._run(lambda c: c.upload(path, **options))  # type: ignore[arg-type]
 
+    def upload_direct(self, path: str | Path, **options: object) -> UploadResult:
+        return self._run(lambda c: c.upload_direct(path, **options))  # type: ignore[arg-type]
+
     def status(self, url: str) -> UploadStatus:
         return self._run(lambda c: c.status(url))
 

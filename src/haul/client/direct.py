@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from haul.client.errors import HaulClientError, UploadGone
+from haul.client.errors import HaulClientError, NotSupported, UploadGone
 from haul.client.headers import reported_sha256
 from haul.client.retry import Transient
 from haul.client.session import Session, transport_failure
@@ -128,7 +128,13 @@ class DirectUpload:
 
     async def _start(self, identity: FileIdentity) -> UploadEntry:
         kind = mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
-        created = await self._api("POST", "", json={"filename": self.path.name, "type": kind})
+        try:
+            created = await self._api("POST", "", json={"filename": self.path.name, "type": kind})
+        except UploadGone as exc:  # no such resource: a server without an object store
+            raise NotSupported(
+                f"the server offers no direct upload at {self.api} (a haul server offers it "
+                f"with --storage s3): {exc}"
+            ) from exc
         multipart = [_field(created, "key", str), _field(created, "uploadId", str)]
         return UploadEntry(self.api, identity, self.chunk, [], True, multipart=multipart)
 

@@ -89,7 +89,23 @@ class Session:
             raise transport_failure(exc) from exc
         if response.status_code in ok:
             return response
+        if method == "HEAD" and not is_transient(response.status_code):
+            response = await self._with_reason(url, response)
         raise failure(response)
+
+    async def _with_reason(self, url: str, refused: httpx.Response) -> httpx.Response:
+        """A refused HEAD has no body, so no message: the same URL asked with a one-byte GET
+        answers the same refusal with the server's words. The HEAD's answer stands if it does
+        not."""
+        headers = {**TUS, "Range": "bytes=0-0"}
+        try:
+            async with self.http.stream("GET", url, headers=headers) as response:
+                if response.status_code != refused.status_code:
+                    return refused
+                await response.aread()
+                return response
+        except httpx.HTTPError:
+            return refused
 
     async def request(
         self,

@@ -406,6 +406,8 @@ class FileUpload:
         at = server_offset
 
         async def attempt() -> int:
+            if at >= end:  # the failed attempt's bytes had reached the server after all
+                return at
             piece = memoryview(data)[at - start :]
             headers = {
                 "Upload-Offset": str(at),
