@@ -317,7 +317,7 @@ def test_a_malformed_answer_is_a_client_error(server, proxy_for, state_dir) -> N
     client = haul.Client(proxy.url, state_dir=state_dir, retries=2)
     url = f"{proxy.url}/files/x"
     proxy.faults.append(Fault("HEAD", 200, headers={"Upload-Offset": "lots"}))
-    with pytest.raises(haul.HaulClientError, match="(?i)upload-offset: 'lots', not a number"):
+    with pytest.raises(haul.HaulClientError, match=r"(?i)upload-offset: 'lots', not a number"):
         client.status(url)
     # Metadata a tus server got wrong costs only the pair that cannot be read.
     odd = {"Upload-Offset": "3", "Upload-Length": "3", "Upload-Metadata": "filename YS50eHQ=,x !!"}

@@ -8,8 +8,9 @@ import asyncio
 import functools
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -31,6 +32,7 @@ from haul.client.state import StateStore
 from haul.wire.units import parse_size
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def _files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
@@ -190,6 +192,17 @@ class _NoBar:
         return None
 
 
+def _reported(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's work: a failure is its message and exit code 1, Ctrl-C exit code 130."""
+    try:
+        return asyncio.run(run())
+    except HaulClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
 def _report_success(console: Console, as_json: bool, result: Any) -> None:
     if as_json:
         click.echo(json.dumps({
@@ -234,10 +247,7 @@ def download(url: str, output: Path | None, connection: dict[str, Any]) -> None:
                 )
             return await client.download(url, target)
 
-    try:
-        click.echo(str(asyncio.run(run())))
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(str(_reported(run)))
 
 
 @click.command()
@@ -252,10 +262,7 @@ def status(url: str, connection: dict[str, Any]) -> None:
         return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
                 "metadata": s.metadata, "expires": s.expires}  # fmt: skip
 
-    try:
-        click.echo(json.dumps(asyncio.run(run()), indent=2))
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(_reported(run), indent=2))
 
 
 @click.command(name="rm")
@@ -270,10 +277,7 @@ def remove(urls: tuple[str, ...], connection: dict[str, Any]) -> None:
                 await client.delete(url)
             click.echo(f"deleted {url}")
 
-    try:
-        asyncio.run(run())
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    _reported(run)
 
 
 @click.command(name="ls")
@@ -300,7 +304,7 @@ def list_uploads(as_json: bool) -> None:
                          "state": state})  # fmt: skip
         return rows
 
-    rows = asyncio.run(probe())
+    rows = _reported(probe)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -96,7 +96,7 @@ class DirectUpload:
             await asyncio.gather(*(worker() for _ in range(min(self.parallel, count))))
         except BaseException:
             if self.state is None:  # nothing will resume it: free the store's space now
-                with contextlib.suppress(HaulClientError):
+                with contextlib.suppress(HaulClientError, Transient):
                     await self.session.once(
                         "DELETE", f"{self.api}/{upload_id}", params={"key": key}
                     )

@@ -89,7 +89,8 @@ class RetryPolicy:
             except Transient as exc:
                 failures += 1
                 if failures >= self.attempts:
-                    raise RetriesExhausted(f"{what} failed {failures} times: {exc}") from exc
+                    times = "once" if failures == 1 else f"{failures} times"
+                    raise RetriesExhausted(f"{what} failed {times}: {exc}") from exc
                 await asyncio.sleep(self.delay(failures, exc.retry_after))
                 if between is not None:
                     await between(exc)

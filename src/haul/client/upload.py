@@ -422,7 +422,10 @@ class FileUpload:
             response = await self.session.once(
                 "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
             )
-            return required_int(response, "upload-offset")
+            offset = required_int(response, "upload-offset")
+            if offset <= at:  # it would be sent again and again
+                raise HaulClientError(f"PATCH {url} was accepted but left Upload-Offset at {at}")
+            return offset
 
         async def resync(failed: Transient) -> None:
             nonlocal at
