@@ -16,25 +16,17 @@ from typing import Any
 
 from haul.core.policy import TypePolicy
 from haul.errors import ConfigError
+from haul.wire.units import parse_size as wire_parse_size
 
-_SIZE_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gib": 1024**3,
-    "t": 1000**4, "tb": 1000**4, "tib": 1024**4,
-}  # fmt: skip
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_size(value: object) -> int:
     """``1048576``, ``"10GiB"``, ``"500 MB"`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
-    if not match or match[2].lower() not in _SIZE_UNITS:
-        raise ConfigError(f"not a size: {value!r} (try 1048576, 500MB or 10GiB)")
-    return int(float(match[1]) * _SIZE_UNITS[match[2].lower()])
+    try:
+        return wire_parse_size(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_duration(value: object) -> float:

@@ -1,5 +1,6 @@
 """Client commands of the ``haul`` CLI: upload, download, status, rm, ls. A thin layer over
-:mod:`haul.client`."""
+:mod:`haul.client` that imports nothing of the server. A failure is reported as the message of
+its HaulClientError (the server's own words), never as a traceback."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import asyncio
 import functools
 import json
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -24,11 +26,13 @@ from rich.progress import (
 
 from haul.client import AsyncClient, HaulClientError
 from haul.client import Progress as UploadProgress
+from haul.client.api import endpoint_for
+from haul.client.headers import safe_filename
 from haul.client.state import StateStore
-from haul.config import parse_size
-from haul.errors import ConfigError
+from haul.wire.units import parse_size
 
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+T = TypeVar("T")
 
 
 def _files(paths: tuple[Path, ...]) -> list[tuple[Path, str]]:
@@ -72,7 +76,7 @@ def _client_options(f: Any) -> Any:
     )  # fmt: skip
     retries = click.option(
         "--retries", type=click.IntRange(1, 1000), default=10, show_default=True,
-        help="Attempts per request on network errors, 5xx, 409, 423.",
+        help="Attempts per request on network errors, timeouts, 408, 409, 423, 429, 460, 5xx.",
     )  # fmt: skip
     token = click.option(
         "--token", envvar="HAUL_TOKEN", default=None,
@@ -111,8 +115,12 @@ def upload(
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
         chunk = parse_size(chunk_size) if chunk_size else None
-    except ConfigError as exc:
+    except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--chunk-size") from None
+    try:
+        endpoint_for(server)
+    except HaulClientError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server") from None
     extra: dict[str, str] = {}
     for item in metadata:
         key, sep, value = item.partition("=")
@@ -184,6 +192,17 @@ class _NoBar:
         return None
 
 
+def _reported(run: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's work: a failure is its message and exit code 1, Ctrl-C exit code 130."""
+    try:
+        return asyncio.run(run())
+    except HaulClientError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
 def _report_success(console: Console, as_json: bool, result: Any) -> None:
     if as_json:
         click.echo(json.dumps({
@@ -223,17 +242,12 @@ def download(url: str, output: Path | None, connection: dict[str, Any]) -> None:
             target = output
             if target is None:
                 status = await client.status(url)
-                from haul.wire.http import safe_filename
-
                 target = Path(
                     safe_filename(status.metadata.get("filename", ""), url.rsplit("/", 1)[-1])
                 )
             return await client.download(url, target)
 
-    try:
-        click.echo(str(asyncio.run(run())))
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(str(_reported(run)))
 
 
 @click.command()
@@ -248,10 +262,7 @@ def status(url: str, connection: dict[str, Any]) -> None:
         return {"url": s.url, "offset": s.offset, "length": s.length, "complete": s.complete,
                 "metadata": s.metadata, "expires": s.expires}  # fmt: skip
 
-    try:
-        click.echo(json.dumps(asyncio.run(run()), indent=2))
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(_reported(run), indent=2))
 
 
 @click.command(name="rm")
@@ -266,10 +277,7 @@ def remove(urls: tuple[str, ...], connection: dict[str, Any]) -> None:
                 await client.delete(url)
             click.echo(f"deleted {url}")
 
-    try:
-        asyncio.run(run())
-    except HaulClientError as exc:
-        raise click.ClickException(str(exc)) from None
+    _reported(run)
 
 
 @click.command(name="ls")
@@ -284,20 +292,19 @@ def list_uploads(as_json: bool) -> None:
             urls = [u for u in entry.parts if u]
             sent: int | None = 0
             state = "not started" if not urls else "unfinished"
-            async with AsyncClient(entry.endpoint, retries=1, timeout=10) as client:
-                for url in urls:
-                    try:
+            try:
+                async with AsyncClient(entry.endpoint, retries=1, timeout=10) as client:
+                    for url in urls:
                         s = await client.status(url)
                         sent = (sent or 0) + (s.offset or 0)
-                    except HaulClientError as exc:
-                        state, sent = f"unreachable or gone ({exc.__class__.__name__})", None
-                        break
+            except HaulClientError as exc:
+                state, sent = f"unreachable or gone ({exc.__class__.__name__})", None
             rows.append({"id": key, "path": entry.identity.path, "size": entry.identity.size,
                          "server": entry.endpoint, "parts": len(entry.parts), "sent": sent,
                          "state": state})  # fmt: skip
         return rows
 
-    rows = asyncio.run(probe())
+    rows = _reported(probe)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

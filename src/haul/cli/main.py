@@ -1,87 +1,37 @@
-"""The ``haul`` command line."""
+"""The ``haul`` command line: the client's commands, and the server's loaded on first use."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import click
 
 from haul import __version__
 from haul.cli.client import download, list_uploads, remove, status, upload
-from haul.config import Settings, env_name, load_settings
-from haul.errors import ConfigError
+
+SERVER_COMMANDS = ("serve", "gc")
 
 
-def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One CLI option per setting, generated from the settings declaration."""
-    for name, default, help_text in reversed(list(Settings.declared())):
-        flag = name.replace("_", "-")
-        shown = ",".join(default) if isinstance(default, tuple) else default
-        text = f"{help_text} [default: {shown}; env: {env_name(name)}]"
-        if isinstance(default, bool):
-            option = click.option(f"--{flag}/--no-{flag}", name, default=None, help=text)
-        else:
-            option = click.option(f"--{flag}", name, default=None, metavar="VALUE", help=text)
-        func = option(func)
-    return click.option(
-        "--config",
-        "config_file",
-        type=click.Path(path_type=Path, exists=True, dir_okay=False),
-        envvar="HAUL_CONFIG",
-        help="TOML file with settings (keys as below, optionally in a [haul] table). "
-        "Precedence: command line > HAUL_* environment > file > defaults.",
-    )(func)
+class _Commands(click.Group):
+    """Builds ``serve`` and ``gc`` (whose options come from the server's settings) only when
+    asked for, so ``haul upload`` and its kin start without importing the server."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in SERVER_COMMANDS:
+            from haul.cli import server
+
+            command: click.Command = getattr(server, name)
+            return command
+        return super().get_command(ctx, name)
 
 
-def _load(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
-    try:
-        return load_settings(config_file, overrides=overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
-
-
-@click.group()
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="haul")
 def main() -> None:
     """haul: resumable, verified uploads of very large files (tus 1.0.0)."""
-
-
-@main.command()
-@_settings_options
-def serve(config_file: Path | None, **overrides: Any) -> None:
-    """Run the upload server (local disk + SQLite under --data-dir by default)."""
-    from haul.cli.serve import serve as run_server
-
-    run_server(_load(config_file, overrides))
-
-
-@main.command()
-@_settings_options
-def gc(config_file: Path | None, **overrides: Any) -> None:
-    """Remove expired uploads, old tombstones and orphaned bytes once, then exit."""
-    from haul.compose import build_service
-
-    settings = _load(config_file, overrides)
-
-    async def run() -> dict[str, int]:
-        service = build_service(settings)
-        await service.open()
-        try:
-            report = await service.collect_garbage()
-        finally:
-            await service.close()
-        return {
-            "expired": report.expired,
-            "purged_tombstones": report.purged_tombstones,
-            "orphans": report.orphans,
-        }
-
-    click.echo(json.dumps(asyncio.run(run())))
 
 
 for _command in (upload, download, status, remove, list_uploads):

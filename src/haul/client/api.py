@@ -15,11 +15,18 @@ from urllib.parse import urlsplit
 import httpx
 
 from haul.client.direct import DirectUpload
-from haul.client.errors import HaulClientError, ServerRejected
-from haul.client.session import RetryPolicy, Session, Transient, rejection
+from haul.client.errors import HaulClientError, ServerRejected, reported_as_client_errors
+from haul.client.headers import decode_metadata, header_int
+from haul.client.retry import RetryPolicy
+from haul.client.session import Session, failure, transport_failure
 from haul.client.state import StateStore
-from haul.client.upload import FileUpload, ProgressCallback, UploadOptions, UploadResult
-from haul.wire.tus import parse_metadata
+from haul.client.upload import (
+    FileUpload,
+    Progress,
+    ProgressCallback,
+    UploadOptions,
+    UploadResult,
+)
 
 T = TypeVar("T")
 DOWNLOAD_BLOCK = 1 << 20
@@ -54,7 +61,8 @@ class AsyncClient:
     ``parallel`` streams are used when the server offers concatenation; ``chunk_size`` (bytes)
     adapts to the file when not given. A failed request is tried ``retries`` times in all, with
     exponential backoff capped at ``max_backoff`` seconds; ``timeout`` is how long a connection
-    may make no progress. Resume state lives in ``state_dir``.
+    may make no progress. Resume state lives in ``state_dir``. Every failure is raised as a
+    :class:`HaulClientError` (ServerRejected with the server's code and message for a refusal).
     """
 
     def __init__(
@@ -130,7 +138,8 @@ class AsyncClient:
             dedup=dedup,
         )
         job = FileUpload(self._session, self.endpoint, Path(path), options, self.state, on_progress)
-        return await job.run()
+        with reported_as_client_errors(f"upload of {path}"):
+            return await job.run()
 
     async def upload_direct(
         self,
@@ -144,31 +153,30 @@ class AsyncClient:
         """Upload one file straight to the server's object store, through part URLs the
         server presigns (needs a haul server with --storage s3). With ``resume``, a rerun
         after an interruption sends only the parts the store does not hold yet."""
-        job = DirectUpload(
-            self._http, self.endpoint, Path(path),
-            parallel=self.parallel if parallel is None else parallel,
-            chunk_size=chunk_size or self.chunk_size, on_progress=on_progress,
-            state=self.state if resume else None, verify=self._verify,
-        )  # fmt: skip
-        return await job.run()
+        with reported_as_client_errors(f"direct upload of {path}"):
+            job = DirectUpload(
+                self._session, self.endpoint, Path(path),
+                parallel=self.parallel if parallel is None else parallel,
+                chunk_size=chunk_size or self.chunk_size, on_progress=on_progress,
+                state=self.state if resume else None, verify=self._verify,
+            )  # fmt: skip
+            return await job.run()
 
     async def status(self, url: str) -> UploadStatus:
-        response = await self._session.request("HEAD", url)
-        headers = response.headers
-        raw = headers.get("upload-metadata")
-        metadata = (
-            {k: v.decode("utf-8", "replace") for k, v in parse_metadata(raw).items()} if raw else {}
-        )
-        return UploadStatus(
-            url=url,
-            offset=int(headers["upload-offset"]) if "upload-offset" in headers else None,
-            length=int(headers["upload-length"]) if "upload-length" in headers else None,
-            metadata=metadata,
-            expires=headers.get("upload-expires"),
-        )
+        with reported_as_client_errors(f"status of {url}"):
+            response = await self._session.request("HEAD", url)
+            headers = response.headers
+            return UploadStatus(
+                url=url,
+                offset=header_int(response, "upload-offset"),
+                length=header_int(response, "upload-length"),
+                metadata=decode_metadata(headers.get("upload-metadata", "")),
+                expires=headers.get("upload-expires"),
+            )
 
     async def delete(self, url: str) -> None:
-        await self._session.request("DELETE", url, ok=(204,))
+        with reported_as_client_errors(f"deletion of {url}"):
+            await self._session.request("DELETE", url, ok=(204,))
 
     async def download(
         self, url: str, destination: str | Path, *, on_progress: ProgressCallback | None = None
@@ -176,28 +184,25 @@ class AsyncClient:
         """Download to ``destination``, resuming a previous partial download with Range.
 
         Bytes go to ``<destination>.part`` (with the ETag beside it) and are renamed into place
-        once complete, so a half-downloaded file never looks finished."""
-        from haul.client.upload import Progress
-
+        once complete, so a half-downloaded file never looks finished. Each retry continues
+        from what the part file holds."""
         target = Path(destination)
         partial = target.with_name(target.name + ".part")
         tag_file = target.with_name(target.name + ".part.json")
-        failures = 0
-        while True:
+
+        async def attempt() -> None:
             have = partial.stat().st_size if partial.exists() else 0
-            etag = json.loads(tag_file.read_text()).get("etag") if tag_file.exists() else None
+            etag = _saved_etag(tag_file)
             headers = {"Range": f"bytes={have}-", "If-Range": etag} if have and etag else {}
             try:
                 async with self._http.stream("GET", url, headers=headers) as response:
                     if response.status_code == 416 and have:
-                        break  # we already hold every byte
+                        return  # we already hold every byte
                     if response.status_code not in (200, 206):
                         await response.aread()
-                        if response.status_code >= 500:
-                            raise Transient(f"HTTP {response.status_code}")
-                        raise rejection(response)
+                        raise failure(response)
                     mode = "ab" if response.status_code == 206 else "wb"
-                    total = int(response.headers.get("content-length", 0)) + (
+                    total = (header_int(response, "content-length") or 0) + (
                         have if mode == "ab" else 0
                     )
                     tag_file.write_text(json.dumps({"etag": response.headers.get("etag")}))
@@ -208,15 +213,23 @@ class AsyncClient:
                             done += len(block)
                             if on_progress:
                                 on_progress(Progress(target, done, total))
-                break
-            except (httpx.TransportError, Transient) as exc:
-                failures += 1
-                if failures >= self._session.policy.attempts:
-                    raise HaulClientError(f"download of {url} keeps failing: {exc}") from exc
-                await asyncio.sleep(self._session.policy.delay(failures - 1))
-        partial.replace(target)
-        tag_file.unlink(missing_ok=True)
+            except httpx.HTTPError as exc:
+                raise transport_failure(exc) from exc
+
+        with reported_as_client_errors(f"download of {url}"):
+            await self._session.policy.run(attempt, what=f"download of {url}")
+            partial.replace(target)
+            tag_file.unlink(missing_ok=True)
         return target
+
+
+def _saved_etag(tag_file: Path) -> str | None:
+    """The ETag a partial download was started with; None if unknown (start over)."""
+    try:
+        etag = json.loads(tag_file.read_text()).get("etag")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return etag if isinstance(etag, str) else None
 
 
 class Client:
@@ -236,6 +249,9 @@ class Client:
 
     def upload(self, path: str | Path, **options: object) -> UploadResult:
         return self._run(lambda c: c.upload(path, **options))  # type: ignore[arg-type]
+
+    def upload_direct(self, path: str | Path, **options: object) -> UploadResult:
+        return self._run(lambda c: c.upload_direct(path, **options))  # type: ignore[arg-type]
 
     def status(self, url: str) -> UploadStatus:
         return self._run(lambda c: c.status(url))

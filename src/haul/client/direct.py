@@ -6,6 +6,7 @@ A rerun after an interruption asks the server which parts the store holds and se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import mimetypes
 import os
@@ -17,18 +18,18 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from haul.client.errors import HaulClientError, RetriesExhausted, ServerRejected
+from haul.client.errors import HaulClientError, NotSupported, UploadGone
+from haul.client.headers import reported_sha256
+from haul.client.retry import Transient
+from haul.client.session import Session, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.client.upload import Progress, ProgressCallback, UploadResult, choose_chunk_size
-from haul.wire.digest import parse_repr_digest
-
-ATTEMPTS = 5
 
 
 class DirectUpload:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        session: Session,
         endpoint: str,
         path: Path,
         *,
@@ -38,7 +39,7 @@ class DirectUpload:
         state: StateStore | None,
         verify: ssl.SSLContext | bool = True,
     ) -> None:
-        self.http = http
+        self.session = session
         root = urlsplit(endpoint)
         self.api = f"{root.scheme}://{root.netloc}/s3/multipart"
         self.path = path
@@ -51,25 +52,13 @@ class DirectUpload:
         self.verify = verify
         self.sent = 0
 
-    async def _api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """A call to haul's /s3/multipart API, tried again on network errors, 429 and 5xx."""
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                response = await self.http.request(method, self.api + path, **kwargs)
-            except httpx.TransportError as exc:
-                if attempt == ATTEMPTS:
-                    raise RetriesExhausted(f"{method} {self.api}{path}: {exc}") from exc
-            else:
-                if response.status_code < 400:
-                    return response
-                retry = response.status_code == 429 or response.status_code >= 500
-                if not retry or attempt == ATTEMPTS:
-                    code, _, message = response.text.strip().partition(": ")
-                    if not code.startswith("ERR_"):
-                        code, message = "", response.text.strip()
-                    raise ServerRejected(response.status_code, code, message)
-            await asyncio.sleep(min(10, 0.5 * 2**attempt))
-        raise AssertionError("unreachable")
+    async def _api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """A call to haul's /s3/multipart API under the client's retry policy; its JSON."""
+        response = await self.session.request(method, self.api + path, ok=(200, 201), **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise HaulClientError(f"{method} {self.api}{path} answered no JSON: {exc}") from exc
 
     async def run(self) -> UploadResult:
         started = time.monotonic()
@@ -91,7 +80,7 @@ class DirectUpload:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         # The store gets no credentials of ours: each URL carries its own signature.
         self.store = httpx.AsyncClient(
-            timeout=self.http.timeout, verify=self.verify, trust_env=False
+            timeout=self.session.http.timeout, verify=self.verify, trust_env=False
         )
         try:
 
@@ -107,7 +96,10 @@ class DirectUpload:
             await asyncio.gather(*(worker() for _ in range(min(self.parallel, count))))
         except BaseException:
             if self.state is None:  # nothing will resume it: free the store's space now
-                await self.http.delete(f"{self.api}/{upload_id}", params={"key": key})
+                with contextlib.suppress(HaulClientError, Transient):
+                    await self.session.once(
+                        "DELETE", f"{self.api}/{upload_id}", params={"key": key}
+                    )
             digest_pass.cancel()
             raise
         finally:
@@ -115,19 +107,16 @@ class DirectUpload:
             await self.store.aclose()
         parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
         complete = {"parts": parts}
-        answer = await self._api(
-            "POST", f"/{upload_id}/complete", params={"key": key}, json=complete
-        )
-        done = answer.json()
+        done = await self._api("POST", f"/{upload_id}/complete", params={"key": key}, json=complete)
+        location = _field(done, "location", str)
         sha256 = await digest_pass
-        head = await self.http.head(done["location"], headers={"Tus-Resumable": "1.0.0"})
-        reported = head.headers.get("repr-digest", "")
-        stored = parse_repr_digest(reported).get("sha-256") if reported else None
-        if stored is not None and stored.hex() != sha256:
-            raise HaulClientError(f"the server stored sha-256 {stored.hex()}, the file is {sha256}")
+        head = await self.session.request("HEAD", location)
+        stored = reported_sha256(head.headers.get("repr-digest"))
+        if stored is not None and stored != sha256:
+            raise HaulClientError(f"the server stored sha-256 {stored}, the file is {sha256}")
         if self.state is not None:
             self.state.remove(state_key)
-        return UploadResult(url=done["location"], path=self.path, size=self.size, sha256=sha256,
+        return UploadResult(url=location, path=self.path, size=self.size, sha256=sha256,
                             parallel=self.parallel, resumed=resumed, sent=self.sent,
                             elapsed=time.monotonic() - started)  # fmt: skip
 
@@ -139,11 +128,15 @@ class DirectUpload:
 
     async def _start(self, identity: FileIdentity) -> UploadEntry:
         kind = mimetypes.guess_type(self.path.name)[0] or "application/octet-stream"
-        created = (
-            await self._api("POST", "", json={"filename": self.path.name, "type": kind})
-        ).json()
-        return UploadEntry(self.api, identity, self.chunk, [], True,
-                           multipart=[created["key"], created["uploadId"]])  # fmt: skip
+        try:
+            created = await self._api("POST", "", json={"filename": self.path.name, "type": kind})
+        except UploadGone as exc:  # no such resource: a server without an object store
+            raise NotSupported(
+                f"the server offers no direct upload at {self.api} (a haul server offers it "
+                f"with --storage s3): {exc}"
+            ) from exc
+        multipart = [_field(created, "key", str), _field(created, "uploadId", str)]
+        return UploadEntry(self.api, identity, self.chunk, [], True, multipart=multipart)
 
     async def _stored_parts(self, entry: UploadEntry) -> dict[int, str] | None:
         """The ETags of the parts an earlier run stored, by part number; None when that
@@ -153,34 +146,37 @@ class DirectUpload:
             return None
         key, upload_id = entry.multipart
         try:
-            listed = (await self._api("GET", f"/{upload_id}", params={"key": key})).json()
-        except ServerRejected as exc:
-            if exc.status in (404, 410):
-                return None
-            raise
+            listed = await self._api("GET", f"/{upload_id}", params={"key": key})
+        except UploadGone:
+            return None
+        if not isinstance(listed, list):
+            raise HaulClientError(f"the server listed the stored parts as {listed!r}")
         self.chunk = entry.chunk_size  # the parts are cut as that run cut them
         stored: dict[int, str] = {}
         for part in listed:
-            number = part.get("PartNumber")
-            known = isinstance(number, int) and 1 <= number <= self._count()
-            if known and part.get("Size") == self._length(number) and part.get("ETag"):
+            number = part.get("PartNumber") if isinstance(part, dict) else None
+            if not (isinstance(number, int) and 1 <= number <= self._count()):
+                continue
+            if part.get("Size") == self._length(number) and part.get("ETag"):
                 stored[number] = str(part["ETag"])
         return stored
 
     async def _send_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        for attempt in range(1, ATTEMPTS + 1):
-            signed = (await self._api("GET", f"/{upload_id}/{number}", params={"key": key})).json()
+        """PUT one part to the store, its URL signed afresh for every attempt (so an expired
+        or refused signature is no reason to give up); the part's ETag."""
+
+        async def attempt() -> str:
+            signed = await self._api("GET", f"/{upload_id}/{number}", params={"key": key})
             try:
-                answer = await self.store.put(signed["url"], content=data)
-            except httpx.TransportError:
-                answer = None
-            if answer is not None and answer.status_code == 200 and answer.headers.get("etag"):
-                return str(answer.headers["etag"])
-            if attempt == ATTEMPTS:
-                status = answer.status_code if answer is not None else "no answer"
-                raise HaulClientError(f"the store refused part {number}: {status}")
-            await asyncio.sleep(min(10, 0.5 * 2**attempt))
-        raise AssertionError("unreachable")
+                answer = await self.store.put(_field(signed, "url", str), content=data)
+            except httpx.HTTPError as exc:
+                raise transport_failure(exc) from exc
+            etag = answer.headers.get("etag")
+            if answer.status_code != 200 or not etag:
+                raise Transient(f"the store answered {answer.status_code}: {answer.text[:200]}")
+            return str(etag)
+
+        return await self.session.policy.run(attempt, what=f"PUT of part {number} to the store")
 
     def _sha256(self) -> str:
         digest = hashlib.sha256()
@@ -188,3 +184,11 @@ class DirectUpload:
             while block := handle.read(8 << 20):
                 digest.update(block)
         return digest.hexdigest()
+
+
+def _field(answer: Any, name: str, kind: type[str]) -> str:
+    """One field of the API's JSON answer, checked, so a malformed answer is a clear error."""
+    value = answer.get(name) if isinstance(answer, dict) else None
+    if not isinstance(value, kind):
+        raise HaulClientError(f"the server's answer {answer!r} lacks {name}")
+    return value

@@ -1,33 +1,18 @@
-"""HTTP with the tus conventions and a retry policy (backoff with jitter, Retry-After)."""
+"""HTTP with the tus conventions: one attempt classified (done, worth retrying, refused), and
+every request under the client's one retry policy."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import httpx
 
-from haul.client.errors import RetriesExhausted, ServerRejected, UploadGone
+from haul.client.errors import HaulClientError, ServerRejected, UploadGone
+from haul.client.headers import header_int, required_int
+from haul.client.retry import Between, RetryPolicy, Transient, is_transient, retry_after_seconds
 
 TUS = {"Tus-Resumable": "1.0.0"}
-# Worth another try: the server or the path to it may recover (460: bytes damaged in transit).
-# 409/423 need a fresh HEAD first,
-# which the upload loop does.
-RETRYABLE = frozenset({408, 409, 423, 425, 429, 460, 500, 502, 503, 504, 507})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 10
-    base_delay: float = 0.5
-    max_delay: float = 15.0
-
-    def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        if retry_after and retry_after.isdigit():
-            return min(float(retry_after), self.max_delay)
-        return float(min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0))
 
 
 @dataclass(frozen=True)
@@ -46,20 +31,32 @@ class Capabilities:
         return None
 
 
-class Transient(Exception):
-    """A failure worth retrying (network error, timeout, 5xx, 409, 423, ...)."""
-
-    def __init__(self, reason: str, retry_after: str | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 def rejection(response: httpx.Response) -> ServerRejected:
+    """The server's refusal with its own code and message (haul answers ``CODE: message``);
+    UploadGone for 404 and 410."""
     text = response.text.strip()
     code, sep, message = text.partition(": ")
     if not (sep and code.startswith("ERR_")):
-        code, message = "", text or response.reason_phrase
-    return ServerRejected(response.status_code, code, message)
+        code, message = "", text[:500] or response.reason_phrase
+    kind = UploadGone if response.status_code in (404, 410) else ServerRejected
+    return kind(response.status_code, code, message)
+
+
+def failure(response: httpx.Response) -> Transient | ServerRejected:
+    """What an answer that is not a success means: Transient if the same request may succeed
+    later (with the server's Retry-After), else the server's refusal."""
+    refused = rejection(response)
+    if is_transient(response.status_code):
+        return Transient(str(refused), retry_after_seconds(response.headers.get("retry-after")))
+    return refused
+
+
+def transport_failure(exc: httpx.HTTPError) -> Transient | HaulClientError:
+    """A request that got no usable answer: the network (refused, reset, timed out) may
+    recover; anything else httpx raises would fail the same way again."""
+    if isinstance(exc, httpx.TransportError):
+        return Transient(f"{type(exc).__name__}: {exc}".rstrip(": "))
+    return HaulClientError(f"{type(exc).__name__}: {exc}")
 
 
 BodyFactory = Callable[[], AsyncIterator[bytes]] | None
@@ -78,37 +75,58 @@ class Session:
         headers: dict[str, str] | None = None,
         body: BodyFactory = None,
         ok: tuple[int, ...] = (200, 201, 204),
+        json: object = None,
+        params: dict[str, str] | None = None,
     ) -> httpx.Response:
         """One attempt: the response if its status is ``ok``; Transient if retrying may help;
         UploadGone for 404/410; ServerRejected for any other refusal."""
         try:
             response = await self.http.request(
                 method, url, headers={**TUS, **(headers or {})},
-                content=body() if body is not None else None,
+                content=body() if body is not None else None, json=json, params=params,
             )  # fmt: skip
-        except httpx.TransportError as exc:
-            raise Transient(f"{type(exc).__name__}: {exc}") from exc
+        except httpx.HTTPError as exc:
+            raise transport_failure(exc) from exc
         if response.status_code in ok:
             return response
-        if response.status_code in RETRYABLE:
-            raise Transient(
-                f"HTTP {response.status_code}: {response.text.strip()[:200]}",
-                response.headers.get("retry-after"),
-            )
-        if response.status_code in (404, 410):
-            raise UploadGone(f"{url} is gone ({response.status_code})")
-        raise rejection(response)
+        if method == "HEAD" and not is_transient(response.status_code):
+            response = await self._with_reason(url, response)
+        raise failure(response)
 
-    async def request(self, method: str, url: str, **kwargs: object) -> httpx.Response:
-        """``once`` with retries; raises RetriesExhausted when the budget is spent."""
-        last: Transient | None = None
-        for attempt in range(self.policy.attempts):
-            try:
-                return await self.once(method, url, **kwargs)  # type: ignore[arg-type]
-            except Transient as exc:
-                last = exc
-                await asyncio.sleep(self.policy.delay(attempt, exc.retry_after))
-        raise RetriesExhausted(f"{method} {url} failed {self.policy.attempts} times: {last}")
+    async def _with_reason(self, url: str, refused: httpx.Response) -> httpx.Response:
+        """A refused HEAD has no body, so no message: the same URL asked with a one-byte GET
+        answers the same refusal with the server's words. The HEAD's answer stands if it does
+        not."""
+        headers = {**TUS, "Range": "bytes=0-0"}
+        try:
+            async with self.http.stream("GET", url, headers=headers) as response:
+                if response.status_code != refused.status_code:
+                    return refused
+                await response.aread()
+                return response
+        except httpx.HTTPError:
+            return refused
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: BodyFactory = None,
+        ok: tuple[int, ...] = (200, 201, 204),
+        json: object = None,
+        params: dict[str, str] | None = None,
+        between: Between | None = None,
+    ) -> httpx.Response:
+        """``once`` under the retry policy; RetriesExhausted when the budget is spent."""
+
+        async def attempt() -> httpx.Response:
+            return await self.once(
+                method, url, headers=headers, body=body, ok=ok, json=json, params=params
+            )
+
+        return await self.policy.run(attempt, what=f"{method} {url}", between=between)
 
     async def capabilities(self, endpoint: str) -> Capabilities:
         response = await self.request("OPTIONS", endpoint)
@@ -129,5 +147,4 @@ class Session:
     async def offset(self, url: str) -> tuple[int, int | None]:
         """(Upload-Offset, Upload-Length) as the server sees them now."""
         response = await self.request("HEAD", url)
-        length = response.headers.get("upload-length")
-        return int(response.headers["upload-offset"]), int(length) if length else None
+        return required_int(response, "upload-offset"), header_int(response, "upload-length")

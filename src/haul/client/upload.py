@@ -25,18 +25,19 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from haul.client.errors import (
-    HaulClientError,
-    NotSupported,
-    RetriesExhausted,
-    ServerRejected,
-    UploadGone,
+from haul.client.errors import HaulClientError, NotSupported, ServerRejected, UploadGone
+from haul.client.headers import (
+    encode_metadata,
+    format_repr_digest,
+    header_int,
+    reported_sha256,
+    required_header,
+    required_int,
 )
-from haul.client.session import Capabilities, Session, Transient
+from haul.client.retry import Transient
+from haul.client.session import Capabilities, Session
 from haul.client.state import FileIdentity, StateStore, UploadEntry
-from haul.wire.digest import format_repr_digest, parse_repr_digest
 from haul.wire.possession import Challenge, answer
-from haul.wire.tus import encode_metadata
 
 MiB = 1 << 20
 MIN_CHUNK = 8 * MiB
@@ -312,7 +313,7 @@ class FileUpload:
         if metadata:
             headers["Upload-Metadata"] = metadata
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
-        return urljoin(self.endpoint, response.headers["location"]), whole
+        return urljoin(self.endpoint, required_header(response, "location")), whole
 
     async def _hash_file(self) -> str:
         digest = hashlib.sha256()
@@ -330,11 +331,9 @@ class FileUpload:
         when it already holds the content (instant upload). Otherwise a sequential upload goes
         on with it; a parallel one removes it and uses partial uploads."""
         extra = {"Repr-Digest": format_repr_digest(digest)}
-        url, answer_headers = await self._create(
-            self._size, self._metadata(), partial=False, extra=extra
-        )
-        offset = int(answer_headers.get("upload-offset", "0"))
-        challenge = answer_headers.get("haul-challenge")
+        url, answer = await self._create(self._size, self._metadata(), partial=False, extra=extra)
+        offset = header_int(answer, "upload-offset") or 0
+        challenge = answer.headers.get("haul-challenge")
         if offset != self._size and challenge is not None:
             offset = await self._prove(url, challenge)
         if offset == self._size:
@@ -360,20 +359,17 @@ class FileUpload:
             response = await self.session.request("PATCH", url, headers=headers, ok=(204,))
         except ServerRejected:
             return 0
-        return int(response.headers.get("upload-offset", "0"))
+        return header_int(response, "upload-offset") or 0
 
     async def _confirm(self, url: str, digest: str) -> None:
         """End-to-end check: a server that reports the digest of what it stored (haul does, as
         Repr-Digest) must report ours."""
         response = await self.session.request("HEAD", url)
-        reported = response.headers.get("repr-digest")
-        if reported is None:
-            return  # a server that does not say; per-request checksums guarded the transfer
-        stored = parse_repr_digest(reported).get("sha-256")
-        if stored is not None and stored.hex() != digest:
+        stored = reported_sha256(response.headers.get("repr-digest"))
+        # None: a server that does not say; per-request checksums guarded the transfer.
+        if stored is not None and stored != digest:
             raise HaulClientError(
-                f"the server stored sha-256 {stored.hex()} for {self.path}, "
-                f"which hashes to {digest}"
+                f"the server stored sha-256 {stored} for {self.path}, which hashes to {digest}"
             )
 
     # -- requests -------------------------------------------------------------------------
@@ -381,8 +377,8 @@ class FileUpload:
     async def _create(
         self, length: int, metadata: str | None, *, partial: bool,
         extra: dict[str, str] | None = None,
-    ) -> tuple[str, httpx.Headers]:  # fmt: skip
-        """Create an upload; its URL, and the answer's headers."""
+    ) -> tuple[str, httpx.Response]:  # fmt: skip
+        """Create an upload; its URL, and the server's answer."""
         headers = {"Upload-Length": str(length), **(extra or {})}
         if metadata:
             headers["Upload-Metadata"] = metadata
@@ -391,7 +387,7 @@ class FileUpload:
         # Retries of this POST carry the same key: a lost answer costs no second upload.
         headers["Idempotency-Key"] = f'"{secrets.token_urlsafe(18)}"'
         response = await self.session.request("POST", self.endpoint, headers=headers, ok=(201,))
-        return urljoin(self.endpoint, response.headers["location"]), response.headers
+        return urljoin(self.endpoint, required_header(response, "location")), response
 
     async def _send(
         self,
@@ -403,36 +399,42 @@ class FileUpload:
         algorithm: str | None,
         extra: dict[str, str] | None = None,
     ) -> None:
-        """PATCH ``data`` (which begins at upload offset ``start``) from ``server_offset`` on,
-        re-syncing with HEAD after every failure."""
+        """PATCH ``data`` (which begins at upload offset ``start``) from ``server_offset`` on.
+        After a failed PATCH the server is asked with HEAD how much it holds, and the next
+        attempt sends from there; each PATCH that succeeds renews the retry budget."""
         end = start + len(data)
-        failures = 0
-        while server_offset < end:
-            piece = memoryview(data)[server_offset - start :]
+        at = server_offset
+
+        async def attempt() -> int:
+            if at >= end:  # the failed attempt's bytes had reached the server after all
+                return at
+            piece = memoryview(data)[at - start :]
             headers = {
-                "Upload-Offset": str(server_offset),
+                "Upload-Offset": str(at),
                 "Content-Type": OCTETS,
                 "Content-Length": str(len(piece)),
                 **(extra or {}),
             }
             if algorithm:
                 headers["Upload-Checksum"] = await asyncio.to_thread(_checksum, algorithm, piece)
-            base = server_offset - start
+            base = at - start
             self._report(index, base)
-            try:
-                response = await self.session.once(
-                    "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
-                )
-                server_offset = int(response.headers["upload-offset"])
-                failures = 0
-            except Transient as exc:
-                failures += 1
-                if failures >= self.session.policy.attempts:
-                    raise RetriesExhausted(f"PATCH {url} failed {failures} times: {exc}") from exc
-                await asyncio.sleep(self.session.policy.delay(failures - 1, exc.retry_after))
-                server_offset, _ = await self.session.offset(url)
-                if server_offset < start:
-                    raise _Rewind(server_offset) from exc
+            response = await self.session.once(
+                "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
+            )
+            offset = required_int(response, "upload-offset")
+            if offset <= at:  # it would be sent again and again
+                raise HaulClientError(f"PATCH {url} was accepted but left Upload-Offset at {at}")
+            return offset
+
+        async def resync(failed: Transient) -> None:
+            nonlocal at
+            at, _ = await self.session.offset(url)
+            if at < start:
+                raise _Rewind(at) from failed
+
+        while at < end:
+            at = await self.session.policy.run(attempt, what=f"PATCH {url}", between=resync)
         self._report(index, len(data))
 
     def _body(self, piece: memoryview, index: int, base: int) -> Callable[[], AsyncIterator[bytes]]:
