@@ -15,6 +15,7 @@ log = logging.getLogger("haul")
 def serve(settings: Settings) -> None:
     configure_logging(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = build_app(settings)  # a setting no backend can take stops us here, before a word
     _warn_if_open(settings)
     scheme = "https" if settings.tls_cert else "http"
     log.info(
@@ -35,7 +36,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=False,  # haul's own access log has the request id, owner and upload id
     )
-    run(build_app(settings), listen)
+    run(app, listen)
 
 
 def _warn_if_open(settings: Settings) -> None:

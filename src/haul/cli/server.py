@@ -50,7 +50,11 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
     """Run the upload server (local disk + SQLite under --data-dir by default)."""
     from haul.cli.serve import serve as run_server
 
-    run_server(_load(config_file, overrides))
+    settings = _load(config_file, overrides)
+    try:
+        run_server(settings)
+    except ConfigError as exc:  # found while building the backends: said, not a traceback
+        raise click.ClickException(str(exc)) from None
 
 
 @click.command()
@@ -74,4 +78,7 @@ def gc(config_file: Path | None, **overrides: Any) -> None:
             "orphans": report.orphans,
         }
 
-    click.echo(json.dumps(asyncio.run(run())))
+    try:
+        click.echo(json.dumps(asyncio.run(run())))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
