@@ -37,6 +37,7 @@ def serve(settings: Settings) -> None:
         tls_key=settings.tls_key,
         log_level=settings.log_level,
         access_log=settings.access_log,
+        http1=settings.http1,
     )
     run(build_app(settings), listen)
 
