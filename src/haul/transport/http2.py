@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from typing import Any
@@ -196,6 +197,8 @@ class H2Protocol(asyncio.Protocol):
             task = stream.task = self.loop.create_task(self._run(stream_id, stream, scope))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            # (_run ends the stream itself; this is for a task cancelled before it first ran)
+            task.add_done_callback(functools.partial(self._task_done, stream_id, stream))
 
     def _reset_by_client(self, stream_id: int, stream: _Stream) -> None:
         if not stream.finished:
@@ -344,13 +347,18 @@ class H2Protocol(asyncio.Protocol):
                 stream.arrived.set()  # a receive() waiting for the end learns of it
                 return
 
+    def _task_done(self, stream_id: int, stream: _Stream, task: asyncio.Task[None]) -> None:
+        self._end(stream_id, stream)
+
     def _lose(self, stream: _Stream) -> None:
         stream.gone = True
         stream.arrived.set()
         stream.window.set()
 
     def _end(self, stream_id: int, stream: _Stream) -> None:
-        self.streams.pop(stream_id, None)
+        if self.streams.get(stream_id) is not stream:
+            return  # ended already
+        del self.streams[stream_id]
         if stream.finished:
             self.answered += 1
         if self.calmed:
