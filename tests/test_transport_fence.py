@@ -101,6 +101,21 @@ def test_uvicorn_internals_the_lean_protocol_extends_are_there() -> None:
     assert _parameters(FlowControl.resume_reading) == ["self"]
 
 
+def test_uvicorn_state_the_tls_gate_and_http2_read_is_there() -> None:
+    # haul's protocols are handed to uvicorn as a class, built with uvicorn's own arguments
+    # (pinned above), and read the server's configuration and state as uvicorn's do.
+    config = uvicorn.Config(_echo_app, http=httptools_impl.HttpToolsProtocol, log_level="warning")
+    config.load()
+    assert config.http_protocol_class is httptools_impl.HttpToolsProtocol
+    assert config.loaded_app is not None
+    assert isinstance(config.asgi_version, str)
+    assert isinstance(config.root_path, str)
+    assert isinstance(config.timeout_keep_alive, int | float)
+    state = uvicorn.server.ServerState()
+    assert isinstance(state.connections, set)
+    assert isinstance(state.tasks, set)
+
+
 def test_uvicorn_methods_the_lean_protocol_replaces_are_unchanged() -> None:
     methods: dict[str, Callable[..., Any]] = {
         "HttpToolsProtocol.on_body": httptools_impl.HttpToolsProtocol.on_body,
