@@ -300,6 +300,12 @@ class Settings:
         "", "PEM certificate (chain) file: serve HTTPS, with HTTP/2 and HTTP/1.1 on one port."
     )
     tls_key: str = _setting("", "PEM private key file for --tls-cert.")
+    http1: str = _setting(
+        "lean",
+        "HTTP/1.1 protocol: lean (haul's, fewer copies of each body byte; only on the uvicorn "
+        "releases it was tested with, else uvicorn's own with a warning) or uvicorn (its own).",
+        parse_choice("lean", "uvicorn"),
+    )
     header_timeout: float = _setting(
         10.0, "A client must send a request's headers within this time (slowloris).", parse_duration
     )

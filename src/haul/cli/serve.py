@@ -35,6 +35,7 @@ def serve(settings: Settings) -> None:
         tls_key=settings.tls_key,
         log_level=settings.log_level,
         access_log=False,  # haul's own access log has the request id, owner and upload id
+        http1=settings.http1,
     )
     run(app, listen)
 

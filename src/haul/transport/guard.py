@@ -1,14 +1,16 @@
 """Connection limits that only the HTTP server can enforce, added to uvicorn's protocol:
-a deadline for each request's headers (slowloris), and a cap on connections per client IP."""
+a deadline for each request's headers (slowloris), and a cap on connections per client IP.
+They hold whichever HTTP/1.1 protocol serves: haul's lean one or uvicorn's own."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from typing import ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from haul.transport.http1 import LeanHttpToolsProtocol
+from haul.transport.http1 import http1_protocol
 
 
 class ClientSlots:
@@ -30,50 +32,58 @@ class ClientSlots:
             del self.open[host]
 
 
-def guarded_protocol(header_timeout: float, max_per_client: int) -> type[HttpToolsProtocol]:
-    slots = ClientSlots(max_per_client)  # shared by the connections of one server
+class _Guard(HttpToolsProtocol):
+    """The limits, put in front of whichever HTTP/1.1 protocol serves (see guarded_protocol)."""
 
-    class GuardedHttpToolsProtocol(LeanHttpToolsProtocol):
-        _header_deadline: asyncio.TimerHandle | None = None
-        _counted: str | None = None
+    slots: ClassVar[ClientSlots]  # shared by the connections of one server
+    header_timeout: ClassVar[float]
+    _header_deadline: asyncio.TimerHandle | None = None
+    _counted: str | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            host = self.client[0] if self.client else None
-            if host is not None and max_per_client:
-                if not slots.take(host):
-                    transport.abort()  # refused before a byte is read: costs nothing more
-                    return
-                self._counted = host
-            self._await_headers()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        if host is not None and self.slots.cap:
+            if not self.slots.take(host):
+                transport.abort()  # refused before a byte is read: costs nothing more
+                return
+            self._counted = host
+        self._await_headers()
 
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._await_headers()
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._await_headers()
 
-        def on_headers_complete(self) -> None:
-            self._stop_waiting()
-            super().on_headers_complete()
+    def on_headers_complete(self) -> None:
+        self._stop_waiting()
+        super().on_headers_complete()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_waiting()
-            if self._counted is not None:
-                slots.give_back(self._counted)
-                self._counted = None
-            super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_waiting()
+        if self._counted is not None:
+            self.slots.give_back(self._counted)
+            self._counted = None
+        super().connection_lost(exc)
 
-        def _await_headers(self) -> None:
-            if header_timeout and self._header_deadline is None:
-                self._header_deadline = self.loop.call_later(header_timeout, self._too_slow)
+    def _await_headers(self) -> None:
+        if self.header_timeout and self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(self.header_timeout, self._too_slow)
 
-        def _stop_waiting(self) -> None:
-            if self._header_deadline is not None:
-                self._header_deadline.cancel()
-                self._header_deadline = None
-
-        def _too_slow(self) -> None:
+    def _stop_waiting(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
             self._header_deadline = None
-            if not self.transport.is_closing():
-                self.transport.close()
 
-    return GuardedHttpToolsProtocol
+    def _too_slow(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def guarded_protocol(
+    header_timeout: float, max_per_client: int, http1: str = "lean"
+) -> type[HttpToolsProtocol]:
+    """The HTTP/1.1 protocol named ``http1`` (see haul.transport.http1), guarded."""
+    base = http1_protocol(http1)
+    limits = {"slots": ClientSlots(max_per_client), "header_timeout": header_timeout}
+    return cast("type[HttpToolsProtocol]", type("GuardedHttpToolsProtocol", (_Guard, base), limits))

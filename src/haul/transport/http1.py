@@ -7,15 +7,28 @@ reusable buffer per event loop (asyncio's BufferedProtocol), in larger reads, an
 the parser cuts out is handed to the application as it is (joined only when several are
 waiting): the parser's copy is the only one left. Measured on one 2 GiB upload with digests
 off: ~990 MB/s before, ~1500 MB/s after.
+
+It leans on uvicorn's private internals, so it is used only on the uvicorn releases it was
+tested with (TESTED_UVICORN; tests/test_transport_fence.py pins each internal it needs); on any
+other release haul serves HTTP/1.1 with uvicorn's own protocol and says so in the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
+from typing import TYPE_CHECKING
 
-from uvicorn._types import ASGIReceiveEvent, HTTPRequestEvent
+import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+
+if TYPE_CHECKING:
+    from uvicorn._types import ASGIReceiveEvent, HTTPRequestEvent
+
+# uvicorn releases the lean protocol was tested with; constraints.txt pins one of them.
+TESTED_UVICORN = ("0.54.0",)
+HTTP1_CHOICES = ("lean", "uvicorn")
 
 READ_SIZE = 1 << 20
 # Reading pauses once this much body waits for the application (uvicorn's 64 KiB would pause
@@ -87,3 +100,21 @@ class LeanHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if cycle.buffered >= HIGH_WATER:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+def http1_protocol(choice: str) -> type[HttpToolsProtocol]:
+    """The HTTP/1.1 protocol by name: ``lean`` (the one above) on a tested uvicorn, else
+    uvicorn's own with a warning; ``uvicorn`` (its httptools protocol, as it comes)."""
+    if choice not in HTTP1_CHOICES:
+        raise ValueError(f"no HTTP/1.1 protocol named {choice!r}")
+    if choice == "uvicorn":
+        return HttpToolsProtocol
+    if uvicorn.__version__ not in TESTED_UVICORN:
+        logging.getLogger("haul.transport").warning(
+            "uvicorn %s is not a release the lean HTTP/1.1 protocol was tested with (%s): "
+            "serving HTTP/1.1 with uvicorn's own protocol instead (slower request bodies)",
+            uvicorn.__version__,
+            ", ".join(TESTED_UVICORN),
+        )
+        return HttpToolsProtocol
+    return LeanHttpToolsProtocol

@@ -4,12 +4,22 @@ server, lifespan and shutdown stay uvicorn's.
 
 Flow control is what keeps memory bounded: a stream's window is given back only as the
 application takes its body, so a slow disk slows the client instead of filling memory.
+
+A connection holds at most MAX_STREAMS streams at once; those beyond are refused one by one
+(RST_STREAM REFUSED_STREAM, RFC 9113 5.1.2). A client that wastes streams, resetting them
+before their answer or opening them beyond the cap ("rapid reset", CVE-2023-44487), more than
+WASTE_ALLOWANCE times beyond the requests it had answered gets GOAWAY ENHANCE_YOUR_CALM and
+the connection closes. A reset stream costs little: the application is not called at all when
+the reset comes with the request's headers, and is cancelled when it has not started on the
+body yet; one that is reading the body learns of the reset at its next read and keeps what
+arrived (as over HTTP/1.1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from typing import Any
@@ -28,14 +38,19 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.exceptions import H2Error
-from h2.settings import SettingCodes
+from h2.settings import SettingCodes, Settings
 
 log = logging.getLogger("uvicorn.error")
 
 STREAM_WINDOW = 8 << 20  # body bytes one request may have in flight
 CONNECTION_WINDOW = 16 << 20  # and all requests of a connection together
 MAX_FRAME = 1 << 20  # larger frames: fewer of them per gigabyte
-MAX_STREAMS = 100
+MAX_STREAMS = 100  # advertised as SETTINGS_MAX_CONCURRENT_STREAMS
+# h2 would enforce the limit itself by ending the whole connection; it enforces only this far
+# higher one (a flood of headers in one read), and haul refuses the streams beyond MAX_STREAMS.
+H2_HARD_LIMIT = 10 * MAX_STREAMS
+WASTE_ALLOWANCE = 100  # streams reset or refused beyond those answered, before GOAWAY
+LINGER = 2.0  # seconds a calmed connection is still read (and dropped) so the GOAWAY arrives
 # Connection-specific headers are forbidden in HTTP/2 (RFC 9113 8.2.2).
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 
@@ -52,6 +67,8 @@ class _Stream:
         self.window = asyncio.Event()  # the peer opened its window: more may be sent
         self.headers_sent = False
         self.finished = False  # the answer was sent whole
+        self.task: asyncio.Task[None] | None = None  # the application's, once started
+        self.reading = False  # the application asked for the body
 
 
 class H2Protocol(asyncio.Protocol):
@@ -72,6 +89,10 @@ class H2Protocol(asyncio.Protocol):
         self.conn = H2Connection(H2Configuration(client_side=False, header_encoding=None))
         self.streams: dict[int, _Stream] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self.fresh: list[tuple[int, _Stream, dict[str, Any]]] = []  # admitted in this read
+        self.wasted = 0  # streams reset by the client before their answer, or refused
+        self.answered = 0  # streams whose answer was sent whole
+        self.calmed = False  # told ENHANCE_YOUR_CALM: what still comes is dropped
         self.writable = asyncio.Event()
         self.writable.set()
         self.closing = False
@@ -84,11 +105,12 @@ class H2Protocol(asyncio.Protocol):
         self.connections.add(self)
         self.server = _address(transport.get_extra_info("sockname"))
         self.client = _address(transport.get_extra_info("peername"))
-        self.conn.initiate_connection()
+        _settle(self.conn.local_settings, SettingCodes.MAX_CONCURRENT_STREAMS, MAX_STREAMS)
+        self.conn.initiate_connection()  # its SETTINGS tell the client MAX_STREAMS
+        _settle(self.conn.local_settings, SettingCodes.MAX_CONCURRENT_STREAMS, H2_HARD_LIMIT)
         self.conn.update_settings({
             SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             SettingCodes.MAX_FRAME_SIZE: MAX_FRAME,
-            SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
         })  # fmt: skip
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self._flush()
@@ -96,6 +118,8 @@ class H2Protocol(asyncio.Protocol):
         self._wait_idle(self.header_timeout or self.config.timeout_keep_alive)
 
     def data_received(self, data: bytes) -> None:
+        if self.calmed:
+            return
         try:
             events = self.conn.receive_data(data)
         except H2Error:
@@ -103,8 +127,10 @@ class H2Protocol(asyncio.Protocol):
             self.transport.close()
             return
         for event in events:
+            if self.calmed:
+                return
             if isinstance(event, RequestReceived):
-                self._start(event.stream_id, event.headers)
+                self._admit(event.stream_id, event.headers)
             elif isinstance(event, DataReceived):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None and not stream.finished:
@@ -120,19 +146,21 @@ class H2Protocol(asyncio.Protocol):
                     stream.arrived.set()
             elif isinstance(event, StreamReset):
                 if (stream := self.streams.get(event.stream_id)) is not None:
-                    self._lose(stream)
+                    self._reset_by_client(event.stream_id, stream)
             elif isinstance(event, WindowUpdated | RemoteSettingsChanged):
                 for stream in self.streams.values():
                     stream.window.set()
             elif isinstance(event, ConnectionTerminated):
                 self.transport.close()
+        self._start_fresh()
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self._stop_idle()
-        for stream in self.streams.values():
-            self._lose(stream)
+        self.fresh.clear()
+        for stream in list(self.streams.values()):
+            self._abandon(stream)
         self.writable.set()
 
     def pause_writing(self) -> None:
@@ -149,9 +177,68 @@ class H2Protocol(asyncio.Protocol):
         if not self.streams:
             self.transport.close()
 
+    # -- admission and waste ----------------------------------------------------------------
+
+    def _admit(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
+        if len(self.streams) >= MAX_STREAMS:
+            with contextlib.suppress(H2Error):  # (unless the client reset it already)
+                self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            self._waste()
+            return
+        self._prepare(stream_id, raw)
+
+    def _start_fresh(self) -> None:
+        """The application is called for the streams of this read that are still wanted, only
+        once the whole read is handled: a reset that came with the headers costs no call."""
+        fresh, self.fresh = self.fresh, []
+        for stream_id, stream, scope in fresh:
+            if stream.gone:
+                continue
+            task = stream.task = self.loop.create_task(self._run(stream_id, stream, scope))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            # (_run ends the stream itself; this is for a task cancelled before it first ran)
+            task.add_done_callback(functools.partial(self._task_done, stream_id, stream))
+
+    def _reset_by_client(self, stream_id: int, stream: _Stream) -> None:
+        if not stream.finished:
+            self._waste()
+        self._abandon(stream)
+        if stream.task is None:  # never started: nothing to wind down
+            self._end(stream_id, stream)
+
+    def _abandon(self, stream: _Stream) -> None:
+        """The client will not hear the answer: an application that has not started on the
+        body is cancelled (nothing it did needs finishing); one reading it stops at its next
+        read, keeping what arrived."""
+        self._lose(stream)
+        if stream.task is not None and not stream.reading:
+            stream.task.cancel()
+
+    def _waste(self) -> None:
+        self.wasted += 1
+        if self.wasted - self.answered > WASTE_ALLOWANCE and not self.calmed:
+            self._calm_down()
+
+    def _calm_down(self) -> None:
+        log.warning(
+            "HTTP/2 client %s reset or overran %d streams (answered %d): GOAWAY",
+            self.client[0] if self.client else "?", self.wasted, self.answered,
+        )  # fmt: skip
+        self.calmed = True
+        self.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self._flush()
+        self.fresh.clear()
+        for stream in list(self.streams.values()):
+            self._abandon(stream)
+        # Closing with the client's bytes unread would reset the connection, and the GOAWAY
+        # could be lost with it: what still comes is read and dropped for a moment.
+        self._stop_idle()
+        self._idle = self.loop.call_later(LINGER, self.transport.close)
+
     # -- one request ------------------------------------------------------------------------
 
-    def _start(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
+    def _prepare(self, stream_id: int, raw: list[tuple[bytes, bytes]]) -> None:
         self._stop_idle()
         pseudo: dict[bytes, bytes] = {}
         headers: list[tuple[bytes, bytes]] = []
@@ -179,12 +266,11 @@ class H2Protocol(asyncio.Protocol):
             "state": self.app_state.copy(),
         }
         stream = self.streams[stream_id] = _Stream()
-        task = self.loop.create_task(self._run(stream_id, stream, scope))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.fresh.append((stream_id, stream, scope))
 
     async def _run(self, stream_id: int, stream: _Stream, scope: dict[str, Any]) -> None:
         async def receive() -> dict[str, Any]:
+            stream.reading = True
             if stream.gone:
                 return {"type": "http.disconnect"}
             while not stream.body and not (stream.ended and not stream.body_taken):
@@ -261,13 +347,22 @@ class H2Protocol(asyncio.Protocol):
                 stream.arrived.set()  # a receive() waiting for the end learns of it
                 return
 
+    def _task_done(self, stream_id: int, stream: _Stream, task: asyncio.Task[None]) -> None:
+        self._end(stream_id, stream)
+
     def _lose(self, stream: _Stream) -> None:
         stream.gone = True
         stream.arrived.set()
         stream.window.set()
 
     def _end(self, stream_id: int, stream: _Stream) -> None:
-        self.streams.pop(stream_id, None)
+        if self.streams.get(stream_id) is not stream:
+            return  # ended already
+        del self.streams[stream_id]
+        if stream.finished:
+            self.answered += 1
+        if self.calmed:
+            return
         for _, counted in stream.body:  # left unread: the connection's window comes back
             self.conn.acknowledge_received_data(counted, stream_id)
         stream.body.clear()
@@ -302,6 +397,12 @@ class H2Protocol(asyncio.Protocol):
             self.conn.close_connection()
             self._flush()
             self.transport.close()
+
+
+def _settle(settings: Settings, code: SettingCodes, value: int) -> None:
+    """Sets a value of ours at once, without a SETTINGS frame (none other may be pending)."""
+    settings[code] = value
+    settings.acknowledge()
 
 
 def _address(value: Any) -> tuple[str, int] | None:

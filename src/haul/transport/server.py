@@ -27,12 +27,15 @@ class Listen:
     tls_key: str = ""
     log_level: str = "info"
     access_log: bool = False
+    http1: str = "lean"  # the HTTP/1.1 protocol by name (haul.transport.http1)
 
 
 def run(app: ASGIApp, listen: Listen) -> None:
     if listen.tls_cert:
         context = tls_context(listen.tls_cert, listen.tls_key)
-        protocol = tls_protocol(context, listen.header_timeout, listen.max_connections_per_client)
+        protocol = tls_protocol(
+            context, listen.header_timeout, listen.max_connections_per_client, listen.http1
+        )
         # uvicorn starts no TLS itself here and would announce "http://": haul's line says https.
         logging.getLogger("uvicorn.error").addFilter(
             lambda record: not record.getMessage().startswith("Uvicorn running on")
@@ -41,7 +44,9 @@ def run(app: ASGIApp, listen: Listen) -> None:
         # can pause reading, and the TLS gate must start TLS on exactly those bytes: asyncio.
         _serve(app, listen, protocol, loop="asyncio")
     else:
-        protocol = guarded_protocol(listen.header_timeout, listen.max_connections_per_client)
+        protocol = guarded_protocol(
+            listen.header_timeout, listen.max_connections_per_client, listen.http1
+        )
         _serve(app, listen, protocol)
 
 

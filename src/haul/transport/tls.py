@@ -27,10 +27,10 @@ def tls_context(cert: str, key: str) -> ssl.SSLContext:
 
 
 def tls_protocol(
-    context: ssl.SSLContext, header_timeout: float, max_per_client: int
+    context: ssl.SSLContext, header_timeout: float, max_per_client: int, http1_name: str = "lean"
 ) -> type[asyncio.Protocol]:
     slots = ClientSlots(max_per_client)
-    http1 = guarded_protocol(header_timeout, 0)  # counted here, once per connection
+    http1 = guarded_protocol(header_timeout, 0, http1_name)  # counted here, once per connection
 
     class TlsGate(asyncio.Protocol):
         """Stays the TLS transport's protocol and hands every event to the chosen one."""
