@@ -89,3 +89,34 @@ def test_metrics_move_with_a_real_cli_upload(make_server, tmp_path: Path) -> Non
     assert finishes == 1
     assert httpx.get(result["url"]).content == source.read_bytes()
     assert sha256_file(source) == result.get("sha256", sha256_file(source))
+
+
+def test_haul_ls_lists_the_owners_uploads_on_the_server(make_server, tmp_path: Path) -> None:
+    alice, bob = "alice-key-0123456789", "bob-key-0123456789ab"
+    server = make_server("--api-keys", f"alice:{alice},bob:{bob}")
+    files = [random_file(tmp_path / f"f{i}.bin", 1000 + i, seed=i) for i in range(3)]
+    for source in files:
+        sent = subprocess.run([HAUL, "upload", str(source), "--server", server.url, "--token",
+                               alice, "--no-resume", "--json"], capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        assert sent.returncode == 0, sent.stderr
+    httpx.post(server.endpoint, headers={**TUS, "Authorization": f"Bearer {alice}",
+                                         "Upload-Length": "10"})  # fmt: skip
+
+    def ls(*options: str) -> list[dict[str, object]]:
+        listed = subprocess.run([HAUL, "ls", "--server", server.url, "--json", *options],
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        return json.loads(listed.stdout)  # type: ignore[no-any-return]
+
+    everything = ls("--token", alice)
+    assert [item["length"] for item in everything] == [1000, 1001, 1002, 10]
+    assert [item["metadata"]["filename"] for item in everything[:3]] == ["f0.bin", "f1.bin",
+                                                                         "f2.bin"]  # fmt: skip
+    assert [item["state"] for item in ls("--token", alice, "--state", "active")] == ["active"]
+    assert ls("--token", bob) == []
+    refused = subprocess.run([HAUL, "ls", "--server", server.url], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 1
+    assert "ERR_UNAUTHORIZED" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -281,9 +281,25 @@ def remove(urls: tuple[str, ...], connection: dict[str, Any]) -> None:
 
 
 @click.command(name="ls")
+@click.option(
+    "--server", default=None,
+    help="List your uploads on this server (GET /api/uploads) instead of this machine's "
+    "unfinished ones.",
+)  # fmt: skip
+@click.option("--state", type=click.Choice(["active", "complete"]), default=None,
+              help="With --server: only unfinished or only complete uploads.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True)
-def list_uploads(as_json: bool) -> None:
-    """Uploads this machine started and has not finished, with their state on the server."""
+@_client_options
+def list_uploads(
+    server: str | None, state: str | None, as_json: bool, connection: dict[str, Any]
+) -> None:
+    """Uploads this machine started and has not finished, with their state on the server;
+    with --server, your uploads on that server."""
+    if server is not None:
+        _list_server_uploads(server, state, as_json, connection)
+        return
+    if state is not None:
+        raise click.BadParameter("--state needs --server", param_hint="--state")
     entries = StateStore().entries()
 
     async def probe() -> list[dict[str, Any]]:
@@ -313,3 +329,27 @@ def list_uploads(as_json: bool) -> None:
     for row in rows:
         sent = "?" if row["sent"] is None else row["sent"]
         click.echo(f"{row['path']}  {sent}/{row['size']} bytes  {row['state']}  {row['server']}")
+
+
+def _list_server_uploads(
+    server: str, state: str | None, as_json: bool, connection: dict[str, Any]
+) -> None:
+    try:
+        endpoint_for(server)
+    except HaulClientError as exc:
+        raise click.BadParameter(str(exc), param_hint="--server") from None
+
+    async def listed() -> list[dict[str, Any]]:
+        async with AsyncClient(server, **connection) as client:
+            return [item async for item in client.uploads(state=state)]
+
+    items = _reported(listed)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no uploads on the server")
+    for item in items:
+        name = item.get("metadata", {}).get("filename", "")
+        size = "?" if item.get("length") is None else item["length"]
+        click.echo(f"{item['url']}  {item['offset']}/{size} bytes  {item['state']}  {name}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -178,6 +178,33 @@ class AsyncClient:
         with reported_as_client_errors(f"deletion of {url}"):
             await self._session.request("DELETE", url, ok=(204,))
 
+    async def uploads(
+        self, *, state: str | None = None, since: str | None = None, page: int = 100
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The caller's uploads on the server (GET /api/uploads), oldest first, page by page:
+        ``state`` is active or complete, ``since`` an RFC 3339 time."""
+        url = urljoin(self.endpoint, "/api/uploads")
+        params = {"limit": str(page)}
+        if state:
+            params["state"] = state
+        if since:
+            params["since"] = since
+        while True:
+            with reported_as_client_errors("listing of uploads"):
+                answer = await self._session.request("GET", url, params=params, ok=(200,))
+                try:
+                    body = answer.json()
+                    items, following = list(body["uploads"]), body["next"]
+                except (ValueError, KeyError, TypeError):
+                    raise HaulClientError(
+                        f"{url} answered something that is no upload list"
+                    ) from None
+            for item in items:
+                yield item
+            if not following:
+                return
+            params["cursor"] = str(following)
+
     async def download(
         self, url: str, destination: str | Path, *, on_progress: ProgressCallback | None = None
     ) -> Path:
@@ -255,6 +282,14 @@ class Client:
 
     def status(self, url: str) -> UploadStatus:
         return self._run(lambda c: c.status(url))
+
+    def uploads(
+        self, *, state: str | None = None, since: str | None = None
+    ) -> list[dict[str, Any]]:
+        async def listed(client: AsyncClient) -> list[dict[str, Any]]:
+            return [item async for item in client.uploads(state=state, since=since)]
+
+        return self._run(listed)
 
     def delete(self, url: str) -> None:
         self._run(lambda c: c.delete(url))
