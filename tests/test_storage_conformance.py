@@ -142,6 +142,33 @@ async def test_concatenation_and_sharing(storage: Storage) -> None:
     assert not await storage.share(D, "0" * 32)  # the source is gone
 
 
+async def test_shared_uploads_can_be_concatenated(storage: Storage) -> None:
+    """An upload stored once with another (a share) is still a whole part of a final one."""
+    first, second = os.urandom(5 * MiB + 3), b"end"
+    for upload_id, data in ((A, first), (B, second)):
+        await storage.create(upload_id)
+        await append(storage, upload_id, 0, data)
+        await storage.finish(upload_id)
+    await storage.create(C)
+    await storage.concatenate(C, [A, B])  # on disk: a directory of segments
+    twin = "e" * 32
+    await storage.create(twin)
+    assert await storage.share(C, twin)  # so is its share
+    await storage.create(D)
+    await storage.concatenate(D, [twin, B])
+    whole = first + second + second
+    assert await read_all(storage, D, 0, len(whole)) == whole
+
+
+async def test_a_writer_is_done_once_committed(storage: Storage) -> None:
+    await storage.create(A)
+    writer = await storage.open_writer(A, 0, atomic=False)
+    await writer.write([b"kept"])
+    assert await writer.commit() == 4
+    await writer.discard()  # too late: the bytes are committed
+    assert await storage.offset(A) == 4
+
+
 async def test_empty_uploads(storage: Storage) -> None:
     await storage.create(A)
     await storage.finish(A)

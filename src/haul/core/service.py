@@ -52,6 +52,7 @@ class UploadService:
         self._dedup = Dedup(self._life, self._completion)
         self._creation = Creation(self._life, quotas, policy, self._dedup, self._reconcile)
         self._concat = Concatenation(self._life, quotas, policy, self._completion)
+        self._completion.partial_completed = self._concat.partial_completed
         self._writing = Writing(self._life, quotas, self._completion)
         self._collector = Collector(self._life)
 
