@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,16 @@ def _load(config_file: Path | None, overrides: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from None
 
 
+@contextmanager
+def _config_errors_as_messages() -> Iterator[None]:
+    """A setting found unusable while building the server (a backend's library missing, say)
+    ends the command with its message and a non-zero status, not a traceback."""
+    try:
+        yield
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group()
 @click.version_option(__version__, prog_name="haul")
 def main() -> None:
@@ -57,7 +68,9 @@ def serve(config_file: Path | None, **overrides: Any) -> None:
     """Run the upload server (local disk + SQLite under --data-dir by default)."""
     from haul.cli.serve import serve as run_server
 
-    run_server(_load(config_file, overrides))
+    settings = _load(config_file, overrides)
+    with _config_errors_as_messages():
+        run_server(settings)
 
 
 @main.command()
@@ -81,7 +94,8 @@ def gc(config_file: Path | None, **overrides: Any) -> None:
             "orphans": report.orphans,
         }
 
-    click.echo(json.dumps(asyncio.run(run())))
+    with _config_errors_as_messages():
+        click.echo(json.dumps(asyncio.run(run())))
 
 
 for _command in (upload, download, status, remove, list_uploads):

@@ -19,6 +19,7 @@ def serve(settings: Settings) -> None:
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     _warn_if_open(settings)
+    app = build_app(settings)  # first: a setting it cannot serve stops before "serving on"
     scheme = "https" if settings.tls_cert else "http"
     log.info(
         "haul serving on %s://%s:%d%s (data dir %s)",
@@ -38,7 +39,7 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
     )
-    run(build_app(settings), listen)
+    run(app, listen)
 
 
 def _warn_if_open(settings: Settings) -> None:
