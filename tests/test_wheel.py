@@ -139,20 +139,23 @@ def _wait_until_healthy(port: int, process: subprocess.Popen[bytes], log: Path) 
 
 
 @pytest.mark.parametrize(
-    ("options", "extra"),
+    ("command", "options", "extra"),
     [
-        (["--storage", "s3", "--s3-bucket", "b"], "s3"),
-        (["--db", "postgresql://127.0.0.1:1/haul"], "postgres"),
-        (["--locker", "redis", "--redis-url", "redis://127.0.0.1:1"], "redis"),
+        ("serve", ["--storage", "s3", "--s3-bucket", "b"], "s3"),
+        ("serve", ["--db", "postgresql://127.0.0.1:1/haul"], "postgres"),
+        ("serve", ["--locker", "redis", "--redis-url", "redis://127.0.0.1:1"], "redis"),
+        ("gc", ["--storage", "s3", "--s3-bucket", "b"], "s3"),
     ],
-    ids=["s3", "postgres", "redis"],
+    ids=["serve-s3", "serve-postgres", "serve-redis", "gc-s3"],
 )
 def test_a_missing_backend_library_names_its_extra(
-    installed: Installed, options: list[str], extra: str
+    installed: Installed, command: str, options: list[str], extra: str
 ) -> None:
-    command = [str(installed.haul), "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-               "--data-dir", str(installed.work / f"data-{extra}"), *options]  # fmt: skip
-    answer = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    data_dir = installed.work / f"data-{command}-{extra}"
+    argv = [str(installed.haul), command, "--data-dir", str(data_dir), *options]
+    if command == "serve":
+        argv += ["--host", "127.0.0.1", "--port", str(free_port())]
+    answer = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert answer.returncode != 0
     assert f"pip install 'haul[{extra}]'" in answer.stderr
     assert "Traceback" not in answer.stderr
