@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import venv
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -21,12 +22,18 @@ from tests.helpers import free_port, wait_for_port
 
 REPO = Path(__file__).resolve().parent.parent
 JAVASCRIPT = {"text/javascript", "application/javascript"}
-CONTENT_TYPES = {".html": {"text/html"}, ".js": JAVASCRIPT, ".css": {"text/css"}}
-CONTENT_TYPES[".map"] = {"application/json"}
+CONTENT_TYPES = {
+    ".html": {"text/html"},
+    ".js": JAVASCRIPT,
+    ".css": {"text/css"},
+    ".map": {"application/json"},
+}
+DIST = REPO / "src" / "haul" / "web" / "dist"
 
 
 @dataclass
 class Installed:
+    wheel: Path
     python: Path
     haul: Path
     work: Path
@@ -62,7 +69,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     python = env / "bin" / "python"
     install = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*install, "-c", str(REPO / "constraints.txt"), str(wheel)], check=True)
-    return Installed(python=python, haul=env / "bin" / "haul", work=work)
+    return Installed(wheel=wheel, python=python, haul=env / "bin" / "haul", work=work)
+
+
+def test_the_wheel_carries_the_whole_bundle(installed: Installed) -> None:
+    with zipfile.ZipFile(installed.wheel) as wheel:
+        bundled = {
+            name.removeprefix("haul/web/dist/"): wheel.read(name)
+            for name in wheel.namelist()
+            if name.startswith("haul/web/dist/")
+        }
+    committed = {path.name: path.read_bytes() for path in DIST.iterdir()}
+    assert "index.html" in committed
+    assert bundled == committed
 
 
 def test_installs_without_the_backend_libraries(installed: Installed) -> None:
