@@ -107,15 +107,21 @@ async def test_atomic_writes_count_only_once_committed(storage: Storage) -> None
 
 
 async def test_an_interrupted_plain_write_keeps_what_arrived(storage: Storage) -> None:
-    data = os.urandom(6 * MiB)
+    data = os.urandom(8 * MiB)
+    arrived = 5 * MiB + 4321  # past a part boundary, with a tail that fills no part
     await storage.create(A)
     writer = await storage.open_writer(A, 0, atomic=False)
-    for at in range(0, 6 * MiB, MiB):
-        await writer.write([data[at : at + MiB]])
-    # The request died here: the service commits what arrived.
-    assert await writer.commit() == 6 * MiB
+    for at in range(0, arrived, MiB):
+        await writer.write([data[at : min(at + MiB, arrived)]])
+    # The request died here, 3 MiB short of its end: the service commits what arrived.
+    assert await writer.commit() == arrived
+    assert await storage.offset(A) == arrived
+    with pytest.raises(OffsetMismatch):  # nothing beyond what arrived counts
+        await storage.open_writer(A, 8 * MiB, atomic=False)
+    # The client resumes from the offset it is told, and the upload is whole.
+    assert await append(storage, A, arrived, data[arrived:]) == len(data)
     await storage.finish(A)
-    assert await read_all(storage, A, 0, 6 * MiB) == data
+    assert await read_all(storage, A, 0, len(data)) == data
 
 
 async def test_concatenation_and_sharing(storage: Storage) -> None:
