@@ -142,7 +142,16 @@ def test_rejection_stops_at_once_with_the_servers_message(make_server, tmp_path,
     assert caught.value.code == "ERR_INVALID_METADATA"
     assert "100 bytes" in caught.value.message
     assert server.log_path is not None
-    creations = [line for line in server.log_path.read_text().splitlines() if '"POST /' in line]
+    log_path = server.log_path
+    # Access lines are written as each answer goes out: one more request, once its own line is
+    # there, has the lines of every request answered before it.
+    httpx.get(f"{server.url}/healthz", trust_env=False)
+    deadline = time.monotonic() + 30
+    while "haul.access: GET /healthz" not in log_path.read_text():
+        assert time.monotonic() < deadline, "no access line for the last request"
+        time.sleep(0.05)
+    lines = log_path.read_text().splitlines()
+    creations = [line for line in lines if "haul.access: POST /files/" in line]
     assert len(creations) == 1, creations  # asked once: a 400 is not retried
 
 
