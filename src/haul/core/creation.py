@@ -69,6 +69,9 @@ class Creation:
             owner=owner,
             expected_sha256=expected_sha256,
         )
+        replaced = await life.gate.allow("pre-create", events.snapshot(upload))
+        if replaced is not None:
+            upload.metadata_raw = replaced
         if not partial:  # a partial is judged as part of its final upload
             self.policy.check(upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS))
         if length == 0:

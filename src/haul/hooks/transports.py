@@ -1,0 +1,89 @@
+"""How an event reaches the application: one POST to a URL (signed with the hook secret), or
+one run of a command with the event on stdin. Neither raises: an event that could not be told
+comes back as an answer that is not ``ok``, with the reason in words."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Answer:
+    ok: bool  # a 2xx answer, or exit status 0
+    body: bytes = b""  # what the application said back (JSON, or nothing)
+    detail: str = ""  # why it is not ok, for the logs
+
+
+class Transport(Protocol):
+    async def send(self, event_id: str, body: bytes) -> Answer: ...
+
+    async def close(self) -> None: ...
+
+
+def signature(secret: str, body: bytes) -> str:
+    """``Haul-Signature``: the HMAC-SHA256 of the raw body, keyed with the hook secret."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class HttpTransport:
+    def __init__(self, url: str, secret: str, timeout: float) -> None:
+        self.url = url
+        self.secret = secret
+        # One pool for every delivery: connections to the receiver are reused.
+        self.client = httpx.AsyncClient(
+            timeout=timeout, limits=httpx.Limits(max_connections=64), follow_redirects=False
+        )
+
+    async def send(self, event_id: str, body: bytes) -> Answer:
+        headers = {"Content-Type": "application/json", "Haul-Event-Id": event_id}
+        if self.secret:
+            headers["Haul-Signature"] = signature(self.secret, body)
+        try:
+            response = await self.client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as failed:
+            return Answer(False, detail=f"{type(failed).__name__}: {failed}")
+        if 200 <= response.status_code < 300:
+            return Answer(True, response.content)
+        return Answer(False, response.content, f"the hook answered {response.status_code}")
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class CommandTransport:
+    def __init__(self, command: str, timeout: float) -> None:
+        self.command = command
+        self.timeout = timeout
+
+    async def send(self, event_id: str, body: bytes) -> Answer:
+        try:
+            process = await asyncio.create_subprocess_shell(
+                self.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "HAUL_EVENT_ID": event_id},
+            )
+        except OSError as failed:
+            return Answer(False, detail=f"the hook command could not start: {failed}")
+        try:
+            out, _ = await asyncio.wait_for(process.communicate(body), self.timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            return Answer(False, detail=f"the hook command took longer than {self.timeout} s")
+        if process.returncode != 0:
+            return Answer(False, out, f"the hook command exited with {process.returncode}")
+        return Answer(True, out)
+
+    async def close(self) -> None:
+        """Nothing kept between runs."""
