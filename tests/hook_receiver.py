@@ -4,7 +4,8 @@
     python tests/hook_receiver.py PORT LOG [--delay SECONDS]
 
 ``POST /_control`` with JSON changes its answers from then on:
-``{"fail": N}`` answers the next N events 500; ``{"answers": {"pre-create": {...}}}`` answers
+``{"fail": N}`` answers the next N events 500 (with ``"fail_types": [...]``, of those types);
+``{"answers": {"pre-create": {...}}}`` answers
 events of that type 200 with that JSON; ``{"delay": S}`` holds each event S seconds.
 """
 
@@ -20,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-_state: dict[str, Any] = {"fail": 0, "answers": {}, "delay": 0.0}
+_state: dict[str, Any] = {"fail": 0, "fail_types": [], "answers": {}, "delay": 0.0}
 _lock = threading.Lock()
 
 
@@ -41,7 +42,7 @@ class Receiver(BaseHTTPRequestHandler):
             return
         kind = json.loads(body).get("type", "")
         with _lock:
-            failing = _state["fail"] > 0
+            failing = _state["fail"] > 0 and kind in (_state["fail_types"] or [kind])
             _state["fail"] -= 1 if failing else 0
             answer = _state["answers"].get(kind, {})
             delay = float(_state["delay"])
