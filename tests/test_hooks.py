@@ -208,3 +208,39 @@ def test_a_command_hook_gets_the_event_on_stdin(
     events = [json.loads(line) for line in log.read_text().splitlines() if line]
     assert kinds(events) == ["post-create", "post-finish"]
     assert {e["upload"]["url"] for e in events} == {url}
+
+
+def test_two_nodes_on_one_postgres_never_deliver_one_event_at_once(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path, pg_dsn: str
+) -> None:
+    # Each delivery takes a while, so two nodes claiming at once would overlap on the receiver.
+    slow = HookReceiver(free_port(), tmp_path / "slow.jsonl", delay=0.2).start()
+    try:
+        options = [*hook_options(slow, "--hook-events", POSTS), "--db", pg_dsn,
+                   "--locker", "postgres"]  # fmt: skip
+        nodes = [make_server(*options, data_dir=tmp_path / "shared") for _ in range(2)]
+        urls = []
+        for n in range(12):  # created on one node, written through the other
+            url = create(client, nodes[n % 2], 200)
+            url = url.replace(nodes[n % 2].url, nodes[(n + 1) % 2].url)
+            assert patch(client, url, 0, bytes([n]) * 200).status_code == 204
+            urls.append(url.rsplit("/", 1)[1])
+        finished = lambda: {  # noqa: E731
+            e["upload"]["id"] for e in slow.delivered() if e["type"] == "post-finish"
+        }
+        wait_for(lambda: finished() == set(urls), 60)
+        wait_for(lambda: pending(nodes[0]) == 0)
+        records = slow.records()
+    finally:
+        slow.stop()
+    by_id: dict[str, list[tuple[float, float]]] = {}
+    for record in records:
+        by_id.setdefault(record["id"], []).append((record["start"], record["end"]))
+    assert len(by_id) == 12 * 3  # created, received, finished: one id each
+    assert all(len(times) == 1 for times in by_id.values())  # each delivered exactly once
+    for upload_id in urls:
+        events = [r["event"] for r in records if r["event"]["upload"]["id"] == upload_id]
+        assert kinds(events) == ["post-create", "post-receive", "post-finish"]
+    by_node = [sum(counted(node, kind, "delivered") for kind in ORDER) for node in nodes]
+    assert sum(by_node) == 36
+    assert all(count > 0 for count in by_node), by_node  # both nodes delivered
