@@ -376,13 +376,13 @@ async def test_the_outbox_leases_each_entry_once_and_keeps_each_uploads_order(
         ("e0", 1, '{"n": 0}'),
         ("e1", 0, '{"n": 1}'),
     ]
-    await store.outbox_done("e0")
-    await store.outbox_done("e1")
+    await store.outbox_done(["e0"])
+    await store.outbox_done(["e1"])
     assert [e.id for e in await store.outbox_claim("c", 2101.0, 30.0, 10)] == ["e2"]
     assert await store.outbox_claim("c", 2102.0, 30.0, 10) == []  # e3 waits for e2
-    await store.outbox_done("e2")
+    await store.outbox_done(["e2"])
     assert [e.id for e in await store.outbox_claim("c", 2103.0, 30.0, 10)] == ["e3"]
-    await store.outbox_done("e3")
+    await store.outbox_done(["e3"])
     assert await store.outbox_pending() == 0
 
 

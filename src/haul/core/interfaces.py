@@ -207,8 +207,8 @@ class Outbox(Protocol):
         retry time has come, that no live lease holds, and that are their upload's oldest."""
         ...
 
-    async def outbox_done(self, entry_id: str) -> None:
-        """Delivered (or dropped): the entry is removed."""
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        """Delivered (or dropped): the entries are removed."""
         ...
 
     async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-import httpx
+from haul.hooks.http_client import HookClient
 
 
 @dataclass(frozen=True)
@@ -37,25 +37,25 @@ class HttpTransport:
     def __init__(self, url: str, secret: str, timeout: float) -> None:
         self.url = url
         self.secret = secret
-        # One pool for every delivery: connections to the receiver are reused.
-        self.client = httpx.AsyncClient(
-            timeout=timeout, limits=httpx.Limits(max_connections=64), follow_redirects=False
-        )
+        self.timeout = timeout
+        self.client = HookClient(url, timeout)
 
     async def send(self, event_id: str, body: bytes) -> Answer:
         headers = {"Content-Type": "application/json", "Haul-Event-Id": event_id}
         if self.secret:
             headers["Haul-Signature"] = signature(self.secret, body)
         try:
-            response = await self.client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as failed:
-            return Answer(False, detail=f"{type(failed).__name__}: {failed}")
-        if 200 <= response.status_code < 300:
-            return Answer(True, response.content)
-        return Answer(False, response.content, f"the hook answered {response.status_code}")
+            status, answer = await self.client.post(body, headers)
+        except TimeoutError:
+            return Answer(False, detail=f"the hook did not answer within {self.timeout} s")
+        except (OSError, EOFError, ValueError) as failed:
+            return Answer(False, detail=f"the hook could not be reached: {failed!r}")
+        if 200 <= status < 300:
+            return Answer(True, answer)
+        return Answer(False, answer, f"the hook answered {status}")
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
 
 class CommandTransport:

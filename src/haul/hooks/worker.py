@@ -45,6 +45,7 @@ class Deliverer:
         observe: Observe = _ignore,
         batch: int = 64,
         poll: float = 1.0,
+        gather: float = 0.02,
         retry_base: float = 0.5,
         retry_cap: float = 300.0,
     ) -> None:
@@ -54,6 +55,7 @@ class Deliverer:
         self.observe = observe
         self.batch = batch
         self.poll = poll  # how often to look for other nodes' events and due retries
+        self.gather = gather
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         # Longer than any delivery can take, so a live worker never loses its lease.
@@ -77,29 +79,32 @@ class Deliverer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll)
                 self._wake.clear()
+                await asyncio.sleep(self.gather)  # let a burst of events make one batch
 
     async def round(self) -> int:
         """Claim one batch and deliver it (concurrently: each entry is another upload's
         oldest); returns how many were claimed."""
         now = time.time()
         entries = await self.outbox.outbox_claim(self.name, now, self.lease, self.batch)
-        await asyncio.gather(*(self._deliver(entry, now) for entry in entries))
+        settled = await asyncio.gather(*(self._deliver(entry, now) for entry in entries))
+        done = [entry.id for entry, over in zip(entries, settled, strict=True) if over]
+        if done:  # a crash before this line only repeats them: at least once
+            await self.outbox.outbox_done(done)
         return len(entries)
 
-    async def _deliver(self, entry: OutboxEntry, now: float) -> None:
+    async def _deliver(self, entry: OutboxEntry, now: float) -> bool:
+        """Whether the entry is settled: delivered, or dropped as too old."""
         if now - entry.created_at > self.max_age:
-            await self.outbox.outbox_done(entry.id)
             log.error(
                 "hook event %s (%s of upload %s) dropped: not delivered in %s s (%d attempts)",
                 entry.id, entry.type, entry.upload_id, self.max_age, entry.attempts,
             )  # fmt: skip
             self.observe(entry.type, "dropped")
-            return
+            return True
         answer = await self.transport.send(entry.id, entry.body.encode())
         if answer.ok:
-            await self.outbox.outbox_done(entry.id)
             self.observe(entry.type, "delivered")
-            return
+            return True
         delay = backoff(entry.attempts, self.retry_base, self.retry_cap)
         log.warning(
             "hook event %s (%s of upload %s) not delivered (%s); retrying in %.1f s",
@@ -107,3 +112,4 @@ class Deliverer:
         )  # fmt: skip
         self.observe(entry.type, "failed")
         await self.outbox.outbox_retry(entry.id, self.name, time.time() + delay)
+        return False

@@ -138,8 +138,9 @@ class MemoryStore:
                 claimed.append(entry)
         return claimed
 
-    async def outbox_done(self, entry_id: str) -> None:
-        self._outbox.pop(entry_id, None)
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        for entry_id in entry_ids:
+            self._outbox.pop(entry_id, None)
 
     async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
         kept = self._outbox.get(entry_id)

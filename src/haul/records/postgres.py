@@ -253,8 +253,8 @@ class PostgresStore:
         rows = await self.pool.fetch(_CLAIM, now, limit, worker, now + lease)
         return [row_to_entry(tuple(row)[1:]) for row in sorted(rows, key=lambda r: r["seq"])]
 
-    async def outbox_done(self, entry_id: str) -> None:
-        await self.pool.execute("DELETE FROM hook_outbox WHERE id = $1", entry_id)
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        await self.pool.execute("DELETE FROM hook_outbox WHERE id = ANY($1::text[])", entry_ids)
 
     async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
         await self.pool.execute(

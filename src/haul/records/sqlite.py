@@ -83,11 +83,16 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order.
-_CLAIMABLE = f"""
-    SELECT seq, {OUTBOX_COLUMNS} FROM hook_outbox o
-    WHERE next_at <= ? AND lease_until <= ?
-      AND NOT EXISTS (SELECT 1 FROM hook_outbox e WHERE e.upload_id = o.upload_id AND e.seq < o.seq)
-    ORDER BY seq LIMIT ?
+_CLAIM = f"""
+    UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE seq IN (
+        SELECT seq FROM hook_outbox o
+        WHERE next_at <= ? AND lease_until <= ?
+          AND NOT EXISTS (
+              SELECT 1 FROM hook_outbox e WHERE e.upload_id = o.upload_id AND e.seq < o.seq
+          )
+        ORDER BY seq LIMIT ?
+    )
+    RETURNING seq, {OUTBOX_COLUMNS}
 """
 
 
@@ -268,18 +273,18 @@ class SQLiteStore:
     async def outbox_claim(
         self, worker: str, now: float, lease: float, limit: int
     ) -> list[OutboxEntry]:
-        async with self._transaction() as db:
-            async with db.execute(_CLAIMABLE, (now, now, limit)) as cursor:
-                rows = list(await cursor.fetchall())
-            await db.executemany(
-                "UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE seq = ?",
-                [(worker, now + lease, row[0]) for row in rows],
-            )
+        claim = (worker, now + lease, now, now, limit)
+        # One statement: atomic, across processes too.
+        async with self._writing, self.db.execute(_CLAIM, claim) as cursor:
+            rows = sorted(await cursor.fetchall())
         return [row_to_entry(row[1:]) for row in rows]
 
-    async def outbox_done(self, entry_id: str) -> None:
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
         async with self._writing:
-            await self.db.execute("DELETE FROM hook_outbox WHERE id = ?", (entry_id,))
+            for start in range(0, len(entry_ids), 500):  # well under SQLite's variable limit
+                batch = tuple(entry_ids[start : start + 500])
+                marks = ",".join("?" * len(batch))
+                await self.db.execute(f"DELETE FROM hook_outbox WHERE id IN ({marks})", batch)
 
     async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
         async with self._writing:
