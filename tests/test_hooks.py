@@ -225,9 +225,10 @@ def test_two_nodes_on_one_postgres_never_deliver_one_event_at_once(
             url = url.replace(nodes[n % 2].url, nodes[(n + 1) % 2].url)
             assert patch(client, url, 0, bytes([n]) * 200).status_code == 204
             urls.append(url.rsplit("/", 1)[1])
-        finished = lambda: {  # noqa: E731
-            e["upload"]["id"] for e in slow.delivered() if e["type"] == "post-finish"
-        }
+
+        def finished() -> set[str]:
+            return {e["upload"]["id"] for e in slow.delivered() if e["type"] == "post-finish"}
+
         wait_for(lambda: finished() == set(urls), 60)
         wait_for(lambda: pending(nodes[0]) == 0)
         records = slow.records()
