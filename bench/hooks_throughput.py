@@ -100,7 +100,9 @@ def main() -> None:
             raise RuntimeError("the receiver did not start")
         for _ in range(args.rounds):  # interleaved, so a change in the machine's load hits all
             for name in CONFIGS:
-                runs[name].append(one_round(name, args.count, work, f"http://127.0.0.1:{port}/"))
+                result = one_round(name, args.count, work, f"http://127.0.0.1:{port}/")
+                print(f"{name}: {result['uploads_per_s']:.0f} uploads/s", flush=True)
+                runs[name].append(result)
     finally:
         receiver.kill()
         receiver.wait()

@@ -49,7 +49,8 @@ POSTS = "post-create,post-receive,post-finish,post-terminate,post-expire"
 
 def of_upload(events: list[dict[str, Any]], url: str) -> list[dict[str, Any]]:
     """The upload's post-* events (the blocking ones are asked in the request, not queued)."""
-    return [e for e in events if e["upload"]["url"] == url and e["type"].startswith("post-")]
+    upload_id = url.rsplit("/", 1)[1]
+    return [e for e in events if e["upload"]["id"] == upload_id and e["type"].startswith("post-")]
 
 
 def kinds(events: list[dict[str, Any]]) -> list[str]:
@@ -245,3 +246,29 @@ def test_two_nodes_on_one_postgres_never_deliver_one_event_at_once(
     by_node = [sum(counted(node, kind, "delivered") for kind in ORDER) for node in nodes]
     assert sum(by_node) == 36
     assert all(count > 0 for count in by_node), by_node  # both nodes delivered
+
+
+def test_an_expired_upload_is_told(
+    make_server: Callable[..., HaulServer], client: httpx.Client, receiver: HookReceiver
+) -> None:
+    options = hook_options(receiver, "--hook-events", POSTS)
+    server = make_server(*options, "--expiration", "1s", "--sweep-interval", "1s")
+    url = create(client, server, 100)
+    wait_for(lambda: "post-expire" in kinds(of_upload(receiver.delivered(), url)), 30)
+    told = of_upload(receiver.delivered(), url)
+    assert kinds(told) == ["post-create", "post-expire"]
+    assert told[0]["upload"]["url"] == url  # as the creating request addressed the server
+    assert told[1]["upload"]["url"] == "/files/" + told[1]["upload"]["id"]  # no request: a path
+
+
+def test_an_event_older_than_the_maximum_age_is_dropped_and_counted(
+    make_server: Callable[..., HaulServer], client: httpx.Client, receiver: HookReceiver
+) -> None:
+    receiver.stop()
+    options = hook_options(receiver, "--hook-events", "post-create", "--hook-max-age", "1s")
+    server = make_server(*options)
+    create(client, server, 100)
+    wait_for(lambda: counted(server, "post-create", "dropped") == 1, 30)
+    assert pending(server) == 0
+    assert counted(server, "post-create", "failed") >= 1  # it was tried before it was dropped
+    assert counted(server, "post-create", "delivered") == 0

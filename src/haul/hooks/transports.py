@@ -59,11 +59,16 @@ class HttpTransport:
 
 
 class CommandTransport:
-    def __init__(self, command: str, timeout: float) -> None:
+    def __init__(self, command: str, timeout: float, at_once: int = 8) -> None:
         self.command = command
         self.timeout = timeout
+        self._slots = asyncio.Semaphore(at_once)  # processes running at a time
 
     async def send(self, event_id: str, body: bytes) -> Answer:
+        async with self._slots:
+            return await self._run(event_id, body)
+
+    async def _run(self, event_id: str, body: bytes) -> Answer:
         try:
             process = await asyncio.create_subprocess_shell(
                 self.command,
