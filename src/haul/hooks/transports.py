@@ -23,6 +23,8 @@ class Answer:
 
 
 class Transport(Protocol):
+    concurrency: int  # events it sends at once; more wait their turn
+
     async def send(self, event_id: str, body: bytes) -> Answer: ...
 
     async def close(self) -> None: ...
@@ -38,7 +40,8 @@ class HttpTransport:
         self.url = url
         self.secret = secret
         self.timeout = timeout
-        self.client = HookClient(url, timeout)
+        self.concurrency = 16
+        self.client = HookClient(url, timeout, connections=self.concurrency)
 
     async def send(self, event_id: str, body: bytes) -> Answer:
         headers = {"Content-Type": "application/json", "Haul-Event-Id": event_id}
@@ -62,6 +65,7 @@ class CommandTransport:
     def __init__(self, command: str, timeout: float, at_once: int = 8) -> None:
         self.command = command
         self.timeout = timeout
+        self.concurrency = at_once
         self._slots = asyncio.Semaphore(at_once)  # processes running at a time
 
     async def send(self, event_id: str, body: bytes) -> Answer:

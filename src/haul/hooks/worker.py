@@ -43,7 +43,7 @@ class Deliverer:
         max_age: float,
         timeout: float,
         observe: Observe = _ignore,
-        batch: int = 64,
+        batch: int | None = None,
         poll: float = 1.0,
         gather: float = 0.02,
         retry_base: float = 0.5,
@@ -53,13 +53,16 @@ class Deliverer:
         self.transport = transport
         self.max_age = max_age
         self.observe = observe
-        self.batch = batch
+        # A batch the transport sends at once: every claimed entry is on its way at once, so
+        # none waits out its lease in a queue.
+        self.batch = batch or transport.concurrency
         self.poll = poll  # how often to look for other nodes' events and due retries
         self.gather = gather
         self.retry_base = retry_base
         self.retry_cap = retry_cap
-        # Longer than any delivery can take, so a live worker never loses its lease.
-        self.lease = timeout + 30.0
+        # Longer than any delivery can take (a wait for the transport's turn, shared with the
+        # blocking hooks, then the call), so a live worker never loses its lease.
+        self.lease = 2 * timeout + 30.0
         self.name = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
 
