@@ -260,6 +260,8 @@ def asgi_servers(size: int, base: str, source: Path, rounds: int) -> tuple[str, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, one round")
+    parser.add_argument("--rounds", type=int, help="rounds of each measurement, each figure "
+                        "the best of them (default: 1 with --quick, else 2)")  # fmt: skip
     parser.add_argument("--tmpfs", default="/dev/shm")
     parser.add_argument("--disk", default="/var/tmp")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sections "
@@ -269,7 +271,7 @@ def main() -> None:
                                "client"])  # fmt: skip
     quick = args.quick
     size = 512 * MiB if quick else 2 * GiB
-    rounds = 1 if quick else 2
+    rounds = args.rounds or (1 if quick else 2)
     dirs = [args.tmpfs, args.disk]
     sources = scratch(args.tmpfs)
     sections: list[tuple[str, object]] = []

@@ -251,25 +251,49 @@ def test_concurrent_writers_on_one_upload(server) -> None:
     data = random_file(Path(server.data_dir.parent / "cw.bin"), 6 * MiB, seed=8).read_bytes()
     with httpx.Client(trust_env=False, timeout=60) as c:
         url = create(c, server, len(data))
-    outcomes: list[int] = []
+    writers = 4
+    rounds: list[list[int]] = []  # each round: every writer's answer for the same offset
+    failures: list[BaseException] = []
+    # Every round, all writers HEAD together, then all PATCH the offset they saw together:
+    # they collide on purpose, so only the lock and the offset check keep the bytes right.
+    looked, sending = threading.Barrier(writers), threading.Barrier(writers)
+    answers = threading.Lock()
 
-    def writer(seed: int) -> None:  # each writer HEADs and sends the next 256 KiB it thinks is due
+    def writer(seed: int) -> None:  # each writer sends the next 64 or 256 KiB it thinks is due
         rng = random.Random(seed)
-        with httpx.Client(trust_env=False, timeout=60) as c:
-            while True:
-                offset = int(head(c, url).headers["upload-offset"])
-                if offset >= len(data):
-                    return
-                piece = data[offset : offset + rng.choice([64 * 1024, 256 * 1024])]
-                outcomes.append(patch(c, url, offset, piece).status_code)
+        try:
+            with httpx.Client(trust_env=False, timeout=60) as c:
+                for turn in range(len(data)):
+                    looked.wait(60)
+                    offset = int(head(c, url).headers["upload-offset"])
+                    sending.wait(60)
+                    if offset >= len(data):
+                        return
+                    piece = data[offset : offset + rng.choice([64 * 1024, 256 * 1024])]
+                    status = patch(c, url, offset, piece).status_code
+                    with answers:
+                        if len(rounds) <= turn:
+                            rounds.append([])
+                        rounds[turn].append(status)
+        except BaseException as error:  # a thread's exception is lost unless reported
+            failures.append(error)
+            looked.abort()
+            sending.abort()
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    assert not failures, failures
     with httpx.Client(trust_env=False) as c:
         assert c.get(url).content == data
-    assert set(outcomes) <= {204, 409, 423}
-    report("concurrent writers", requests=len(outcomes),
-           refused=sum(1 for o in outcomes if o != 204), losses=0)  # fmt: skip
+    assert rounds
+    for outcomes in rounds:  # one writer wins each collision; the others are refused
+        assert len(outcomes) == writers
+        assert outcomes.count(204) == 1, outcomes
+        assert set(outcomes) <= {204, 409, 423}, outcomes
+    refused = sum(writers - 1 for _ in rounds)
+    report("concurrent writers", requests=writers * len(rounds), refused=refused,
+           conflicts=sum(o.count(409) for o in rounds), locked=sum(o.count(423) for o in rounds),
+           losses=0)  # fmt: skip

@@ -128,20 +128,34 @@ def test_uploads_survive_a_node_killed_mid_upload(
 
 def test_instant_upload_works_across_nodes(cluster: Cluster, tmp_path: Path) -> None:
     source = random_file(tmp_path / "twice.bin", 24 * MiB, seed=33)
+    first_node, second_node, reader = cluster.nodes
 
-    def upload() -> dict[str, object]:
+    def upload(node: HaulServer) -> dict[str, object]:
         done = subprocess.run(
-            [HAUL, "upload", str(source), "--server", cluster.url, "--json", "--no-resume"],
+            [HAUL, "upload", str(source), "--server", node.url, "--json", "--no-resume"],
             capture_output=True, text=True, timeout=120, env=env_without_proxy(),
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    first = upload()
+    def log_of(node: HaulServer) -> str:
+        return node.log_path.read_text() if node.log_path else ""
+
+    first = upload(first_node)  # every byte through one node ...
     assert first["instant"] is False
-    second = upload()  # its requests land on other nodes than the first's
+    second = upload(second_node)  # ... the same content declared to another
     assert second["instant"] is True
     assert second["url"] != first["url"]
+    first_id = str(first["url"]).rsplit("/", 1)[1]
+    second_id = str(second["url"]).rsplit("/", 1)[1]
+    # The node that answered the second upload found the content the first node stored.
+    assert f"upload {first_id} complete" in log_of(first_node)
+    assert f"instant upload {second_id}: same content as " in log_of(second_node)
+    assert f"upload {first_id} complete" not in log_of(second_node)
+    assert second_id not in log_of(first_node)
+    with httpx.Client(trust_env=False, timeout=60) as client:  # and a third node serves it
+        body = client.get(f"{reader.url}/files/{second_id}").content
+    assert hashlib.sha256(body).hexdigest() == sha256_file(source)
 
 
 def test_two_clients_racing_on_one_upload_through_different_nodes(cluster: Cluster) -> None:
@@ -151,22 +165,30 @@ def test_two_clients_racing_on_one_upload_through_different_nodes(cluster: Clust
         created = client.post(cluster.endpoint, headers={**TUS, "Upload-Length": str(size)})
         path = httpx.URL(created.headers["location"]).path
     results: list[int] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(cluster.nodes))
 
     def race(node: HaulServer) -> None:
         # Each client sends everything from offset 0, straight to its own node, at once.
-        with httpx.Client(trust_env=False, timeout=60) as client:
-            answer = client.patch(
-                node.url + path,
-                content=data,
-                headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTETS},
-            )
-            results.append(answer.status_code)
+        try:
+            with httpx.Client(trust_env=False, timeout=60) as client:
+                start.wait(30)
+                answer = client.patch(
+                    node.url + path,
+                    content=data,
+                    headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTETS},
+                )
+                results.append(answer.status_code)
+        except BaseException as error:  # reported below: a thread's exception is lost otherwise
+            failures.append(error)
 
     racers = [threading.Thread(target=race, args=(node,)) for node in cluster.nodes]
     for racer in racers:
         racer.start()
     for racer in racers:
         racer.join()
+    assert not failures, failures
+    assert len(results) == len(cluster.nodes)  # every racer got an answer
     assert results.count(204) == 1  # exactly one won
     assert all(code in (204, 409, 423) for code in results), results
     with httpx.Client(trust_env=False, timeout=60) as client:

@@ -237,23 +237,32 @@ def test_deleting_the_original_while_instant_uploads_race_it(make_server, tmp_pa
     client = haul.Client(server.url, state_dir=tmp_path / "s", parallel=1)
     originals = [client.upload(source, dedup=False).url for _ in range(3)]
     completed: list[str] = []
+    answers: list[tuple[int, str | None]] = []  # every creation's status and offset
 
     def copier() -> None:
         with httpx.Client(trust_env=False, timeout=30) as c:
             for _ in range(30):
                 headers = {**TUS, "Upload-Length": str(2 * MiB), "Repr-Digest": _repr(digest)}
                 created = c.post(server.endpoint, headers=headers)
+                answers.append((created.status_code, created.headers.get("upload-offset")))
                 if created.headers.get("upload-offset") == str(2 * MiB):
                     completed.append(created.headers["location"])
+                    copying.set()
 
+    copying = threading.Event()
     threads = [threading.Thread(target=copier) for _ in range(3)]
     for thread in threads:
         thread.start()
+    assert copying.wait(30)  # the deletions below race copies under way, not before them
     with httpx.Client(trust_env=False, timeout=30) as c:
         for url in originals:
             assert c.delete(url, headers=TUS).status_code == 204
     for thread in threads:
         thread.join()
+    assert len(answers) == 3 * 30  # no copier died on the way
+    # Each creation either completed at once or, once no copy was left, started empty.
+    unexpected = [a for a in answers if a not in ((201, str(2 * MiB)), (201, "0"))]
+    assert not unexpected, unexpected
     assert completed
     with httpx.Client(trust_env=False, timeout=30) as c:
         for url in completed:  # every upload that was answered complete is complete
@@ -279,11 +288,21 @@ def test_kill_9_during_gc_loses_nothing(make_server, tmp_path) -> None:
     time.sleep(1.2)
     gc = [HAUL, "gc", "--data-dir", str(server.data_dir), "--tombstone-ttl", "0",
           "--orphan-grace", "0"]  # fmt: skip
-    for delay in (0.3, 0.4, 0.5):  # interrupt GC at different points of its work
+    uploads = server.data_dir / "uploads"
+    left = len(list(uploads.iterdir()))
+    for share in (1, 40, 120):  # interrupt GC at different points of its work
         proc = subprocess.Popen(gc, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        # GC is at work once it has removed doomed files: kill it after this run's share of them.
+        goal = left - share
+        while len(list(uploads.iterdir())) > goal and proc.poll() is None:
+            time.sleep(0.001)
+        assert proc.poll() is None, "GC finished before the kill could land"
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        assert proc.wait() == -signal.SIGKILL
+        now_left = len(list(uploads.iterdir()))
+        assert now_left < left  # it had removed something ...
+        assert now_left > len(kept) - 1  # ... and had more to remove when it died
+        left = now_left
     assert subprocess.run(gc, capture_output=True, check=True).returncode == 0
     subprocess.run(gc, capture_output=True, check=True)  # purges the new tombstones too
     with httpx.Client(trust_env=False) as c:

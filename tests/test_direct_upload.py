@@ -3,6 +3,7 @@ which checks signatures and expiry). The haul CLI (--direct) and Uppy's @uppy/aw
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import socket
@@ -68,7 +69,9 @@ def test_cli_direct_upload_never_sends_the_bytes_through_haul(
         head = client.head(url, headers=TUS)
     assert hashlib.sha256(body).hexdigest() == sha256_file(source) == result["sha256"]
     assert head.headers["upload-length"] == str(source.stat().st_size)
-    assert "repr-digest" in head.headers  # verified by the server before completion
+    # The server's own digest of what S3 holds, verified before completion: the file's.
+    expected = base64.b64encode(hashlib.sha256(source.read_bytes()).digest()).decode()
+    assert head.headers["repr-digest"] == f"sha-256=:{expected}:"
 
 
 def stored_parts(rgw: str, bucket: str) -> list[int]:

@@ -56,6 +56,16 @@ def test_expired_concatenation_final_and_terminated_uploads(make_server, client)
     partial = create(client, server, 5, **{"Upload-Concat": "partial"})
     final = client.post(server.endpoint, headers={**TUS, "Upload-Concat": f"final;{partial}"})
     assert final.status_code == 201
+    # A second final waits on a partial its client terminates instead.
+    dropped = create(client, server, 5, **{"Upload-Concat": "partial"})
+    orphaned = client.post(server.endpoint, headers={**TUS, "Upload-Concat": f"final;{dropped}"})
+    assert orphaned.status_code == 201
+    assert client.delete(dropped, headers=TUS).status_code == 204
+    assert head(client, dropped).status_code == 410
+    assert head(client, orphaned.headers["location"]).status_code == 410
+    gone = client.get(orphaned.headers["location"])
+    assert gone.status_code == 410
+    assert gone.text.startswith(f"ERR_UPLOAD_GONE: partial upload {dropped.rsplit('/', 1)[1]} ")
     deadline = time.monotonic() + 15
     while head(client, partial).status_code != 410 and time.monotonic() < deadline:
         time.sleep(0.1)

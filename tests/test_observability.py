@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -44,9 +45,19 @@ def test_json_logs_name_the_request_upload_and_owner(make_server, client: httpx.
     )
     assert done.status_code == 204
     assert server.log_path is not None
-    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()
-             if line.startswith("{")]  # fmt: skip
-    assert lines, "no JSON log lines"
+    log_path = server.log_path
+
+    def json_lines() -> list[dict[str, object]]:
+        return [json.loads(line) for line in log_path.read_text().splitlines()
+                if line.startswith("{")]  # fmt: skip
+
+    # A request's access line is written once its answer has gone out: wait for it.
+    deadline = time.monotonic() + 30
+    while not any(line.get("request_id") == "patch-1" and line["logger"] == "haul.access"
+                  for line in json_lines()):  # fmt: skip
+        assert time.monotonic() < deadline, "no access line for the PATCH"
+        time.sleep(0.05)
+    lines = json_lines()
     by_request = {}
     for line in lines:
         assert {"time", "level", "logger", "message"} <= line.keys()

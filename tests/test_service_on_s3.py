@@ -45,3 +45,15 @@ async def test_a_proof_after_the_object_vanished_is_refused(service: UploadServi
     with pytest.raises(ProofRejected, match="no longer stored"):
         await service.prove(claim.id, answer(challenge.nonce, blocks), owner="bob")
     assert not (await service.status(claim.id, owner="bob")).complete
+
+
+async def test_an_empty_partial_joins_a_final_upload(service: UploadService) -> None:
+    """An upload created empty is complete at once and never finished in the store."""
+    empty = await service.create(length=0, partial=True)
+    full = await service.create(length=5, partial=True)
+    await service.append(full.id, 0, body(b"bytes"))
+    final = await service.create_final([empty.id, full.id])
+    assert final.complete
+    assert final.length == 5
+    _, stream = await service.open_download(final.id)
+    assert b"".join([block async for block in stream]) == b"bytes"

@@ -107,15 +107,21 @@ async def test_atomic_writes_count_only_once_committed(storage: Storage) -> None
 
 
 async def test_an_interrupted_plain_write_keeps_what_arrived(storage: Storage) -> None:
-    data = os.urandom(6 * MiB)
+    data = os.urandom(8 * MiB)
+    arrived = 5 * MiB + 4321  # past a part boundary, with a tail that fills no part
     await storage.create(A)
     writer = await storage.open_writer(A, 0, atomic=False)
-    for at in range(0, 6 * MiB, MiB):
-        await writer.write([data[at : at + MiB]])
-    # The request died here: the service commits what arrived.
-    assert await writer.commit() == 6 * MiB
+    for at in range(0, arrived, MiB):
+        await writer.write([data[at : min(at + MiB, arrived)]])
+    # The request died here, 3 MiB short of its end: the service commits what arrived.
+    assert await writer.commit() == arrived
+    assert await storage.offset(A) == arrived
+    with pytest.raises(OffsetMismatch):  # nothing beyond what arrived counts
+        await storage.open_writer(A, 8 * MiB, atomic=False)
+    # The client resumes from the offset it is told, and the upload is whole.
+    assert await append(storage, A, arrived, data[arrived:]) == len(data)
     await storage.finish(A)
-    assert await read_all(storage, A, 0, 6 * MiB) == data
+    assert await read_all(storage, A, 0, len(data)) == data
 
 
 async def test_concatenation_and_sharing(storage: Storage) -> None:
@@ -140,6 +146,33 @@ async def test_concatenation_and_sharing(storage: Storage) -> None:
     await storage.delete(D)  # the twin keeps its bytes
     assert await read_all(storage, twin, 0, len(whole)) == whole
     assert not await storage.share(D, "0" * 32)  # the source is gone
+
+
+async def test_shared_uploads_can_be_concatenated(storage: Storage) -> None:
+    """An upload stored once with another (a share) is still a whole part of a final one."""
+    first, second = os.urandom(5 * MiB + 3), b"end"
+    for upload_id, data in ((A, first), (B, second)):
+        await storage.create(upload_id)
+        await append(storage, upload_id, 0, data)
+        await storage.finish(upload_id)
+    await storage.create(C)
+    await storage.concatenate(C, [A, B])  # on disk: a directory of segments
+    twin = "e" * 32
+    await storage.create(twin)
+    assert await storage.share(C, twin)  # so is its share
+    await storage.create(D)
+    await storage.concatenate(D, [twin, B])
+    whole = first + second + second
+    assert await read_all(storage, D, 0, len(whole)) == whole
+
+
+async def test_a_writer_is_done_once_committed(storage: Storage) -> None:
+    await storage.create(A)
+    writer = await storage.open_writer(A, 0, atomic=False)
+    await writer.write([b"kept"])
+    assert await writer.commit() == 4
+    await writer.discard()  # too late: the bytes are committed
+    assert await storage.offset(A) == 4
 
 
 async def test_empty_uploads(storage: Storage) -> None:

@@ -115,7 +115,7 @@ def test_wrong_offset_is_409_and_changes_nothing(server, client: httpx.Client) -
         ({"Upload-Offset": "1e3"}, "ERR_INVALID_HEADER"),
         ({"Upload-Offset": "99999999999999999999999"}, "ERR_INVALID_HEADER"),
         ({"Upload-Checksum": "sha1"}, "ERR_INVALID_CHECKSUM_HEADER"),
-        ({"Upload-Checksum": "sha1 !!notbase64"}, "ERR_INVALID_HEADER"),
+        ({"Upload-Checksum": "sha1 !!notbase64"}, "ERR_INVALID_CHECKSUM_HEADER"),
         ({"Upload-Checksum": "whirlpool AAAA"}, "ERR_UNSUPPORTED_CHECKSUM_ALGORITHM"),
     ],
 )
@@ -124,7 +124,7 @@ def test_malformed_patch_headers_are_400(server, client: httpx.Client, headers, 
     hdrs = {**TUS, "Content-Type": OCTETS, "Upload-Offset": "0", **headers}
     response = client.patch(url, content=b"data", headers=hdrs)
     assert response.status_code == 400, response.text
-    assert response.text.split(":")[0] in (code, "ERR_INVALID_HEADER")
+    assert response.text.startswith(f"{code}: "), response.text
     assert head(client, url).headers["upload-offset"] == "0"
 
 
@@ -395,10 +395,10 @@ def test_expired_upload_is_410_and_its_bytes_are_gone(make_server, client) -> No
     deadline = time.monotonic() + 15
     while head(client, url).status_code != 410 and time.monotonic() < deadline:
         time.sleep(0.2)
-    response = head(client, url)
-    assert response.status_code == 410
-    assert response.text == "" or "ERR_UPLOAD_GONE" in response.text
-    assert patch(client, url, 3, b"d").status_code == 410
+    assert head(client, url).status_code == 410
+    refused = patch(client, url, 3, b"d")  # a HEAD has no body: the code comes with the PATCH
+    assert refused.status_code == 410
+    assert refused.text.startswith("ERR_UPLOAD_GONE: "), refused.text
     assert not data_file.exists()
 
 

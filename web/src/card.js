@@ -1,29 +1,32 @@
+// @ts-check
 // One upload on the page: name, progress, speed, time left, the chunk map and its buttons.
 import { formatBytes, formatDuration } from "./format.js";
+import { offers, UploadState } from "./states.js";
 
-const LABELS = {
-  queued: "waiting",
-  hashing: "hashing",
-  checking: "checking",
-  uploading: "uploading",
-  finishing: "verifying",
-  done: "done",
-  paused: "paused",
-  failed: "failed",
-  cancelled: "cancelled",
-};
-const ACTIONS = {
-  pause: ["queued", "hashing", "checking", "uploading"],
-  resume: ["paused"],
-  retry: ["failed"],
-  cancel: ["queued", "hashing", "checking", "uploading", "paused", "failed"],
-};
+/** @typedef {import("./upload.js").FileUpload} FileUpload */
+/** @typedef {import("./states.js").Control} Control */
+
+const S = UploadState;
+/** The badge's word for each state. */
+const LABELS = Object.freeze({
+  [S.QUEUED]: "waiting",
+  [S.HASHING]: "hashing",
+  [S.CHECKING]: "checking",
+  [S.UPLOADING]: "uploading",
+  [S.FINISHING]: "verifying",
+  [S.DONE]: "done",
+  [S.PAUSED]: "paused",
+  [S.FAILED]: "failed",
+  [S.CANCELLED]: "cancelled",
+});
 const SPEED_WINDOW = 5000; // ms of history behind the speed figure
 
 /** Speed over the last few seconds, from samples of a growing byte count. */
-class Speedometer {
+export class Speedometer {
+  /** @type {[number, number][]} [ms, bytes] */
   samples = [];
 
+  /** @param {number} bytes @param {number} [now] ms */
   add(bytes, now = performance.now()) {
     this.samples.push([now, bytes]);
     while (this.samples.length > 2 && now - this.samples[0][0] > SPEED_WINDOW) this.samples.shift();
@@ -32,7 +35,7 @@ class Speedometer {
   perSecond() {
     if (this.samples.length < 2) return 0;
     const [t0, b0] = this.samples[0];
-    const [t1, b1] = this.samples.at(-1);
+    const [t1, b1] = this.samples[this.samples.length - 1];
     return t1 > t0 ? ((b1 - b0) * 1000) / (t1 - t0) : 0;
   }
 
@@ -41,16 +44,28 @@ class Speedometer {
   }
 }
 
+/**
+ * The card of one upload, drawn again (once per frame at most) whenever the upload changes.
+ * @param {FileUpload} upload
+ * @param {HTMLTemplateElement} template
+ */
 export function createCard(upload, template) {
-  const root = template.content.firstElementChild.cloneNode(true);
-  const $ = (selector) => root.querySelector(selector);
+  const root = /** @type {HTMLElement} */ (
+    /** @type {Element} */ (template.content.firstElementChild).cloneNode(true)
+  );
+  const $ = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (root.querySelector(selector));
   root.dataset.name = upload.file.name;
   $(".name").textContent = upload.file.name;
   $(".size").textContent = formatBytes(upload.file.size);
-  for (const button of root.querySelectorAll("button[data-action]")) {
-    button.addEventListener("click", () => upload[button.dataset.action]());
+  /** @type {NodeListOf<HTMLButtonElement>} */
+  const buttons = root.querySelectorAll("button[data-action]");
+  const controlOf = (/** @type {HTMLButtonElement} */ button) =>
+    /** @type {Control} */ (button.dataset.action);
+  for (const button of buttons) {
+    button.addEventListener("click", () => upload[controlOf(button)]());
   }
   const speed = new Speedometer();
+  /** @type {HTMLElement[]} */
   let cells = [];
   let scheduled = false;
 
@@ -58,7 +73,7 @@ export function createCard(upload, template) {
     const map = $(".chunks");
     if (cells.length !== upload.chunks.length) {
       map.replaceChildren(...upload.chunks.map(() => document.createElement("i")));
-      cells = [...map.children];
+      cells = /** @type {HTMLElement[]} */ ([...map.children]);
     }
     upload.chunks.forEach((chunk, index) => {
       const cell = cells[index];
@@ -73,13 +88,13 @@ export function createCard(upload, template) {
     scheduled = false;
     const { state, file } = upload;
     root.dataset.state = state;
-    const hashing = state === "hashing";
+    const hashing = state === S.HASHING;
     const done = hashing ? upload.hashed : upload.uploaded;
-    const fraction = file.size ? done / file.size : state === "done" ? 1 : 0;
-    const bar = $(".bar");
+    const fraction = file.size ? done / file.size : state === S.DONE ? 1 : 0;
+    const bar = /** @type {HTMLProgressElement} */ ($(".bar"));
     bar.value = fraction;
-    $(".badge").textContent = upload.offline ? "offline" : upload.instant && state === "done" ? "instant" : LABELS[state];
-    if (state === "uploading" || hashing) speed.add(done);
+    $(".badge").textContent = upload.offline ? "offline" : upload.instant && state === S.DONE ? "instant" : LABELS[state];
+    if (state === S.UPLOADING || hashing) speed.add(done);
     else speed.reset();
     const rate = speed.perSecond();
     const parts = [`${(fraction * 100).toFixed(1)} %`, `${formatBytes(done)} of ${formatBytes(file.size)}`];
@@ -89,13 +104,11 @@ export function createCard(upload, template) {
     }
     $(".figures").textContent = parts.join(" · ");
     $(".message").textContent = upload.offline ? "Waiting for the network…" : upload.message;
-    for (const button of root.querySelectorAll("button[data-action]")) {
-      button.hidden = !ACTIONS[button.dataset.action].includes(state);
-    }
-    const link = $(".download");
+    for (const button of buttons) button.hidden = !offers(controlOf(button), state);
+    const link = /** @type {HTMLAnchorElement} */ ($(".download"));
     link.hidden = !upload.url;
     if (upload.url) {
-      link.href = upload.downloadUrl;
+      link.href = upload.downloadUrl ?? upload.url;
       link.download = file.name;
     }
     drawChunks();

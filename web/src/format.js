@@ -1,7 +1,10 @@
+// @ts-check
 // Numbers as people read them.
 
 const UNITS = ["B", "KB", "MB", "GB", "TB"];
 
+/** Decimal units: 1 KB is 1000 bytes, as file managers show sizes.
+ * @param {number} bytes */
 export function formatBytes(bytes) {
   let value = bytes;
   let unit = 0;
@@ -12,6 +15,7 @@ export function formatBytes(bytes) {
   return `${unit === 0 ? value : value.toFixed(value < 10 ? 2 : 1)} ${UNITS[unit]}`;
 }
 
+/** @param {number} seconds */
 export function formatDuration(seconds) {
   if (!Number.isFinite(seconds)) return "";
   const s = Math.max(0, Math.round(seconds));

@@ -1,39 +1,39 @@
+// @ts-check
 // One HTTP request to a tus server, with upload progress, a stall timer and clear errors.
 // XMLHttpRequest rather than fetch: only it reports upload progress for a streamed Blob body.
+import { NetworkError, ServerError } from "./errors.js";
+import { retryAfterSeconds } from "./retry.js";
+import { TUS_VERSION } from "./tus.js";
 
-const TUS_VERSION = "1.0.0";
+/** @typedef {import("./tus.js").Answer} Answer */
 
-/** The server answered with an error status. `code` is haul's stable error code if given. */
-export class ServerError extends Error {
-  constructor(status, code, message, retryAfter) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.retryAfter = retryAfter; // seconds, from Retry-After
-  }
+/**
+ * @typedef {object} RequestOptions
+ * @property {Record<string, string>} [headers]
+ * @property {Blob | null} [body]
+ * @property {(loaded: number) => void} [onProgress] bytes of the body sent so far
+ * @property {number} [stallTimeout] ms without progress before the request is given up
+ * @property {AbortSignal} [signal]
+ */
 
-  /** Worth trying again (after re-reading the offset): conflicts, locks, overload, 5xx. */
-  get transient() {
-    return [409, 423, 429, 460].includes(this.status) || this.status >= 500;
-  }
-}
-
-/** The request did not get an answer: offline, connection reset, or stalled. */
-export class NetworkError extends Error {}
-
+/** @type {Set<(reason: Error) => void>} */
 const inFlight = new Set();
+/** @type {string | null} */
 let credentials = null;
 
-/** The API key or token sent as `Authorization: Bearer ...` with every request (null: none). */
+/** The API key or token sent as `Authorization: Bearer ...` with every request (null: none).
+ * @param {string | null} token */
 export function setToken(token) {
   credentials = token || null;
 }
 
-/** Ends every running request at once (the browser went offline: don't wait for stalls). */
+/** Ends every running request at once (the browser went offline: don't wait for stalls).
+ * @param {Error} reason */
 export function abortAll(reason) {
   for (const stop of inFlight) stop(reason);
 }
 
+/** @type {Record<number, string>} */
 const GENERIC = {
   400: "The server could not understand the request.",
   401: "The server wants you to sign in first.",
@@ -47,6 +47,7 @@ const GENERIC = {
   507: "The server is out of storage space.",
 };
 
+/** @param {XMLHttpRequest} xhr */
 function serverError(xhr) {
   const text = (xhr.responseText || "").trim();
   const match = /^(ERR_[A-Z0-9_]+):\s*(.+)$/s.exec(text);
@@ -54,13 +55,17 @@ function serverError(xhr) {
   let message = match ? match[2] : fallback;
   message = message.charAt(0).toUpperCase() + message.slice(1);
   if (!/[.!?]$/.test(message)) message += ".";
-  const retryAfter = Number(xhr.getResponseHeader("Retry-After")) || null;
+  const retryAfter = retryAfterSeconds(xhr.getResponseHeader("Retry-After"));
   return new ServerError(xhr.status, match?.[1] ?? null, message, retryAfter);
 }
 
 /**
  * Sends one request; resolves with {status, header(name)} for a 2xx answer, rejects with
  * ServerError, NetworkError, or an AbortError DOMException when `signal` aborts.
+ * @param {string} method
+ * @param {string} url
+ * @param {RequestOptions} [options]
+ * @returns {Promise<Answer>}
  */
 export function request(method, url, options = {}) {
   const { headers = {}, body = null, onProgress, stallTimeout = 30_000, signal } = options;
@@ -70,9 +75,11 @@ export function request(method, url, options = {}) {
       return;
     }
     const xhr = new XMLHttpRequest();
-    let stalled = null;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    let stalled;
+    /** @type {Error | null} */
     let failure = null;
-    const stop = (reason) => {
+    const stop = (/** @type {Error} */ reason) => {
       failure = reason;
       xhr.abort();
     };

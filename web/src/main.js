@@ -1,14 +1,26 @@
+// @ts-check
 // The page: file selection, the list of uploads, unfinished and completed ones, batch progress.
 import { createCard } from "./card.js";
+import { NetworkError, ServerError } from "./errors.js";
 import { formatBytes } from "./format.js";
-import { abortAll, NetworkError, request, ServerError, setToken } from "./http.js";
+import { abortAll, request, setToken } from "./http.js";
+import { UploadState } from "./states.js";
 import * as store from "./store.js";
+import { expiresOf } from "./tus.js";
 import { FileUpload } from "./upload.js";
 
-const $ = (selector) => document.querySelector(selector);
+/** @typedef {import("./limits.js").Info} Info */
+
+/** The page's elements are all there from the start (index.html). */
+const $ = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (document.querySelector(selector));
+/** @param {string} selector */
+const input = (selector) => /** @type {HTMLInputElement} */ ($(selector));
+/** @type {FileUpload[]} */
 const uploads = [];
-let info = null;
-let endpoint = null;
+/** @type {Info} */
+let info;
+/** @type {string} */
+let endpoint;
 
 async function loadInfo() {
   const response = await fetch("api/info", { cache: "no-store" });
@@ -25,37 +37,39 @@ async function loadInfo() {
 /** The access token field, shown when the server takes credentials; kept for this tab, or on
  * this device when asked (never in a cookie, so no other site can make the browser use it). */
 function wireToken() {
-  const input = $("#token");
-  const remember = $("#remember");
+  const token = input("#token");
+  const remember = input("#remember");
   $("#auth").hidden = !info.auth?.accepted;
-  input.value = localStorage.getItem("haul.token") ?? sessionStorage.getItem("haul.token") ?? "";
+  token.value = localStorage.getItem("haul.token") ?? sessionStorage.getItem("haul.token") ?? "";
   remember.checked = localStorage.getItem("haul.token") !== null;
   const save = () => {
-    const token = input.value.trim();
-    setToken(token);
+    const value = token.value.trim();
+    setToken(value);
     localStorage.removeItem("haul.token");
     sessionStorage.removeItem("haul.token");
-    if (token) (remember.checked ? localStorage : sessionStorage).setItem("haul.token", token);
+    if (value) (remember.checked ? localStorage : sessionStorage).setItem("haul.token", value);
   };
-  input.addEventListener("change", save);
+  token.addEventListener("change", save);
   remember.addEventListener("change", save);
   save();
 }
 
-const hasToken = () => Boolean($("#token").value.trim());
+const hasToken = () => Boolean(input("#token").value.trim());
 
 function concurrency() {
-  return Number($("#concurrency").value) || 4;
+  return Number(/** @type {HTMLSelectElement} */ ($("#concurrency")).value) || 4;
 }
 
+/** @param {File[]} files */
 function addFiles(files) {
+  const template = /** @type {HTMLTemplateElement} */ ($("#card-template"));
   for (const file of files) {
     const upload = new FileUpload(file, { endpoint, info, concurrency: concurrency(), hasToken });
     uploads.push(upload);
-    $("#uploads").prepend(createCard(upload, $("#card-template")));
+    $("#uploads").prepend(createCard(upload, template));
     upload.addEventListener("change", () => {
       scheduleBatch();
-      if (upload.state === "done" || upload.state === "cancelled") showSaved();
+      if (upload.state === UploadState.DONE || upload.state === UploadState.CANCELLED) showSaved();
     });
     upload.start();
   }
@@ -69,12 +83,12 @@ function scheduleBatch() {
   batchScheduled = true;
   requestAnimationFrame(() => {
     batchScheduled = false;
-    const counted = uploads.filter((u) => u.state !== "cancelled");
+    const counted = uploads.filter((u) => u.state !== UploadState.CANCELLED);
     const total = counted.reduce((sum, u) => sum + u.file.size, 0);
     const done = counted.reduce((sum, u) => sum + Math.min(u.uploaded, u.file.size), 0);
-    const finished = counted.filter((u) => u.state === "done").length;
+    const finished = counted.filter((u) => u.state === UploadState.DONE).length;
     $("#batch").hidden = counted.length === 0;
-    $("#batch-bar").value = total ? done / total : finished === counted.length ? 1 : 0;
+    /** @type {HTMLProgressElement} */ ($("#batch-bar")).value = total ? done / total : finished === counted.length ? 1 : 0;
     $("#batch-text").textContent =
       `${finished} of ${counted.length} files done · ` +
       `${formatBytes(done)} of ${formatBytes(total)}`;
@@ -84,8 +98,8 @@ function scheduleBatch() {
 /** Unfinished uploads from earlier visits (choose the file again to go on) and finished ones. */
 async function showSaved() {
   const entries = await store.all();
-  const active = new Set(uploads.filter((u) => u.state !== "cancelled").map((u) => u.key));
-  const unfinished = entries.filter((e) => !e.done && !active.has(e.key));
+  const active = new Set(uploads.filter((u) => u.state !== UploadState.CANCELLED).map((u) => u.key));
+  const unfinished = entries.filter(isUnfinished).filter((e) => !active.has(e.key));
   const list = $("#unfinished ul");
   list.replaceChildren(
     ...unfinished.map((entry) => {
@@ -98,7 +112,7 @@ async function showSaved() {
       const forget = document.createElement("button");
       forget.textContent = "Forget";
       forget.addEventListener("click", async () => {
-        const urls = entry.parts.filter(Boolean);
+        const urls = entry.parts.filter((url) => url !== null);
         await Promise.allSettled(urls.map((url) => request("DELETE", url)));
         await store.remove(entry.key);
         showSaved();
@@ -108,7 +122,7 @@ async function showSaved() {
     }),
   );
   $("#unfinished").hidden = unfinished.length === 0;
-  const finished = entries.filter((e) => e.done).sort((a, b) => b.doneAt - a.doneAt);
+  const finished = entries.filter(store.isFinished).sort((a, b) => b.doneAt - a.doneAt);
   $("#completed ul").replaceChildren(
     ...finished.map((entry) => {
       const item = document.createElement("li");
@@ -134,13 +148,15 @@ async function showSaved() {
  * that none of their chunks is left (a write the page did not hear of may have kept one). */
 async function forgetExpired() {
   const now = Date.now();
-  const stale = (await store.all()).filter((e) => !e.done && e.expiresAt && e.expiresAt < now);
+  const stale = (await store.all())
+    .filter(isUnfinished)
+    .filter((e) => e.expiresAt && e.expiresAt < now);
   for (const entry of stale) {
     let alive = false;
-    for (const url of entry.parts.filter(Boolean)) {
+    for (const url of entry.parts.filter((url) => url !== null)) {
       try {
         const answer = await request("HEAD", url);
-        entry.expiresAt = Date.parse(answer.header("Upload-Expires") ?? "") || null;
+        entry.expiresAt = expiresOf(answer) || null;
         alive = true;
         break;
       } catch (error) {
@@ -154,7 +170,11 @@ async function forgetExpired() {
   }
 }
 
-/** With credentials, a finished upload opens through a freshly signed link. */
+/**
+ * With credentials, a finished upload opens through a freshly signed link.
+ * @param {Event} event
+ * @param {string} url
+ */
 async function openSigned(event, url) {
   if (!hasToken()) return;
   event.preventDefault();
@@ -163,14 +183,14 @@ async function openSigned(event, url) {
     const link = answer.header("Haul-Download-Link");
     location.assign(link ? new URL(link, url).href : url);
   } catch (error) {
-    alert(error.message);
+    alert(error instanceof Error ? error.message : String(error));
   }
 }
 
 function wireInputs() {
-  const picker = $("#picker");
+  const picker = input("#picker");
   picker.addEventListener("change", () => {
-    addFiles([...picker.files]);
+    addFiles([...(picker.files ?? [])]);
     picker.value = "";
   });
   const drop = $("#drop");
@@ -182,9 +202,10 @@ function wireInputs() {
   drop.addEventListener("drop", (event) => {
     event.preventDefault();
     drop.classList.remove("over");
-    addFiles([...event.dataTransfer.files].filter((file) => file.size || file.type));
+    const files = [...(event.dataTransfer?.files ?? [])];
+    addFiles(files.filter((file) => file.size || file.type));
   });
-  const select = $("#concurrency");
+  const select = /** @type {HTMLSelectElement} */ ($("#concurrency"));
   select.value = localStorage.getItem("haul.concurrency") ?? "4";
   select.addEventListener("change", () => localStorage.setItem("haul.concurrency", select.value));
   window.addEventListener("offline", () => {
@@ -201,7 +222,8 @@ async function main() {
   try {
     await loadInfo();
   } catch (error) {
-    $("#limits").textContent = `The server cannot be reached: ${error.message}`;
+    const reason = error instanceof Error ? error.message : String(error);
+    $("#limits").textContent = `The server cannot be reached: ${reason}`;
     return;
   }
   wireToken();
@@ -210,5 +232,8 @@ async function main() {
   await showSaved();
   document.body.dataset.ready = "true";
 }
+
+/** @param {import("./store.js").Entry} entry @returns {entry is import("./store.js").Unfinished} */
+const isUnfinished = (entry) => !entry.done;
 
 main();

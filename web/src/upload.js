@@ -1,22 +1,45 @@
+// @ts-check
 // One file's upload: hash it (in a worker), try an instant upload, otherwise send its chunks
 // as parallel tus partial uploads and join them with a final concatenation that declares the
 // file's SHA-256, which the server checks before it calls the upload complete.
 //
 // Chunks carry no per-request checksum on purpose: the whole-file digest catches corruption,
 // and a chunk cut off halfway keeps what the server received, so a resume sends only the rest.
-import { abortAll, NetworkError, request, ServerError } from "./http.js";
-import { answerChallenge, hashFile, reprDigest, sha256FromReprDigest } from "./hasher.js";
+import { NetworkError, ServerError } from "./errors.js";
+import { answerChallenge, hashFile } from "./hasher.js";
+import { request } from "./http.js";
 import { refusal } from "./limits.js";
+import { pool } from "./pool.js";
+import * as retry from "./retry.js";
+import { ChunkState, UploadState } from "./states.js";
+import * as states from "./states.js";
 import * as store from "./store.js";
+import * as tus from "./tus.js";
+
+/** @typedef {import("./limits.js").Info} Info */
+/** @typedef {import("./store.js").Unfinished} Unfinished */
+/** @typedef {import("./tus.js").Answer} Answer */
+/** @typedef {import("./states.js").UploadStateName} UploadStateName */
+/**
+ * One chunk of the file: a partial upload of its own (or the whole upload when single).
+ * @typedef {object} Chunk
+ * @property {number} index
+ * @property {number} start byte position in the file
+ * @property {number} length
+ * @property {string | null} url
+ * @property {number} offset bytes the server holds
+ * @property {number} inflight bytes of the running PATCH sent so far
+ * @property {import("./states.js").ChunkStateName} state
+ * @property {string | null} creationKey the Idempotency-Key of its creation while it retries
+ */
 
 const MiB = 1 << 20;
 const MIN_CHUNK = 8 * MiB;
 const MAX_CHUNK = 64 * MiB;
 const TARGET_CHUNKS = 1000; // keeps the final request's header list short
-const MAX_ATTEMPTS = 8; // per chunk; waiting while offline does not count
-const OCTETS = "application/offset+octet-stream";
 
-/** About TARGET_CHUNKS chunks, each a whole number of MiB within [8 MiB, 64 MiB]. */
+/** About TARGET_CHUNKS chunks, each a whole number of MiB within [8 MiB, 64 MiB].
+ * @param {number} size */
 export function chunkSize(size) {
   const wanted = Math.ceil(size / TARGET_CHUNKS / MiB) * MiB;
   return Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, wanted));
@@ -25,58 +48,11 @@ export function chunkSize(size) {
 /** A refusal known before sending: shown as is, never retried. */
 class Refused extends Error {}
 
-const transient = (error) =>
-  error instanceof NetworkError || (error instanceof ServerError && error.transient);
-
-function sleep(ms, signal) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(resolve, ms);
-    signal.addEventListener(
-      "abort",
-      () => {
-        clearTimeout(timer);
-        reject(new DOMException("stopped", "AbortError"));
-      },
-      { once: true },
-    );
-  });
-}
-
-function waitOnline(signal) {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      window.removeEventListener("online", done);
-      if (signal.aborted) reject(new DOMException("stopped", "AbortError"));
-      else resolve();
-    };
-    window.addEventListener("online", done);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-function backoff(attempt, retryAfter) {
-  const base = Math.min(30_000, 500 * 2 ** attempt);
-  return Math.max(retryAfter ? retryAfter * 1000 : 0, base / 2 + Math.random() * (base / 2));
-}
-
-function encodeMetadata(pairs) {
-  const encode = (text) => btoa(String.fromCharCode(...new TextEncoder().encode(text)));
-  return pairs.map(([key, value]) => `${key} ${encode(value)}`).join(",");
-}
-
-function metadata(file) {
-  const pairs = [["filename", file.name]];
-  if (file.type) pairs.push(["filetype", file.type]);
-  return encodeMetadata(pairs);
-}
-
-/** A random name for this page's set of partials (getRandomValues works on plain http too). */
-function randomHex(size) {
-  const bytes = crypto.getRandomValues(new Uint8Array(size));
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 export class FileUpload extends EventTarget {
+  /**
+   * @param {File} file
+   * @param {{ endpoint: string, info: Info, concurrency?: number, hasToken?: () => boolean }} options
+   */
   constructor(file, { endpoint, info, concurrency = 4, hasToken = () => false }) {
     super();
     this.file = file;
@@ -85,24 +61,31 @@ export class FileUpload extends EventTarget {
     this.concurrency = concurrency;
     this.hasToken = hasToken;
     this.key = store.fileKey(endpoint, file);
-    this.state = "queued"; // hashing checking uploading finishing done paused failed cancelled
+    /** @type {UploadStateName} */
+    this.state = UploadState.QUEUED;
     this.message = "";
     this.hashed = 0;
     this.instant = false;
     this.resumed = false;
     this.offline = false;
+    /** @type {string | null} */
     this.url = null;
+    /** @type {string | null} */
     this.downloadUrl = null;
+    /** @type {Chunk[]} */
     this.chunks = [];
-    this.entry = null;
+    /** @type {Unfinished} */
+    this.entry = /** @type {Unfinished} */ (/** @type {unknown} */ (null)); // set by #run
+    /** @type {string | null} */
     this.group = null; // names this page load's partials (see #createChunk)
-    this.controller = null;
+    this.controller = new AbortController();
+    /** @type {Promise<void> | null} */
     this.task = null;
   }
 
   /** Bytes the server holds or is receiving. */
   get uploaded() {
-    if (this.state === "done") return this.file.size;
+    if (this.state === UploadState.DONE) return this.file.size;
     return this.chunks.reduce((sum, chunk) => sum + chunk.offset + chunk.inflight, 0);
   }
 
@@ -116,14 +99,14 @@ export class FileUpload extends EventTarget {
   }
 
   pause() {
-    if (!["queued", "hashing", "checking", "uploading"].includes(this.state)) return;
-    this.#set("paused", "Paused.");
-    this.controller?.abort();
+    if (!states.canPause(this.state)) return;
+    this.#set(UploadState.PAUSED, "Paused.");
+    this.controller.abort();
   }
 
   resume() {
-    if (!["paused", "failed"].includes(this.state)) return;
-    this.#set("queued", "");
+    if (!states.canResume(this.state)) return;
+    this.#set(UploadState.QUEUED, "");
     (this.task ?? Promise.resolve()).then(() => this.start());
   }
 
@@ -133,11 +116,11 @@ export class FileUpload extends EventTarget {
 
   /** Stops and deletes what the server holds of this upload; forgets it. */
   async cancel() {
-    if (["done", "cancelled"].includes(this.state)) return;
-    this.#set("cancelled", "Cancelled; the server's copy is deleted.");
-    this.controller?.abort();
+    if (states.isOver(this.state)) return;
+    this.#set(UploadState.CANCELLED, "Cancelled; the server's copy is deleted.");
+    this.controller.abort();
     await this.task;
-    const urls = this.chunks.map((chunk) => chunk.url).filter(Boolean);
+    const urls = this.chunks.map((chunk) => chunk.url).filter((url) => url !== null);
     await Promise.allSettled(urls.map((url) => request("DELETE", url)));
     await store.remove(this.key);
     this.#emit();
@@ -152,34 +135,36 @@ export class FileUpload extends EventTarget {
       await this.#run(signal);
     } catch (error) {
       // Paused or cancelled. A real failure is thrown as itself even when it stopped the rest.
-      if (error?.name === "AbortError") return;
-      this.#set("failed", error instanceof Error ? error.message : String(error));
+      if (retry.isAbort(error)) return;
+      this.#set(UploadState.FAILED, error instanceof Error ? error.message : String(error));
     }
   }
 
+  /** @param {AbortSignal} signal */
   async #run(signal) {
     const refused = refusal(this.file, this.info, this.hasToken());
     if (refused) throw new Refused(refused);
     const saved = await store.load(this.key);
-    if (saved) {
+    if (saved && !saved.done) {
       this.entry = saved;
       this.resumed = true;
     } else {
-      this.#set("hashing", "Hashing the file…");
-      const sha256 = await hashFile(this.file, (done) => this.#progress("hashed", done), signal);
+      this.#set(UploadState.HASHING, "Hashing the file…");
+      const sha256 = await hashFile(this.file, (done) => this.#hashed(done), signal);
       this.entry = this.#newEntry(sha256);
     }
     this.#layOutChunks();
     if (!this.resumed && (await this.#tryInstant(signal))) return;
     await store.save(this.entry);
-    this.#set("uploading", this.resumed ? "Continuing where the upload stopped." : "");
+    this.#set(UploadState.UPLOADING, this.resumed ? "Continuing where the upload stopped." : "");
     await this.#syncOffsets(signal);
     await this.#sendChunks(signal);
-    this.#set("finishing", "Checking the server's copy…");
+    this.#set(UploadState.FINISHING, "Checking the server's copy…");
     const url = this.entry.single ? this.chunks[0].url : await this.#concatenate(signal);
-    await this.#confirm(url, signal);
+    await this.#confirm(/** @type {string} */ (url), signal);
   }
 
+  /** @param {string} sha256 @returns {Unfinished} */
   #newEntry(sha256) {
     const { file } = this;
     const size = chunkSize(file.size);
@@ -204,38 +189,40 @@ export class FileUpload extends EventTarget {
     this.chunks = parts.map((url, index) => {
       const start = index * size;
       const end = Math.min(this.file.size, start + size);
-      return { index, start, length: end - start, url, offset: 0, inflight: 0, state: "waiting", creationKey: null };
+      const length = end - start;
+      return { index, start, length, url, offset: 0, inflight: 0, state: ChunkState.WAITING, creationKey: null };
     });
     this.#emit();
   }
 
   /** Declares the digest at creation: the server completes at once when it holds the bytes,
-   * or asks for proof (a few ranges hashed with its nonce) when another owner stored them. */
+   * or asks for proof (a few ranges hashed with its nonce) when another owner stored them.
+   * @param {AbortSignal} signal */
   async #tryInstant(signal) {
     const { file, entry } = this;
     if (!this.info.instant_upload || file.size === 0) return false;
-    this.#set("checking", "Asking the server whether it has this file already…");
+    this.#set(UploadState.CHECKING, "Asking the server whether it has this file already…");
     const created = await request("POST", this.endpoint, {
       headers: {
         "Upload-Length": String(file.size),
-        "Upload-Metadata": metadata(file),
-        "Repr-Digest": reprDigest(entry.sha256),
+        "Upload-Metadata": tus.fileMetadata(file),
+        "Repr-Digest": tus.reprDigest(entry.sha256),
       },
       signal,
     });
-    const url = new URL(created.header("Location"), this.endpoint).href;
-    let offset = Number(created.header("Upload-Offset") ?? 0);
+    const url = tus.locationOf(created, this.endpoint);
+    let offset = tus.offsetOf(created);
     const challenge = created.header("Haul-Challenge");
     if (offset !== file.size && challenge) {
       try {
         const proof = await answerChallenge(file, challenge);
         const proved = await request("PATCH", url, {
-          headers: { "Upload-Offset": "0", "Content-Type": OCTETS, "Haul-Proof": proof },
+          headers: { "Upload-Offset": "0", "Content-Type": tus.OCTETS, "Haul-Proof": proof },
           signal,
         });
-        offset = Number(proved.header("Upload-Offset") ?? 0);
+        offset = tus.offsetOf(proved);
       } catch (error) {
-        if (error?.name === "AbortError") throw error;
+        if (retry.isAbort(error)) throw error;
         offset = 0; // an unanswerable challenge or a refused proof: send the bytes instead
       }
     }
@@ -243,7 +230,7 @@ export class FileUpload extends EventTarget {
       this.instant = true;
       for (const chunk of this.chunks) {
         chunk.offset = chunk.length;
-        chunk.state = "stored";
+        chunk.state = ChunkState.STORED;
       }
       await this.#confirm(url, signal);
       return true;
@@ -256,31 +243,36 @@ export class FileUpload extends EventTarget {
     return false;
   }
 
-  /** After a reload or an interruption: what the server holds of each chunk. */
+  /** After a reload or an interruption: what the server holds of each chunk.
+   * @param {AbortSignal} signal */
   async #syncOffsets(signal) {
-    const known = this.chunks.filter((chunk) => chunk.url && chunk.state !== "stored");
-    await this.#pool(known, 4, (chunk) => this.#resync(chunk, signal));
+    const known = this.chunks.filter((chunk) => chunk.url && chunk.state !== ChunkState.STORED);
+    await pool(known, 4, (chunk) => this.#resync(chunk, signal), this.#stopOthers);
   }
 
+  /** @param {Chunk} chunk @param {AbortSignal} signal */
   async #resync(chunk, signal) {
     try {
-      const answer = await request("HEAD", chunk.url, { signal });
-      chunk.offset = Number(answer.header("Upload-Offset") ?? 0);
+      const answer = await request("HEAD", /** @type {string} */ (chunk.url), { signal });
+      chunk.offset = tus.offsetOf(answer);
       this.#noteExpiry(answer);
     } catch (error) {
       if (!(error instanceof ServerError && [403, 404, 410].includes(error.status))) throw error;
       chunk.url = this.entry.parts[chunk.index] = null; // expired or removed: start it again
       chunk.offset = 0;
     }
-    chunk.state = chunk.offset === chunk.length ? "stored" : "waiting";
+    chunk.state = states.chunkStateAt(chunk.offset, chunk.length);
     this.#emit();
   }
 
+  /** @param {AbortSignal} signal */
   async #sendChunks(signal) {
-    const pending = this.chunks.filter((chunk) => chunk.state !== "stored");
-    await this.#pool(pending, this.concurrency, (chunk) => this.#sendChunk(chunk, signal));
+    const pending = this.chunks.filter((chunk) => chunk.state !== ChunkState.STORED);
+    const send = (/** @type {Chunk} */ chunk) => this.#sendChunk(chunk, signal);
+    await pool(pending, this.concurrency, send, this.#stopOthers);
   }
 
+  /** @param {Chunk} chunk @param {AbortSignal} signal */
   async #sendChunk(chunk, signal) {
     let attempts = 0;
     let resync = false;
@@ -290,66 +282,68 @@ export class FileUpload extends EventTarget {
         else if (resync) await this.#resync(chunk, signal);
         resync = true;
         while (chunk.offset < chunk.length) await this.#patch(chunk, signal);
-        chunk.state = "stored";
+        chunk.state = ChunkState.STORED;
         this.#emit();
         await store.save(this.entry); // keeps the expiry the server just extended
         return;
       } catch (error) {
         chunk.inflight = 0;
-        if (signal.aborted || error?.name === "AbortError") {
-          chunk.state = "waiting";
+        if (signal.aborted || retry.isAbort(error)) {
+          chunk.state = ChunkState.WAITING;
           throw error;
         }
         const offline = error instanceof NetworkError && !navigator.onLine;
         if (!offline) attempts += 1;
-        if (!transient(error) || attempts >= MAX_ATTEMPTS) {
-          chunk.state = "failed";
+        if (!retry.isTransient(error) || attempts >= retry.MAX_ATTEMPTS) {
+          chunk.state = ChunkState.FAILED;
           this.#emit();
           throw error;
         }
-        chunk.state = "waiting";
+        chunk.state = ChunkState.WAITING;
         this.#emit();
         if (offline) {
           this.offline = true;
           this.#emit();
-          await waitOnline(signal);
+          await retry.waitOnline(signal);
           this.offline = false;
         } else {
-          await sleep(backoff(attempts, error.retryAfter), signal);
+          await retry.sleep(retry.backoff(attempts, retry.retryAfterOf(error)), signal);
         }
       }
     }
   }
 
+  /** @param {Chunk} chunk @param {AbortSignal} signal */
   async #createChunk(chunk, signal) {
+    /** @type {Record<string, string>} */
     const headers = { "Upload-Length": String(chunk.length) };
     if (this.entry.single) {
-      headers["Upload-Metadata"] = metadata(this.file);
-      headers["Repr-Digest"] = reprDigest(this.entry.sha256);
+      headers["Upload-Metadata"] = tus.fileMetadata(this.file);
+      headers["Repr-Digest"] = tus.reprDigest(this.entry.sha256);
     } else {
       headers["Upload-Concat"] = "partial";
-      // Where the chunk belongs, so the server can hash the file while the chunks arrive.
-      this.group ??= randomHex(12);
-      headers["Upload-Metadata"] = encodeMetadata([["haul-part", `${this.group} ${chunk.index}`]]);
+      this.group ??= tus.randomHex(12);
+      headers["Upload-Metadata"] = tus.partMetadata(this.group, chunk.index);
     }
     // Kept across this chunk's retries: a creation whose answer was lost is not made twice.
-    chunk.creationKey ??= randomHex(16);
-    headers["Idempotency-Key"] = `"${chunk.creationKey}"`;
+    chunk.creationKey ??= tus.randomHex(16);
+    headers["Idempotency-Key"] = tus.idempotencyKey(chunk.creationKey);
     const created = await request("POST", this.endpoint, { headers, signal });
-    chunk.url = new URL(created.header("Location"), this.endpoint).href;
+    chunk.url = tus.locationOf(created, this.endpoint);
     chunk.creationKey = null; // a chunk made again after expiry is a new upload
-    chunk.offset = Number(created.header("Upload-Offset") ?? 0);
+    chunk.offset = tus.offsetOf(created);
     this.entry.parts[chunk.index] = chunk.url;
     this.#noteExpiry(created);
     await store.save(this.entry);
   }
 
+  /** @param {Chunk} chunk @param {AbortSignal} signal */
   async #patch(chunk, signal) {
-    chunk.state = "sending";
+    chunk.state = ChunkState.SENDING;
     this.#emit();
     const from = chunk.start + chunk.offset;
-    const answer = await request("PATCH", chunk.url, {
-      headers: { "Upload-Offset": String(chunk.offset), "Content-Type": OCTETS },
+    const answer = await request("PATCH", /** @type {string} */ (chunk.url), {
+      headers: { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS },
       body: this.file.slice(from, chunk.start + chunk.length),
       onProgress: (loaded) => {
         chunk.inflight = loaded;
@@ -358,43 +352,45 @@ export class FileUpload extends EventTarget {
       signal,
     });
     chunk.inflight = 0;
-    chunk.offset = Number(answer.header("Upload-Offset") ?? chunk.length);
+    chunk.offset = tus.offsetOf(answer, chunk.length);
     this.#noteExpiry(answer);
   }
 
+  /** @param {AbortSignal} signal */
   async #concatenate(signal) {
-    const paths = this.chunks.map((chunk) => new URL(chunk.url).pathname).join(" ");
+    const concat = tus.finalConcat(this.chunks.map((chunk) => /** @type {string} */ (chunk.url)));
     for (let attempt = 1; ; attempt += 1) {
       try {
         const created = await request("POST", this.endpoint, {
           headers: {
-            "Upload-Concat": `final;${paths}`,
-            "Upload-Metadata": metadata(this.file),
-            "Repr-Digest": reprDigest(this.entry.sha256),
+            "Upload-Concat": concat,
+            "Upload-Metadata": tus.fileMetadata(this.file),
+            "Repr-Digest": tus.reprDigest(this.entry.sha256),
           },
           stallTimeout: 600_000, // the server hashes the whole file before it answers
           signal,
         });
-        return new URL(created.header("Location"), this.endpoint).href;
+        return tus.locationOf(created, this.endpoint);
       } catch (error) {
         if (error instanceof ServerError && error.status === 422) {
           await store.remove(this.key); // the file changed: a retry starts over
           throw error;
         }
-        if (!transient(error) || attempt >= 3) throw error;
-        await sleep(backoff(attempt, error.retryAfter), signal);
+        if (!retry.isTransient(error) || attempt >= retry.MAX_FINAL_ATTEMPTS) throw error;
+        await retry.sleep(retry.backoff(attempt, retry.retryAfterOf(error)), signal);
       }
     }
   }
 
-  /** End to end: the server must hold all the bytes, and report our SHA-256 for them. */
+  /** End to end: the server must hold all the bytes, and report our SHA-256 for them.
+   * @param {string} url @param {AbortSignal} signal */
   async #confirm(url, signal) {
     const answer = await request("HEAD", url, { signal });
-    const offset = Number(answer.header("Upload-Offset"));
+    const offset = tus.offsetOf(answer);
     if (offset !== this.file.size) {
       throw new Error(`The server holds ${offset} of ${this.file.size} bytes.`);
     }
-    const reported = sha256FromReprDigest(answer.header("Repr-Digest"));
+    const reported = tus.sha256FromReprDigest(answer.header("Repr-Digest"));
     if (reported && reported !== this.entry.sha256) {
       throw new Error("The server's copy has a different SHA-256 than the file.");
     }
@@ -402,7 +398,7 @@ export class FileUpload extends EventTarget {
     // With credentials, a plain link would not open in a browser tab: the server signs one.
     const link = answer.header("Haul-Download-Link");
     this.downloadUrl = link ? new URL(link, this.endpoint).href : url;
-    for (const chunk of this.chunks) chunk.state = reported ? "verified" : "stored";
+    for (const chunk of this.chunks) chunk.state = states.confirmedChunkState(Boolean(reported));
     await store.remove(this.key);
     await store.save({
       key: `done|${url}`,
@@ -415,39 +411,30 @@ export class FileUpload extends EventTarget {
       doneAt: Date.now(),
     });
     const how = this.instant ? "The server already had this file: instant upload." : "Uploaded.";
-    this.#set("done", reported ? `${how} SHA-256 verified by the server.` : how);
+    this.#set(UploadState.DONE, reported ? `${how} SHA-256 verified by the server.` : how);
   }
 
   // -- helpers ----------------------------------------------------------------------------
 
-  async #pool(items, width, work) {
-    const queue = [...items];
-    let failure = null;
-    const worker = async () => {
-      while (queue.length && !failure) {
-        try {
-          await work(queue.shift());
-        } catch (error) {
-          failure ??= error;
-          if (error?.name !== "AbortError") this.controller.abort(); // stop the others
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-    if (failure) throw failure;
-  }
+  /** A chunk failed for real: the others stop too (the failure is what the user sees). */
+  #stopOthers = (/** @type {unknown} */ error) => {
+    if (!retry.isAbort(error)) this.controller.abort();
+  };
 
-  /** The entry lives as long as its longest-lived chunk on the server. */
+  /** The entry lives as long as its longest-lived chunk on the server.
+   * @param {Answer} answer */
   #noteExpiry(answer) {
-    const expires = Date.parse(answer.header("Upload-Expires") ?? "");
-    if (Number.isFinite(expires)) this.entry.expiresAt = Math.max(this.entry.expiresAt ?? 0, expires);
+    const expires = tus.expiresOf(answer);
+    if (expires !== null) this.entry.expiresAt = Math.max(this.entry.expiresAt ?? 0, expires);
   }
 
-  #progress(field, value) {
-    this[field] = value;
+  /** @param {number} done */
+  #hashed(done) {
+    this.hashed = done;
     this.#emit();
   }
 
+  /** @param {UploadStateName} state */
   #set(state, message = this.message) {
     this.state = state;
     this.message = message;
@@ -458,5 +445,3 @@ export class FileUpload extends EventTarget {
     this.dispatchEvent(new Event("change"));
   }
 }
-
-export { abortAll };

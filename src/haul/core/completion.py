@@ -76,12 +76,14 @@ class Completion:
         upload.expires_at = life.expiry(upload.updated_at) if partial else None
         await life.store.save(upload)
         log.info("upload %s complete (%s bytes)", upload.id, upload.length)
+        if partial and life.limits.verify_digest:
+            life.digests.ordered.completed(upload)
         finished = events.Finished(events.snapshot(upload), instant=known_sha256 is not None)
-        await life.events.publish(finished)
-        if partial:
-            if life.limits.verify_digest:
-                life.digests.ordered.completed(upload)
-            await self.partial_completed(upload)
+        try:
+            await life.events.publish(finished)
+        finally:  # a final waiting for this partial is assembled whatever a listener did
+            if partial:
+                await self.partial_completed(upload)
         return upload
 
     async def settle(self, upload: Upload) -> Upload:

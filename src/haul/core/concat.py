@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from haul.core import events
 from haul.core.completion import Completion
+from haul.core.interfaces import StoredBytesMissing
 from haul.core.lifecycle import Lifecycle, each, new_upload_id
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
 from haul.core.policy import NAME_KEYS, TYPE_KEYS, TypePolicy
@@ -36,7 +37,6 @@ class Concatenation:
         self.quotas = quotas
         self.policy = policy
         self.completion = completion
-        completion.partial_completed = self._partial_completed
         # asyncio keeps only weak references to tasks: hold background work until it is done.
         self._background: set[asyncio.Task[None]] = set()
 
@@ -109,7 +109,8 @@ class Concatenation:
                 return final
         return None
 
-    async def _partial_completed(self, part: Upload) -> None:
+    async def partial_completed(self, part: Upload) -> None:
+        """Told by the completion of ``part``: assemble the finals that were waiting for it."""
         for final in await self.life.store.finals_waiting_for(part.id):
             # The final's own lock is taken inside; the partial's lock is held by our caller.
             task = asyncio.create_task(self._assemble_quietly(final.id))
@@ -145,7 +146,10 @@ class Concatenation:
                 parts.append(part)
             final.length = sum(p.length or 0 for p in parts)
             self.quotas.check_size(final.length)
-            await life.storage.concatenate(final.id, final.parts)
+            try:
+                await life.storage.concatenate(final.id, final.parts)
+            except StoredBytesMissing:
+                raise Gone(f"a partial upload of final upload {final_id} lost its bytes") from None
             refused: HaulError | None = None
             try:
                 final = await self.completion.complete(final, parts=parts)

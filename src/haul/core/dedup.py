@@ -76,8 +76,9 @@ class Dedup:
         if not shared:
             return upload
         async with life.lock(upload.id):
-            upload.offset = upload.length or 0
+            current = await life.live(upload.id, upload.owner)  # a PATCH may have finished it
+            current.offset = current.length or 0
             # The bytes are the very ones already verified as ``sha256``: no second read.
-            completed = await self.completion.complete(upload, known_sha256=sha256)
+            completed = await self.completion.complete(current, known_sha256=sha256)
         log.info("instant upload %s: same content as %s", upload.id, source.id)
         return completed

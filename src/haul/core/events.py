@@ -49,7 +49,8 @@ class Terminated(Event):
 
 @dataclass(frozen=True)
 class Expired(Event):
-    """It was not finished in time and was removed."""
+    """It was removed by the collector: not finished in time, or a complete partial upload
+    that no final upload took in time."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ this class wires them together over the backends and answers for them."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 
 from haul.core import events
 from haul.core.completion import Completion
@@ -17,9 +17,9 @@ from haul.core.gate import Gate
 from haul.core.gc import Collector, GcReport
 from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.lifecycle import Lifecycle, Limits, is_upload_id
-from haul.core.models import Quota, Upload, UploadState
+from haul.core.models import Upload, UploadState
 from haul.core.policy import TypePolicy
-from haul.core.quotas import NO_QUOTA, Quotas
+from haul.core.quotas import Quotas
 from haul.core.scan import Scanner
 from haul.core.writing import Writing
 from haul.errors import UploadIncomplete
@@ -54,8 +54,15 @@ class UploadService:
         self._dedup = Dedup(self._life, self._completion)
         self._creation = Creation(self._life, quotas, policy, self._dedup, self._reconcile)
         self._concat = Concatenation(self._life, quotas, policy, self._completion)
+        self._completion.partial_completed = self._concat.partial_completed
         self._writing = Writing(self._life, quotas, self._completion)
         self._collector = Collector(self._life)
+        # The steps of an upload's life, each answered by the module whose job it is.
+        self.create = self._creation.create
+        self.create_final = self._concat.create_final
+        self.append = self._writing.append
+        self.prove = self._dedup.prove
+        self.complete_direct = self._completion.complete_direct
 
     async def open(self) -> None:
         await self.store.open()
@@ -69,77 +76,6 @@ class UploadService:
                 await self.locker.close()
             finally:
                 await self.storage.close()
-
-    # -- the uploads' life, each step done by its own module ----------------------------------
-
-    async def create(
-        self,
-        *,
-        length: int | None,
-        metadata_raw: str | None = None,
-        partial: bool = False,
-        owner: str = "",
-        expected_sha256: str | None = None,
-        quota: Quota = NO_QUOTA,
-        idempotency_key: str | None = None,
-    ) -> Upload:
-        return await self._creation.create(
-            length=length,
-            metadata_raw=metadata_raw,
-            partial=partial,
-            owner=owner,
-            expected_sha256=expected_sha256,
-            quota=quota,
-            idempotency_key=idempotency_key,
-        )
-
-    async def create_final(
-        self,
-        part_ids: Sequence[str],
-        *,
-        metadata_raw: str | None = None,
-        owner: str = "",
-        expected_sha256: str | None = None,
-        quota: Quota = NO_QUOTA,
-    ) -> Upload:
-        return await self._concat.create_final(
-            part_ids,
-            metadata_raw=metadata_raw,
-            owner=owner,
-            expected_sha256=expected_sha256,
-            quota=quota,
-        )
-
-    async def append(
-        self,
-        upload_id: str,
-        offset: int,
-        body: AsyncIterator[bytes],
-        *,
-        content_length: int | None = None,
-        checksum: tuple[str, bytes] | None = None,
-        new_length: int | None = None,
-        declared_sha256: str | None = None,
-        owner: str = "",
-    ) -> Upload:
-        return await self._writing.append(
-            upload_id,
-            offset,
-            body,
-            content_length=content_length,
-            checksum=checksum,
-            new_length=new_length,
-            declared_sha256=declared_sha256,
-            owner=owner,
-        )
-
-    async def prove(self, upload_id: str, proof: bytes, *, owner: str = "") -> Upload:
-        return await self._dedup.prove(upload_id, proof, owner=owner)
-
-    async def complete_direct(
-        self, upload_id: str, parts: Sequence[tuple[int, str]], *, owner: str = ""
-    ) -> Upload:
-        return await self._completion.complete_direct(upload_id, parts, owner=owner)
 
     async def terminate(self, upload_id: str, *, owner: str = "") -> None:
         await self._life.gate.allow("pre-terminate", await self._life.live(upload_id, owner))

@@ -138,11 +138,15 @@ class Writing:
             await self.completion.check_content(upload)  # as soon as the first bytes tell
         now = time.time()
         upload.updated_at = now
-        progress = events.Progress(events.snapshot(upload), received=received)
         if upload.length is not None and upload.offset == upload.length:
-            await self.life.events.publish(progress)
+            await self._progressed(upload, received)
             return await self.completion.complete(upload)
         upload.expires_at = self.life.expiry(now)
         await self.life.store.save(upload)
-        await self.life.events.publish(progress)
+        await self._progressed(upload, received)
         return upload
+
+    async def _progressed(self, upload: Upload, received: int) -> None:
+        if received:  # a request that only declared a length moved nothing
+            progress = events.Progress(events.snapshot(upload), received=received)
+            await self.life.events.publish(progress)

@@ -53,7 +53,11 @@ class Metrics:
         self.terminated = Counter(
             "haul_uploads_terminated", "Uploads deleted by their client.", registry=r
         )
-        self.expired = Counter("haul_uploads_expired", "Uploads expired unfinished.", registry=r)
+        self.expired = Counter(
+            "haul_uploads_expired",
+            "Uploads expired (unfinished, or partials never taken).",
+            registry=r,
+        )
         self.instant = Counter(
             "haul_instant_uploads", "Uploads completed from content already held.", registry=r
         )

@@ -3,6 +3,7 @@ the page (and any client) the server's limits before it sends a byte, and ``/ope
 
 from __future__ import annotations
 
+import mimetypes
 from pathlib import Path
 
 from starlette.requests import Request
@@ -17,8 +18,10 @@ from haul.http import openapi
 from haul.wire.checksums import ALGORITHMS
 from haul.wire.tus import TUS_VERSION
 
-# Built by `./dev setup` (web/build.mjs) from the sources in web/; not kept in git.
+# Built by web/build.mjs from the sources in web/ and committed, so every wheel carries it.
 DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+# The bundle's source maps; Python's table does not know them (they would go as octet-stream).
+mimetypes.add_type("application/json", ".map")
 
 # The page needs no inline script or style; WebAssembly (the hasher) needs wasm-unsafe-eval.
 CONTENT_SECURITY_POLICY = (

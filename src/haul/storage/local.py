@@ -113,12 +113,15 @@ class LocalStorage:
         Looked for in this order: ``<id>.parts/``, ``<id>``, ``<id>.old/``. Every step of
         :meth:`_share` leaves a complete representation first in that order, so a crash at any
         point never exposes a half-replaced upload."""
-        for suffix in (".parts", "", ".old"):
-            path = self._path(upload_id, suffix)
-            if suffix and path.is_dir():
-                return [(p, p.stat().st_size) for p in sorted(path.iterdir())]
-            if not suffix and path.is_file():
-                return [(path, path.stat().st_size)]
+        try:
+            for suffix in (".parts", "", ".old"):
+                path = self._path(upload_id, suffix)
+                if suffix and path.is_dir():
+                    return [(p, p.stat().st_size) for p in sorted(path.iterdir())]
+                if not suffix and path.is_file():
+                    return [(path, path.stat().st_size)]
+        except FileNotFoundError:  # deleted while we looked
+            pass
         raise StoredBytesMissing(f"upload {upload_id} has no stored bytes")
 
     def _offset(self, upload_id: str) -> int:
@@ -173,10 +176,13 @@ class LocalStorage:
         staging = self._path(upload_id, ".assembling")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        for index, part_id in enumerate(part_ids):
-            try:
-                os.link(self._path(part_id), staging / f"{index:06d}")
-            except FileNotFoundError:
+        index = 0
+        for part_id in part_ids:
+            try:  # a partial stored once with another upload is itself a directory of segments
+                for path, _ in self._segments(part_id):
+                    os.link(path, staging / f"{index:06d}")
+                    index += 1
+            except (StoredBytesMissing, FileNotFoundError):
                 shutil.rmtree(staging, ignore_errors=True)
                 raise StoredBytesMissing(f"partial upload {part_id} has no stored bytes") from None
         if self.fsync:

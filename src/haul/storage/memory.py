@@ -41,6 +41,7 @@ class MemoryWriter:
         self._start = blob.size
         self._atomic = atomic
         self._pending: list[bytes] = []
+        self._closed = False
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         # The pieces may be views of a buffer the receiver reuses: keep copies.
@@ -54,9 +55,13 @@ class MemoryWriter:
         for block in self._pending:
             self._blob.append(block)
         self._pending.clear()
+        self._closed = True
         return self._blob.size
 
     async def discard(self) -> None:
+        if self._closed:  # as on disk: once committed or discarded, the writer is done
+            return
+        self._closed = True
         self._pending.clear()
         self._blob.truncate(self._start)
 

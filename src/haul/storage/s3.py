@@ -224,9 +224,11 @@ class S3Storage:
         await self._forget_state(upload_id, state)
 
     async def _forget_state(self, upload_id: str, state: S3State) -> None:
-        await self._delete_key(self._key(upload_id) + ".state")
+        # The tail first: a crash between the two leaves a state naming a missing tail (which
+        # the next delete cleans up), never a tail no state names.
         if state.tail:
             await self._delete_key(state.tail.key)
+        await self._delete_key(self._key(upload_id) + ".state")
 
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         if start >= end:
@@ -244,7 +246,12 @@ class S3Storage:
         for part in part_ids:
             size = await self._object_size(self._key(part))
             if size is None:
-                raise StoredBytesMissing(f"partial upload {part} is not in the store")
+                # An upload created empty is complete at once and never finished: it has a
+                # state holding nothing and no object. Anything else is truly missing.
+                state = await self._load_state(part)
+                if state is None or state.held:
+                    raise StoredBytesMissing(f"partial upload {part} is not in the store")
+                size = 0
             sizes.append(size)
         await self._discard_progress(upload_id)
         await self._copy_together(
@@ -335,13 +342,13 @@ class S3Storage:
         if state is None:
             return
         s3 = await self._s3()
-        try:
+        # Best effort: a refused abort (a policy without s3:AbortMultipartUpload, a store
+        # briefly failing, or aborted already) must not stop a delete, a concatenation or the
+        # collector; the store's lifecycle rules drop incomplete multipart uploads.
+        with contextlib.suppress(ClientError):
             await s3.abort_multipart_upload(
                 Bucket=self.bucket, Key=self._key(upload_id), UploadId=state.mpu
             )
-        except ClientError as exc:
-            if not _is_missing(exc):  # aborted already (a crash after the abort) is fine
-                raise
         await self._forget_state(upload_id, state)
 
     async def delete(self, upload_id: str) -> None:

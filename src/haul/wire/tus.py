@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
-from haul.errors import InvalidConcat, InvalidHeader, InvalidMetadata
+from haul.errors import InvalidChecksumHeader, InvalidConcat, InvalidHeader, InvalidMetadata
 
 TUS_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = (TUS_VERSION,)
@@ -93,11 +93,13 @@ def parse_checksum(value: str) -> tuple[str, bytes]:
     """Parse ``Upload-Checksum: <algorithm> <base64 digest>``."""
     algorithm, sep, encoded = value.strip().partition(" ")
     if not sep or not algorithm or not encoded or " " in encoded.strip():
-        raise InvalidHeader(f"Upload-Checksum must be '<algorithm> <base64>', got {value!r}")
+        raise InvalidChecksumHeader(
+            f"Upload-Checksum must be '<algorithm> <base64>', got {value!r}"
+        )
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidHeader("Upload-Checksum digest is not valid base64") from None
+        raise InvalidChecksumHeader("Upload-Checksum digest is not valid base64") from None
     return algorithm.lower(), digest
 
 
