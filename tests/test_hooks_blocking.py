@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -140,3 +141,24 @@ def test_a_blocking_hook_that_is_down_fails_closed(
     assert "retry-after" in refused.headers
     assert client.get(hooked.url + "/api/uploads").json()["uploads"] == []
     assert not list((hooked.data_dir / "uploads").glob("*"))  # no bytes, no room made
+
+
+def test_a_command_hook_refuses_through_its_stdout(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path
+) -> None:
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, sys\n"
+        "event = json.load(sys.stdin)\n"
+        "name = event['upload']['metadata'].get('filename', '')\n"
+        "if event['type'] == 'pre-create' and name.endswith('.exe'):\n"
+        "    print(json.dumps({'reject': {'status': 415, 'message': 'no programs'}}))\n"
+    )
+    server = make_server("--hook-command", f"{sys.executable} {script}")
+    program = "filename " + base64.b64encode(b"a.exe").decode()
+    headers = {**TUS, "Upload-Length": "3", "Upload-Metadata": program}
+    refused = client.post(server.endpoint, headers=headers)
+    assert refused.status_code == 415
+    assert refused.text == "ERR_HOOK_REJECTED: no programs\n"
+    allowed = create(client, server, 3, **{"Upload-Metadata": "filename YS50eHQ="})  # a.txt
+    assert patch(client, allowed, 0, b"abc").status_code == 204
