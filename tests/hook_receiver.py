@@ -41,6 +41,8 @@ class Receiver(BaseHTTPRequestHandler):
             self._answer(200, b"{}")
             return
         kind = json.loads(body).get("type", "")
+        with _lock, open(self.log_path.with_suffix(".arrivals"), "a") as arrivals:
+            arrivals.write(json.dumps({"id": self.headers.get("Haul-Event-Id")}) + "\n")
         with _lock:
             failing = _state["fail"] > 0 and kind in (_state["fail_types"] or [kind])
             _state["fail"] -= 1 if failing else 0
@@ -111,6 +113,12 @@ class HookReceiver:
             return []
         lines = [json.loads(line) for line in self.log.read_text().splitlines() if line]
         return [{**line, "event": json.loads(line["body"])} for line in lines]
+
+    def arrivals(self) -> list[str]:
+        """The ids of the events received so far, answered or not (yet)."""
+        path = self.log.with_suffix(".arrivals")
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line)["id"] for line in lines if line]
 
     def delivered(self) -> list[dict[str, Any]]:
         """The events answered 200, in the order received."""

@@ -272,3 +272,25 @@ def test_an_event_older_than_the_maximum_age_is_dropped_and_counted(
     assert pending(server) == 0
     assert counted(server, "post-create", "failed") >= 1  # it was tried before it was dropped
     assert counted(server, "post-create", "delivered") == 0
+
+
+def test_a_node_killed_mid_delivery_leaves_the_event_to_another_after_its_lease(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path, pg_dsn: str
+) -> None:
+    slow = HookReceiver(free_port(), tmp_path / "slow.jsonl", delay=2.0).start()
+    try:
+        options = [*hook_options(slow, "--hook-events", "post-create", "--hook-timeout", "3s"),
+                   "--db", pg_dsn, "--locker", "postgres"]  # fmt: skip
+        first = make_server(*options, data_dir=tmp_path / "shared")
+        create(client, first, 10)
+        wait_for(lambda: len(slow.arrivals()) == 1)  # on its way, not answered yet
+        first.kill()
+        second = make_server(*options, data_dir=tmp_path / "shared")
+        wait_for(lambda: len(slow.delivered()) == 2, 90)  # the lease ran out: taken up
+        wait_for(lambda: pending(second) == 0)
+        records = slow.records()
+    finally:
+        slow.stop()
+    assert [r["id"] for r in records] == [records[0]["id"]] * 2  # one event, one id
+    assert records[0]["body"] == records[1]["body"]
+    assert records[1]["start"] > records[0]["end"]  # never delivered by both at once
