@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers import HAUL, TUS, HaulServer, create, env_without_proxy, free_port, head, patch
 from tests.hook_receiver import HookReceiver
+from tests.test_hooks import counted
 
 
 @pytest.fixture
@@ -47,6 +48,8 @@ def test_a_pre_create_refusal_reaches_the_http_client(
     assert [e["type"] for e in asked] == ["pre-create"]
     assert asked[0]["request"]["headers"]["upload-length"] == "10"
     assert asked[0]["upload"]["length"] == 10
+    assert counted(hooked, "pre-create", "rejected") == 1
+    assert counted(hooked, "pre-create", "allowed") == 0
 
 
 def test_a_pre_create_refusal_reaches_haul_upload(
@@ -139,6 +142,7 @@ def test_a_blocking_hook_that_is_down_fails_closed(
     assert refused.status_code == 503
     assert refused.text.startswith("ERR_HOOK_FAILED: the pre-create hook could not decide")
     assert "retry-after" in refused.headers
+    assert counted(hooked, "pre-create", "failed") == 1
     assert client.get(hooked.url + "/api/uploads").json()["uploads"] == []
     assert not list((hooked.data_dir / "uploads").glob("*"))  # no bytes, no room made
 

@@ -8,8 +8,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from haul.compose import build_hooks
+from haul.config import Settings
+from haul.errors import ConfigError
 from haul.hooks.http_client import HookClient, HookProtocolError
 from haul.hooks.transports import HttpTransport, signature
+from haul.records.memory import MemoryStore
 from tests.helpers import free_port
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -131,3 +135,22 @@ async def test_the_transport_signs_and_never_raises(
     refused = await nobody.send("ev2", b"{}")
     assert not refused.ok
     assert "could not be reached" in refused.detail
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"hook_url": "ftp://example.com/"}, "--hook-url: a hook URL must be http"),
+        ({"hook_url": "http://h/", "hook_command": "cat"}, "exclude each other"),
+        ({"hook_url": "http://h/", "hook_events": ("post-upload",)}, "unknown post-upload"),
+    ],
+)
+def test_hook_settings_the_server_cannot_use_are_refused_in_words(
+    settings: dict[str, object], said: str
+) -> None:
+    with pytest.raises(ConfigError, match=said):
+        build_hooks(Settings(**settings), MemoryStore())  # type: ignore[arg-type]
+
+
+def test_without_a_hook_target_there_are_no_hooks() -> None:
+    assert build_hooks(Settings(), MemoryStore()) is None

@@ -147,7 +147,12 @@ def build_hooks(
         raise ConfigError("this record store keeps no outbox, which the hooks need")
     transport: Transport
     if settings.hook_url:
-        transport = HttpTransport(settings.hook_url, settings.hook_secret, settings.hook_timeout)
+        try:
+            transport = HttpTransport(
+                settings.hook_url, settings.hook_secret, settings.hook_timeout
+            )
+        except ValueError as invalid:
+            raise ConfigError(f"--hook-url: {invalid}") from None
     else:
         transport = CommandTransport(settings.hook_command, settings.hook_timeout)
     types = frozenset(settings.hook_events)
