@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,20 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import TUS, HaulServer, create, free_port, patch, wait_for
+from tests.helpers import (
+    HAUL,
+    TUS,
+    HaulServer,
+    create,
+    env_without_proxy,
+    free_port,
+    patch,
+    random_file,
+    sha256_file,
+    wait_for,
+)
 from tests.hook_receiver import HookReceiver
+from tests.test_s3_server import s3_options
 
 SECRET = "hook-secret"
 ORDER = {"post-create": 0, "post-receive": 1, "post-finish": 2, "post-terminate": 3}
@@ -294,3 +307,29 @@ def test_a_node_killed_mid_delivery_leaves_the_event_to_another_after_its_lease(
     assert [r["id"] for r in records] == [records[0]["id"]] * 2  # one event, one id
     assert records[0]["body"] == records[1]["body"]
     assert records[1]["start"] > records[0]["end"]  # never delivered by both at once
+
+
+def test_a_direct_upload_to_s3_is_hooked_like_a_tus_one(
+    make_server: Callable[..., HaulServer],
+    receiver: HookReceiver,
+    rgw: str,
+    s3_bucket: str,
+    tmp_path: Path,
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket), *hook_options(receiver))
+    source = random_file(tmp_path / "direct.bin", 6 * (1 << 20) + 5, seed=7)
+    done = subprocess.run(
+        [HAUL, "upload", str(source), "--server", server.url, "--direct", "--json"],
+        capture_output=True, text=True, timeout=180,
+        env={**env_without_proxy(), "HAUL_STATE_DIR": str(tmp_path / "state")},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    url = json.loads(done.stdout.strip().splitlines()[-1])["url"]
+    wait_for(lambda: "post-finish" in kinds(of_upload(receiver.delivered(), url)), 30)
+    upload_id = url.rsplit("/", 1)[1]
+    told = [e for e in receiver.delivered() if e["upload"]["id"] == upload_id]
+    assert [e["type"] for e in told if e["type"].startswith("pre-")] == ["pre-create", "pre-finish"]
+    assert kinds(of_upload(told, url))[0] == "post-create"
+    finished = of_upload(told, url)[-1]
+    assert finished["upload"]["sha256"] == sha256_file(source)
+    assert finished["upload"]["length"] == source.stat().st_size
