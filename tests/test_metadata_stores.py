@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from haul.core.interfaces import Locker, MetadataStore
+from haul.core.interfaces import Locker, MetadataStore, Outbox, OutboxEntry
 from haul.core.models import ConcatKind, Upload, UploadState
 from haul.errors import Locked, UploadExists
 from haul.locks.file import FileLocker
@@ -362,3 +362,54 @@ async def test_redis_digest_index_answers_from_redis_and_never_lies(
     finally:
         await redis.aclose()
         await store.close()
+
+
+async def test_the_outbox_leases_each_entry_once_and_keeps_each_uploads_order(
+    store: MetadataStore,
+) -> None:
+    assert isinstance(store, Outbox)
+    entries = [
+        OutboxEntry(f"e{n}", upload, kind, 1000.0 + n, f'{{"n": {n}}}')
+        for n, (upload, kind) in enumerate(
+            [("u1", "post-create"), ("u2", "post-create"), ("u1", "post-receive"),
+             ("u1", "post-finish")]
+        )
+    ]  # fmt: skip
+    for entry in entries:
+        await store.outbox_add(entry)
+    await store.outbox_add(entries[0])  # written twice: still one entry
+    assert await store.outbox_pending() == 4
+    # Only each upload's oldest entry is due; a second worker finds them leased.
+    first = await store.outbox_claim("a", now=2000.0, lease=30.0, limit=10)
+    assert [e.id for e in first] == ["e0", "e1"]
+    assert first[0] == entries[0]
+    assert await store.outbox_claim("b", now=2001.0, lease=30.0, limit=10) == []
+    # A failed delivery waits for its retry time and holds back its upload's later events.
+    await store.outbox_retry("e0", "a", next_at=2100.0)
+    await store.outbox_retry("e1", "someone else", next_at=2100.0)  # not their lease: no change
+    assert await store.outbox_claim("b", now=2020.0, lease=30.0, limit=10) == []
+    # At 2100 e0 is due again, and a's lease on e1 ran out (as if a died): b takes both.
+    again = await store.outbox_claim("b", now=2100.0, lease=30.0, limit=10)
+    assert [(e.id, e.attempts, e.body) for e in again] == [
+        ("e0", 1, '{"n": 0}'),
+        ("e1", 0, '{"n": 1}'),
+    ]
+    await store.outbox_done(["e0"])
+    await store.outbox_done(["e1"])
+    assert [e.id for e in await store.outbox_claim("c", 2101.0, 30.0, 10)] == ["e2"]
+    assert await store.outbox_claim("c", 2102.0, 30.0, 10) == []  # e3 waits for e2
+    await store.outbox_done(["e2"])
+    assert [e.id for e in await store.outbox_claim("c", 2103.0, 30.0, 10)] == ["e3"]
+    await store.outbox_done(["e3"])
+    assert await store.outbox_pending() == 0
+
+
+async def test_the_outbox_is_claimed_by_one_of_many_workers_at_once(store: MetadataStore) -> None:
+    assert isinstance(store, Outbox)
+    for n in range(60):
+        await store.outbox_add(OutboxEntry(f"x{n}", f"up{n}", "post-create", 1000.0, "{}"))
+    batches = await asyncio.gather(
+        *(store.outbox_claim(f"w{n}", 2000.0, 30.0, 7) for n in range(12))
+    )
+    claimed = [entry.id for batch in batches for entry in batch]
+    assert len(claimed) == len(set(claimed)) == 60

@@ -8,23 +8,30 @@ configured; a missing one is a configuration error that names the extra to insta
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from starlette.applications import Starlette
 
 from haul.config import Settings
-from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.interfaces import Locker, MetadataStore, Outbox, Storage
 from haul.core.scan import CommandScanner
 from haul.core.service import Limits, UploadService
 from haul.errors import ConfigError
+from haul.hooks.body import EVENT_TYPES
+from haul.hooks.gate import HookGate
+from haul.hooks.outbox import OutboxWriter
+from haul.hooks.transports import CommandTransport, HttpTransport, Transport
+from haul.hooks.worker import Deliverer
 from haul.http import logs
 from haul.http.app import create_app
 from haul.http.metrics import Metrics
 from haul.locks.file import FileLocker
 from haul.records.sqlite import SQLiteStore
 from haul.storage.local import LocalStorage
-from haul.storage.timed import Observe, timed
+from haul.storage.timed import timed
 
 
 def _backend(module: str, extra: str, setting: str) -> ModuleType:
@@ -100,31 +107,113 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def build_service(settings: Settings, storage_observer: Observe | None = None) -> UploadService:
-    """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
-    and advisory locks (or Redis locks) shared by the nodes of a cluster. With an observer,
-    every storage call is timed (the metrics)."""
+HookObserve = Callable[[str, str], None]
+
+
+def _ignore(kind: str, outcome: str) -> None:
+    return None
+
+
+@dataclass
+class Hooks:
+    """The hooks the settings ask for: the gate asks the blocking ones, the writer puts the
+    post-* events in the outbox, the deliverer (run by the server) sends them."""
+
+    transport: Transport
+    gate: HookGate
+    writer: OutboxWriter
+    deliverer: Deliverer
+
+    async def run(self) -> None:
+        try:
+            await self.deliverer.run()
+        finally:
+            await self.transport.close()
+
+
+def build_hooks(
+    settings: Settings, records: MetadataStore, observe: HookObserve = _ignore
+) -> Hooks | None:
+    if not settings.hook_url and not settings.hook_command:
+        return None
+    if settings.hook_url and settings.hook_command:
+        raise ConfigError("--hook-url and --hook-command exclude each other: choose one")
+    unknown = set(settings.hook_events) - set(EVENT_TYPES)
+    if unknown:
+        raise ConfigError(
+            f"--hook-events: unknown {', '.join(sorted(unknown))}; use {', '.join(EVENT_TYPES)}"
+        )
+    if not isinstance(records, Outbox):
+        raise ConfigError("this record store keeps no outbox, which the hooks need")
+    transport: Transport
+    if settings.hook_url:
+        try:
+            transport = HttpTransport(
+                settings.hook_url, settings.hook_secret, settings.hook_timeout
+            )
+        except ValueError as invalid:
+            raise ConfigError(f"--hook-url: {invalid}") from None
+    else:
+        transport = CommandTransport(settings.hook_command, settings.hook_timeout)
+    types = frozenset(settings.hook_events)
+    base = {"base_url": settings.hook_base_url, "base_path": settings.base_path}
+    deliverer = Deliverer(
+        records,
+        transport,
+        max_age=settings.hook_max_age,
+        timeout=settings.hook_timeout,
+        observe=observe,
+    )
+    writer = OutboxWriter(
+        records,
+        types=types,
+        progress_interval=settings.hook_progress_interval,
+        written=deliverer.nudge,
+        **base,
+    )
+    gate = HookGate(transport, types=types, observe=observe, **base)
+    return Hooks(transport, gate, writer, deliverer)
+
+
+def _compose(
+    settings: Settings, metrics: Metrics | None = None
+) -> tuple[UploadService, Hooks | None]:
     scanner = None
     if settings.scan_command:
         scanner = CommandScanner(settings.scan_command, settings.scan_timeout)
     storage = build_storage(settings)
-    if storage_observer is not None:
-        storage = timed(storage, storage_observer)
-    return UploadService(
+    if metrics is not None:
+        storage = timed(storage, metrics.storage_operation)
+    records = build_records(settings)
+    hooks = build_hooks(settings, records, metrics.hook_delivery if metrics else _ignore)
+    service = UploadService(
         storage,
-        build_records(settings),
+        records,
         build_locker(settings),
         limits_from(settings),
         policy=settings.type_policy(),
         scanner=scanner,
+        gate=hooks.gate if hooks else None,
     )
+    if hooks is not None:  # haul gc's expiries reach the outbox too
+        service.events.subscribe(hooks.writer.hear)
+    return service, hooks
+
+
+def build_service(settings: Settings) -> UploadService:
+    """Local disk for the bytes; SQLite + flock under the data dir by default, or PostgreSQL
+    and advisory locks (or Redis locks) shared by the nodes of a cluster. With hooks
+    configured, the post-* events are written to the outbox (delivered by a server)."""
+    return _compose(settings)[0]
 
 
 def build_app(settings: Settings) -> Starlette:
-    """The ASGI application with every surface the settings turn on, over a new service."""
+    """The ASGI application with every surface the settings turn on, over a new service; with
+    metrics every storage call is timed, and with hooks the server delivers the outbox."""
     metrics = Metrics(settings.storage) if settings.metrics else None
-    observer = metrics.storage_operation if metrics else None
-    return create_app(settings, build_service(settings, observer), metrics=metrics)
+    service, hooks = _compose(settings, metrics)
+    background = (hooks.run,) if hooks else ()
+    return create_app(settings, service, metrics=metrics, background=background)
 
 
 def configure_logging(settings: Settings) -> None:

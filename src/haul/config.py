@@ -18,6 +18,10 @@ from haul.core.policy import TypePolicy
 from haul.errors import ConfigError
 from haul.wire.units import parse_size as wire_parse_size
 
+HOOK_EVENTS = (
+    "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate",
+    "post-terminate", "post-expire",
+)  # fmt: skip
 _DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -367,6 +371,34 @@ class Settings:
     )
     metrics_token: str = _setting(
         "", "Bearer token /metrics requires (Authorization: Bearer ...); empty = none."
+    )
+    hook_url: str = _setting(
+        "", "URL each hook event is POSTed to (one JSON event a request); empty = no HTTP hooks."
+    )
+    hook_command: str = _setting(
+        "", "Command each hook event is run with, the event JSON on stdin (instead of a URL)."
+    )
+    hook_secret: str = _setting(
+        "", "Key signing each hook body: Haul-Signature: sha256=<hex HMAC-SHA256 of the body>."
+    )
+    hook_events: tuple[str, ...] = _setting(
+        HOOK_EVENTS, "Hook event types to send, comma separated (default: all eight).", parse_list
+    )
+    hook_timeout: float = _setting(
+        10.0, "Seconds a hook may take to answer; a blocking hook that does not fails closed.",
+        parse_duration,
+    )  # fmt: skip
+    hook_progress_interval: float = _setting(
+        1.0, "At most one post-receive event per upload per this many seconds.", parse_duration
+    )
+    hook_max_age: float = _setting(
+        86400.0, "A post-* event not delivered by this age is dropped (logged and counted).",
+        parse_duration,
+    )  # fmt: skip
+    hook_base_url: str = _setting(
+        "",
+        "Base of the upload URLs in hook events (e.g. https://up.example.com/files/); empty = "
+        "as the request that caused the event addressed the server (or the path alone).",
     )
 
     @classmethod

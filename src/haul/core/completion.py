@@ -66,6 +66,7 @@ class Completion:
                 await self._store_once(upload, upload.sha256)
         if whole_file and self.scanner is not None:
             await self._scan(upload)
+        await life.gate.allow("pre-finish", events.snapshot(upload))  # may refuse: stays active
         upload.state = UploadState.COMPLETE
         upload.offset = upload.length or 0
         upload.updated_at = time.time()

@@ -85,6 +85,9 @@ class Concatenation:
             owner=owner,
             expected_sha256=expected_sha256,
         )
+        replaced = await life.gate.allow("pre-create", events.snapshot(final))
+        if replaced is not None:
+            final.metadata_raw = replaced
         self.policy.check(final.text_metadata(*NAME_KEYS), final.text_metadata(*TYPE_KEYS))
         await life.store.insert(final)
         await life.storage.create(final.id)

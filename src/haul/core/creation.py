@@ -69,11 +69,15 @@ class Creation:
             owner=owner,
             expected_sha256=expected_sha256,
         )
+        replaced = await life.gate.allow("pre-create", events.snapshot(upload))
+        if replaced is not None:
+            upload.metadata_raw = replaced
         if not partial:  # a partial is judged as part of its final upload
             self.policy.check(upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS))
         if length == 0:
             if expected_sha256 not in (None, EMPTY_SHA256):
                 raise DigestMismatch("an empty upload's SHA-256 is " + EMPTY_SHA256)
+            await life.gate.allow("pre-finish", events.snapshot(upload))  # complete at once
             upload.state = UploadState.COMPLETE
             upload.expires_at = None
             upload.sha256 = EMPTY_SHA256

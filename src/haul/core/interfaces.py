@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from haul.core.models import Upload, UploadState, Usage
@@ -174,6 +175,48 @@ class MetadataStore(Protocol):
 
     async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
         """A complete upload of ``owner`` (of anyone for None) with this digest and length."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One event waiting to be delivered: its body is fixed when it is written, so every retry
+    sends the same bytes under the same id."""
+
+    id: str
+    upload_id: str
+    type: str
+    created_at: float
+    body: str
+    attempts: int = 0
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """A record store that also keeps the events still to be delivered (the hooks' outbox).
+
+    Per upload, only the oldest entry left is ever claimable, so its events go out in order;
+    a claim is a lease, so no two workers (on any node) hold one entry at once."""
+
+    async def outbox_add(self, entry: OutboxEntry) -> None: ...
+
+    async def outbox_claim(
+        self, worker: str, now: float, lease: float, limit: int
+    ) -> list[OutboxEntry]:
+        """Lease up to ``limit`` due entries to ``worker`` until ``now + lease``: those whose
+        retry time has come, that no live lease holds, and that are their upload's oldest."""
+        ...
+
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        """Delivered (or dropped): the entries are removed."""
+        ...
+
+    async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
+        """Not delivered: release ``worker``'s lease and try again from ``next_at``."""
+        ...
+
+    async def outbox_pending(self) -> int:
+        """Entries not delivered yet."""
         ...
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from haul.core.digests import Digests
 from haul.core.events import Event, Events, snapshot
+from haul.core.gate import Gate, OpenGate
 from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.models import Upload, UploadState
 from haul.errors import Gone, NotFound
@@ -70,7 +71,9 @@ class Lifecycle:
         locker: Locker,
         limits: Limits,
         events: Events,
+        gate: Gate | None = None,
     ) -> None:
+        self.gate: Gate = gate or OpenGate()
         self.storage = storage
         self.store = store
         self.locker = locker

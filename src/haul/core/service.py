@@ -13,6 +13,7 @@ from haul.core.concat import Concatenation
 from haul.core.creation import Creation
 from haul.core.dedup import Dedup
 from haul.core.events import Events
+from haul.core.gate import Gate
 from haul.core.gc import Collector, GcReport
 from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.lifecycle import Lifecycle, Limits, is_upload_id
@@ -39,6 +40,7 @@ class UploadService:
         policy: TypePolicy | None = None,
         scanner: Scanner | None = None,
         events: Events | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.storage = storage
         self.store = store
@@ -46,7 +48,7 @@ class UploadService:
         self.limits = limits
         self.events = events or Events()
         policy = policy or TypePolicy()
-        self._life = Lifecycle(storage, store, locker, limits, self.events)
+        self._life = Lifecycle(storage, store, locker, limits, self.events, gate)
         quotas = Quotas(store, limits)
         self._completion = Completion(self._life, quotas, policy, scanner)
         self._dedup = Dedup(self._life, self._completion)
@@ -76,7 +78,7 @@ class UploadService:
                 await self.storage.close()
 
     async def terminate(self, upload_id: str, *, owner: str = "") -> None:
-        await self._life.live(upload_id, owner)
+        await self._life.gate.allow("pre-terminate", await self._life.live(upload_id, owner))
         retired = await self._life.retire(upload_id, UploadState.TERMINATED)
         log.info("upload %s terminated", upload_id)
         if retired is not None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from haul.config import Settings
+from haul.core.gate import RequestInfo, current_request
 from haul.core.interfaces import DirectUploads
 from haul.core.service import UploadService
 from haul.errors import HaulError, VersionUnsupported
@@ -72,6 +74,52 @@ class TusResumableHeader:
         await self.app(scope, receive, send_with_header)
 
 
+# What a blocking hook is shown of the request: never credentials (Authorization, cookies).
+HOOK_REQUEST_HEADERS = (
+    "user-agent", "origin", "referer", "content-type", "content-length", "tus-resumable",
+    "upload-length", "upload-defer-length", "upload-metadata", "upload-concat", "upload-offset",
+    "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+)  # fmt: skip
+
+
+class HookRequestContext:
+    """Tells the hooks who asked (through the core's request context) and adds the headers a
+    pre-finish hook handed back to the answer of the request that completed the upload."""
+
+    def __init__(self, app: ASGIApp, base_url: Callable[[Request], str]) -> None:
+        self.app = app
+        self.base_url = base_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        try:
+            base = self.base_url(request)
+        except HaulError:  # a bad Host: the request is refused on its own path
+            base = ""
+        info = RequestInfo(
+            method=scope["method"],
+            path=scope["path"],
+            client=scope["client"][0] if scope.get("client") else "",
+            headers={k: v for k, v in request.headers.items() if k in HOOK_REQUEST_HEADERS},
+            base_url=base,
+        )
+        token = current_request.set(info)
+
+        async def answer(message: Message) -> None:
+            if message["type"] == "http.response.start" and info.answer_headers:
+                added = [(k.encode(), v.encode()) for k, v in info.answer_headers.items()]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, answer)
+        finally:
+            current_request.reset(token)
+
+
 async def _haul_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HaulError)
     headers = dict(exc.headers)
@@ -107,10 +155,14 @@ async def _sweep_forever(service: UploadService, interval: float) -> None:
 
 
 def create_app(
-    settings: Settings, service: UploadService, *, metrics: Metrics | None = None
+    settings: Settings,
+    service: UploadService,
+    *,
+    metrics: Metrics | None = None,
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
 ) -> Starlette:
     """The app over ``service``; with ``metrics`` (and --metrics) it counts into them and serves
-    them at /metrics."""
+    them at /metrics. Each of ``background`` runs while the app does (the hooks' delivery)."""
     auth = Authenticator(settings)  # shared: an owner's rate limit spans every endpoint
     tus = TusEndpoint(service, settings, auth)
 
@@ -120,13 +172,14 @@ def create_app(
         sweeper = None
         if settings.sweep_interval:
             sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_interval))
+        running = [asyncio.create_task(job()) for job in background]
         try:
             yield
         finally:
-            if sweeper is not None:
-                sweeper.cancel()
+            for task in [*running, *([sweeper] if sweeper else [])]:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await sweeper
+                    await task
             await service.close()
 
     async def health(request: Request) -> Response:
@@ -171,6 +224,8 @@ def create_app(
         middleware.insert(0, Middleware(StrictTransportSecurity))
     if metrics is not None and settings.metrics:  # outermost: it sees every answer
         middleware.insert(0, Middleware(RequestMetrics, metrics=metrics))
+    if settings.hook_url or settings.hook_command:
+        middleware.insert(0, Middleware(HookRequestContext, base_url=lambda r: tus.location(r, "")))
     middleware.insert(0, Middleware(RequestContext, access_log=settings.access_log))
     return Starlette(
         routes=routes,

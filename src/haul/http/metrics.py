@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from haul.core import events
-from haul.core.interfaces import MetadataStore
+from haul.core.interfaces import MetadataStore, Outbox
 from haul.core.models import ConcatKind, Upload
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS", "PUT"})
@@ -79,6 +79,15 @@ class Metrics:
             "haul_storage_operation_seconds", "Time of each storage backend call.",
             ["backend", "operation"], buckets=_STORAGE_BUCKETS, registry=r,
         )  # fmt: skip
+        self.hook_deliveries = Counter(
+            "haul_hook_deliveries", "Hook events sent, by type and outcome (post-*: delivered, "
+            "failed (retried), dropped; pre-*: allowed, rejected, failed).", ["type", "outcome"],
+            registry=r,
+        )  # fmt: skip
+        self.hook_outbox_pending = Gauge(
+            "haul_hook_outbox_pending", "Hook events in the outbox not delivered yet (all nodes').",
+            registry=r,
+        )  # fmt: skip
         for reason in events.REJECTIONS:  # every series exists from the start, at 0
             self.failed.labels(reason)
         for kind in ("single", "partial", "final"):
@@ -102,6 +111,9 @@ class Metrics:
         elif isinstance(event, events.Expired):
             self.expired.inc()
 
+    def hook_delivery(self, kind: str, outcome: str) -> None:
+        self.hook_deliveries.labels(kind, outcome).inc()
+
     def storage_operation(self, operation: str, seconds: float) -> None:
         self.storage_seconds.labels(self.backend, operation).observe(seconds)
 
@@ -116,6 +128,8 @@ class Metrics:
                         headers={"WWW-Authenticate": 'Bearer realm="haul metrics"'},
                     )
             self.active.set(await store.count_active())
+            if isinstance(store, Outbox):
+                self.hook_outbox_pending.set(await store.outbox_pending())
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return metrics

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from haul.core.interfaces import OutboxEntry
 from haul.core.models import ConcatKind, Upload, UploadState, Usage
 from haul.errors import UploadExists
 
@@ -20,6 +21,8 @@ def _copy(upload: Upload) -> Upload:
 class MemoryStore:
     def __init__(self) -> None:
         self._rows: dict[str, Upload] = {}
+        # The hooks' outbox, in the order written: id -> (entry, next try, lease holder, until).
+        self._outbox: dict[str, tuple[OutboxEntry, float, str, float]] = {}
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -118,3 +121,32 @@ class MemoryStore:
             key=lambda u: (u.created_at, u.id),
         )
         return [_copy(u) for u in found[:limit]]
+
+    async def outbox_add(self, entry: OutboxEntry) -> None:
+        self._outbox.setdefault(entry.id, (entry, 0.0, "", 0.0))
+
+    async def outbox_claim(
+        self, worker: str, now: float, lease: float, limit: int
+    ) -> list[OutboxEntry]:
+        claimed: list[OutboxEntry] = []
+        seen: set[str] = set()  # uploads whose oldest entry came before
+        for entry, next_at, _holder, until in list(self._outbox.values()):
+            first = entry.upload_id not in seen
+            seen.add(entry.upload_id)
+            if first and next_at <= now and until <= now and len(claimed) < limit:
+                self._outbox[entry.id] = (entry, next_at, worker, now + lease)
+                claimed.append(entry)
+        return claimed
+
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        for entry_id in entry_ids:
+            self._outbox.pop(entry_id, None)
+
+    async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
+        kept = self._outbox.get(entry_id)
+        if kept is not None and kept[2] == worker:
+            entry = dataclasses.replace(kept[0], attempts=kept[0].attempts + 1)
+            self._outbox[entry_id] = (entry, next_at, "", 0.0)
+
+    async def outbox_pending(self) -> int:
+        return len(self._outbox)

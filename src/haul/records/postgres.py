@@ -11,12 +11,16 @@ from typing import Any
 
 import asyncpg
 
+from haul.core.interfaces import OutboxEntry
 from haul.core.models import Upload, UploadState, Usage
 from haul.errors import UploadExists
 from haul.records.rows import (
     COLUMNS,
     GONE_STATES,
+    OUTBOX_COLUMNS,
     UPDATABLE,
+    entry_values,
+    row_to_entry,
     row_to_upload,
     update_values,
     upload_values,
@@ -51,7 +55,37 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX uploads_content ON uploads (sha256, length, owner) WHERE state = 'complete';
     CREATE INDEX uploads_owner ON uploads (owner, created_at);
     """,
+    """
+    CREATE TABLE hook_outbox (
+        seq bigserial PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        upload_id text NOT NULL,
+        type text NOT NULL,
+        created_at double precision NOT NULL,
+        body text NOT NULL,
+        attempts integer NOT NULL DEFAULT 0,
+        next_at double precision NOT NULL DEFAULT 0,
+        lease_owner text NOT NULL DEFAULT '',
+        lease_until double precision NOT NULL DEFAULT 0
+    );
+    CREATE INDEX hook_outbox_upload ON hook_outbox (upload_id, seq);
+    """,
 )
+# Per upload only the oldest entry left may be claimed: its events leave in order. Rows another
+# node is claiming at this moment are skipped, not waited for; the lease then keeps them its own.
+_CLAIM = f"""
+    WITH due AS (
+        SELECT seq FROM hook_outbox o
+        WHERE next_at <= $1 AND lease_until <= $1
+          AND NOT EXISTS (
+              SELECT 1 FROM hook_outbox e WHERE e.upload_id = o.upload_id AND e.seq < o.seq
+          )
+        ORDER BY seq LIMIT $2
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE hook_outbox h SET lease_owner = $3, lease_until = $4 FROM due WHERE h.seq = due.seq
+    RETURNING h.seq, {", ".join("h." + c.strip() for c in OUTBOX_COLUMNS.split(","))}
+"""
 _MIGRATION_LOCK = 0x6861756C  # "haul": one node migrates at a time
 _UPDATE = (
     f"UPDATE uploads SET {', '.join(f'{c}=${n}' for n, c in enumerate(UPDATABLE, 1))} "
@@ -205,3 +239,31 @@ class PostgresStore:
             where += f" AND (created_at, id) > (${len(params) - 1}, ${len(params)})"
         params.append(limit)
         return await self._select(f"{where} ORDER BY created_at, id LIMIT ${len(params)}", *params)
+
+    async def outbox_add(self, entry: OutboxEntry) -> None:
+        await self.pool.execute(
+            f"INSERT INTO hook_outbox ({OUTBOX_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6) "
+            "ON CONFLICT (id) DO NOTHING",
+            *entry_values(entry),
+        )
+
+    async def outbox_claim(
+        self, worker: str, now: float, lease: float, limit: int
+    ) -> list[OutboxEntry]:
+        rows = await self.pool.fetch(_CLAIM, now, limit, worker, now + lease)
+        return [row_to_entry(tuple(row)[1:]) for row in sorted(rows, key=lambda r: r["seq"])]
+
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        await self.pool.execute("DELETE FROM hook_outbox WHERE id = ANY($1::text[])", entry_ids)
+
+    async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
+        await self.pool.execute(
+            "UPDATE hook_outbox SET attempts = attempts + 1, next_at = $1, lease_owner = '', "
+            "lease_until = 0 WHERE id = $2 AND lease_owner = $3",
+            next_at,
+            entry_id,
+            worker,
+        )
+
+    async def outbox_pending(self) -> int:
+        return int(await self.pool.fetchval("SELECT count(*) FROM hook_outbox"))

@@ -1,11 +1,12 @@
 """The upload record as one row of the ``uploads`` table, shared by the SQL stores (SQLite,
-PostgreSQL): the column list, and the conversions both ways."""
+PostgreSQL): the column list, and the conversions both ways; the same for an outbox entry."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from haul.core.interfaces import OutboxEntry
 from haul.core.models import ConcatKind, Upload, UploadState
 
 COLUMNS = (
@@ -71,3 +72,16 @@ def update_values(upload: Upload) -> tuple[Any, ...]:
         upload.challenge,
         upload.id,
     )
+
+
+OUTBOX_COLUMNS = "id, upload_id, type, created_at, body, attempts"
+
+
+def row_to_entry(row: Any) -> OutboxEntry:
+    return OutboxEntry(
+        id=row[0], upload_id=row[1], type=row[2], created_at=row[3], body=row[4], attempts=row[5]
+    )
+
+
+def entry_values(entry: OutboxEntry) -> tuple[Any, ...]:
+    return (entry.id, entry.upload_id, entry.type, entry.created_at, entry.body, entry.attempts)

@@ -11,12 +11,16 @@ from typing import Any
 
 import aiosqlite
 
+from haul.core.interfaces import OutboxEntry
 from haul.core.models import Upload, UploadState, Usage
 from haul.errors import UploadExists
 from haul.records.rows import (
     COLUMNS,
     GONE_STATES,
+    OUTBOX_COLUMNS,
     UPDATABLE,
+    entry_values,
+    row_to_entry,
     row_to_upload,
     update_values,
     upload_values,
@@ -62,7 +66,34 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX uploads_owner ON uploads (owner, created_at);
     """,
+    """
+    CREATE TABLE hook_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        upload_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        body TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0,
+        lease_owner TEXT NOT NULL DEFAULT '',
+        lease_until REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX hook_outbox_upload ON hook_outbox (upload_id, seq);
+    """,
 )
+# Per upload only the oldest entry left may be claimed: its events leave in order.
+_CLAIM = f"""
+    UPDATE hook_outbox SET lease_owner = ?, lease_until = ? WHERE seq IN (
+        SELECT seq FROM hook_outbox o
+        WHERE next_at <= ? AND lease_until <= ?
+          AND NOT EXISTS (
+              SELECT 1 FROM hook_outbox e WHERE e.upload_id = o.upload_id AND e.seq < o.seq
+          )
+        ORDER BY seq LIMIT ?
+    )
+    RETURNING seq, {OUTBOX_COLUMNS}
+"""
 
 
 class SQLiteStore:
@@ -231,3 +262,39 @@ class SQLiteStore:
             where += " AND (created_at, id) > (?, ?)"
             params += after
         return await self._select(f"{where} ORDER BY created_at, id LIMIT ?", (*params, limit))
+
+    async def outbox_add(self, entry: OutboxEntry) -> None:
+        async with self._writing:
+            await self.db.execute(
+                f"INSERT OR IGNORE INTO hook_outbox ({OUTBOX_COLUMNS}) VALUES (?,?,?,?,?,?)",
+                entry_values(entry),
+            )
+
+    async def outbox_claim(
+        self, worker: str, now: float, lease: float, limit: int
+    ) -> list[OutboxEntry]:
+        claim = (worker, now + lease, now, now, limit)
+        # One statement: atomic, across processes too.
+        async with self._writing, self.db.execute(_CLAIM, claim) as cursor:
+            rows = sorted(await cursor.fetchall())
+        return [row_to_entry(row[1:]) for row in rows]
+
+    async def outbox_done(self, entry_ids: Sequence[str]) -> None:
+        async with self._writing:
+            for start in range(0, len(entry_ids), 500):  # well under SQLite's variable limit
+                batch = tuple(entry_ids[start : start + 500])
+                marks = ",".join("?" * len(batch))
+                await self.db.execute(f"DELETE FROM hook_outbox WHERE id IN ({marks})", batch)
+
+    async def outbox_retry(self, entry_id: str, worker: str, next_at: float) -> None:
+        async with self._writing:
+            await self.db.execute(
+                "UPDATE hook_outbox SET attempts = attempts + 1, next_at = ?, lease_owner = '', "
+                "lease_until = 0 WHERE id = ? AND lease_owner = ?",
+                (next_at, entry_id, worker),
+            )
+
+    async def outbox_pending(self) -> int:
+        async with self.db.execute("SELECT count(*) FROM hook_outbox") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
