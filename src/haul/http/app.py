@@ -27,6 +27,7 @@ from haul.http.auth import Authenticator
 from haul.http.direct import DirectEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
+from haul.http.routing import ExactRoute
 from haul.http.tus import EXTENSIONS, TusEndpoint
 from haul.wire.tus import TUS_VERSION
 
@@ -130,9 +131,9 @@ def create_app(settings: Settings, service: UploadService) -> Starlette:
     routes = [
         *web.routes(settings, EXTENSIONS),
         Route("/healthz", health, methods=["GET"]),
-        Route(base, tus.collection, methods=every_method),
-        Route(base.rstrip("/"), tus.collection, methods=every_method),
-        Route(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
+        ExactRoute(base, tus.collection, methods=every_method),
+        ExactRoute(base.rstrip("/"), tus.collection, methods=every_method),
+        ExactRoute(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
     if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
         routes += DirectEndpoint(service, service.storage, settings, auth).routes()
@@ -157,7 +158,7 @@ def create_app(settings: Settings, service: UploadService) -> Starlette:
     ]
     if settings.tls_cert:
         middleware.insert(0, Middleware(StrictTransportSecurity))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -167,3 +168,6 @@ def create_app(settings: Settings, service: UploadService) -> Starlette:
             Exception: _internal_error,
         },
     )
+    # Every path is answered as it is: `/files//` (an id of "/") is no upload, not a redirect.
+    app.router.redirect_slashes = False
+    return app

@@ -20,13 +20,14 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from haul.config import Settings
 from haul.core.interfaces import DirectUploads
 from haul.core.service import UploadService
 from haul.errors import BadRequest, NotFound
 from haul.http.auth import Authenticator, Principal
+from haul.http.routing import ExactRoute
 from haul.wire.tus import encode_metadata
 
 MAX_PARTS = 10_000
@@ -47,10 +48,10 @@ class DirectEndpoint:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/s3/multipart", self.create, methods=["POST"]),
-            Route("/s3/multipart/{upload_id}", self.parts, methods=["GET", "DELETE"]),
-            Route("/s3/multipart/{upload_id}/complete", self.complete, methods=["POST"]),
-            Route("/s3/multipart/{upload_id}/{part:int}", self.sign, methods=["GET"]),
+            ExactRoute("/s3/multipart", self.create, methods=["POST"]),
+            ExactRoute("/s3/multipart/{upload_id}", self.parts, methods=["GET", "DELETE"]),
+            ExactRoute("/s3/multipart/{upload_id}/complete", self.complete, methods=["POST"]),
+            ExactRoute("/s3/multipart/{upload_id}/{part:int}", self.sign, methods=["GET"]),
         ]
 
     def _principal(self, request: Request) -> Principal:
