@@ -15,14 +15,23 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import negative_data_rejection, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 EXAMPLES = int(os.environ.get("HAUL_FUZZ_EXAMPLES", "60"))
 EXPLORE_EXAMPLES = int(os.environ.get("HAUL_FUZZ_EXPLORE_EXAMPLES", "300"))
 SEED = int(os.environ.get("HAUL_FUZZ_SEED") or secrets.randbelow(2**32))
 # tus answers a wrong protocol version with 412 and a bad checksum with 460: rejections too.
 REJECTIONS = ["400", "401", "403", "404", "405", "409", "412", "413", "415", "416", "422", "460"]
-CHECKS = [not_a_server_error, status_code_conformance, negative_data_rejection]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+]
 
 schemathesis.serializer.alias("application/offset+octet-stream", "application/octet-stream")
 

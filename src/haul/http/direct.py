@@ -33,6 +33,23 @@ from haul.wire.tus import encode_metadata
 MAX_PARTS = 10_000
 
 
+def _parts(given: object) -> list[tuple[int, str]]:
+    """The (PartNumber, ETag) pairs of a completion's ``parts``, or 400."""
+    if not isinstance(given, list) or not given:
+        raise BadRequest("parts must be a list of {PartNumber, ETag}")
+    parts = []
+    for item in given:
+        if not isinstance(item, dict):
+            raise BadRequest("each part must be an object {PartNumber, ETag}")
+        number, etag = item.get("PartNumber"), item.get("ETag")
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(etag, str):
+            raise BadRequest("each part needs an integer PartNumber and a string ETag")
+        if not 1 <= number <= MAX_PARTS:
+            raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
+        parts.append((number, etag))
+    return parts
+
+
 class DirectEndpoint:
     def __init__(
         self,
@@ -81,10 +98,14 @@ class DirectEndpoint:
         principal = self._principal(request)
         body = await self._json(request)
         filename, kind = body.get("filename"), body.get("type")
+        if not isinstance(filename, str | None) or not isinstance(kind, str | None):
+            raise BadRequest("filename and type must be strings")
+        if not isinstance(body.get("metadata", {}), dict):
+            raise BadRequest("metadata must be a JSON object")
         values: dict[str, bytes] = {}
-        if isinstance(filename, str) and filename:
+        if filename:
             values["filename"] = filename.encode()
-        if isinstance(kind, str) and kind:
+        if kind:
             values["filetype"] = kind.encode()
         upload = await self.service.create(
             length=None,
@@ -116,15 +137,7 @@ class DirectEndpoint:
     async def complete(self, request: Request) -> Response:
         principal = self._principal(request)
         key = await self._owned(request, principal)
-        given = (await self._json(request)).get("parts")
-        if not isinstance(given, list) or not given:
-            raise BadRequest("parts must be a list of {PartNumber, ETag}")
-        parts = []
-        for item in given:
-            number, etag = (item or {}).get("PartNumber"), (item or {}).get("ETag")
-            if not isinstance(number, int) or not isinstance(etag, str):
-                raise BadRequest("each part needs an integer PartNumber and a string ETag")
-            parts.append((number, etag))
+        parts = _parts((await self._json(request)).get("parts"))
         upload = await self.service.complete_direct(key, parts, owner=principal.owner)
         location = str(request.url_for("upload", upload_id=upload.id))
         return JSONResponse({"location": location, "key": upload.id})
