@@ -63,6 +63,46 @@ def test_the_direct_endpoints_are_documented_only_where_they_are_served(
     assert not DIRECT_PATHS & set(openapi.document(load_settings())["paths"])
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"filename": "a.txt", "type": 5},
+        {"filename": ["a.txt"]},
+        {"filename": "a.txt", "metadata": ["not", "an", "object"]},
+        [],
+    ],
+)
+def test_a_malformed_creation_is_400(fuzzed: HaulServer, body: object) -> None:
+    with httpx.Client(trust_env=False) as client:
+        refused = client.post(fuzzed.url + "/s3/multipart", json=body)
+        assert refused.status_code == 400, refused.text
+        assert refused.text.startswith("ERR_")
+        well_formed = {"filename": "a.txt", "type": "text/plain", "metadata": {"a": "b"}}
+        assert client.post(fuzzed.url + "/s3/multipart", json=well_formed).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [[None, None]],  # found by the fuzz: a 500
+        [7],
+        [{"PartNumber": True, "ETag": "x"}],
+        [{"PartNumber": 0, "ETag": "x"}],
+        [{"PartNumber": 10_001, "ETag": "x"}],
+        [{"PartNumber": 1}],
+        [],
+        {"PartNumber": 1, "ETag": "x"},
+    ],
+)
+def test_a_malformed_completion_is_400(fuzzed: HaulServer, parts: object) -> None:
+    with httpx.Client(trust_env=False) as client:
+        created = client.post(fuzzed.url + "/s3/multipart", json={"filename": "a.txt"}).json()
+        complete = f"{fuzzed.url}/s3/multipart/{created['uploadId']}/complete"
+        refused = client.post(complete, params={"key": created["key"]}, json={"parts": parts})
+    assert refused.status_code == 400, refused.text
+    assert refused.text.startswith("ERR_")
+
+
 def _with_a_real_upload(case: Any, server: HaulServer) -> Any:
     key = (case.query or {}).get("key")
     if isinstance(key, str) and re.fullmatch("[0-9a-f]{32}", key):
