@@ -31,6 +31,11 @@ from haul.http.routing import ExactRoute
 from haul.wire.tus import encode_metadata
 
 MAX_PARTS = 10_000
+CREATION_FIELDS: dict[str, tuple[type, str]] = {
+    "filename": (str, "a string"),
+    "type": (str, "a string (a media type)"),
+    "metadata": (dict, "a JSON object"),
+}
 
 
 def _parts(given: object) -> list[tuple[int, str]]:
@@ -97,11 +102,10 @@ class DirectEndpoint:
     async def create(self, request: Request) -> Response:
         principal = self._principal(request)
         body = await self._json(request)
+        for name, (kind_of_value, described) in CREATION_FIELDS.items():
+            if name in body and not isinstance(body[name], kind_of_value):
+                raise BadRequest(f"{name} must be {described}")  # absent is fine, null is not
         filename, kind = body.get("filename"), body.get("type")
-        if not isinstance(filename, str | None) or not isinstance(kind, str | None):
-            raise BadRequest("filename and type must be strings")
-        if not isinstance(body.get("metadata", {}), dict):
-            raise BadRequest("metadata must be a JSON object")
         values: dict[str, bytes] = {}
         if filename:
             values["filename"] = filename.encode()
