@@ -62,6 +62,13 @@ def test_the_direct_endpoints_are_documented_only_where_they_are_served(
     assert served == s3_document()
     assert set(served["paths"]) >= DIRECT_PATHS
     assert not DIRECT_PATHS & set(openapi.document(load_settings())["paths"])
+    keys_only = load_settings(
+        overrides={"storage": "s3", "s3_bucket": "any", "api_keys": "a:a-key-0123456789abcdef"}
+    )
+    for path in DIRECT_PATHS:
+        for operation in openapi.document(keys_only)["paths"][path].values():
+            if isinstance(operation, dict):  # not the shared parameters
+                assert operation["security"] == [{"bearer": []}]  # no anonymous access
 
 
 @pytest.mark.parametrize(

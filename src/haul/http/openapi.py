@@ -50,7 +50,6 @@ BEARER = {
     "scheme": "bearer",
     "description": "An API key or a JWT; without one, the anonymous owner when allowed.",
 }
-OPTIONAL_BEARER: list[dict[str, list[str]]] = [{}, {"bearer": []}]
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -89,14 +88,17 @@ _PARTS_STORED = {
 }
 
 
-def _direct_paths() -> dict[str, Any]:
+def _direct_paths(anonymous_allowed: bool) -> dict[str, Any]:
     """Direct upload to S3 (haul.http.direct), mounted only when the storage is S3: the
     contract of Uppy's @uppy/aws-s3 in companion mode."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
+    if anonymous_allowed:
+        security.insert(0, {})  # no credentials at all is fine too
     return {
         "/s3/multipart": {
             "post": {
                 "summary": "Create an upload whose parts go straight to the store",
-                "security": OPTIONAL_BEARER,
+                "security": security,
                 "requestBody": {
                     "required": False,
                     "content": {
@@ -121,7 +123,7 @@ def _direct_paths() -> dict[str, Any]:
             "parameters": [MULTIPART_ID, KEY],
             "get": {
                 "summary": "The parts the store holds",
-                "security": OPTIONAL_BEARER,
+                "security": security,
                 "responses": {
                     "200": _json(_PARTS_STORED, "the parts, as the store lists them"),
                     **_errors(401, 403, 404, 410, 429),
@@ -129,7 +131,7 @@ def _direct_paths() -> dict[str, Any]:
             },
             "delete": {
                 "summary": "Abort: the upload and its parts are removed",
-                "security": OPTIONAL_BEARER,
+                "security": security,
                 "responses": {
                     "204": {"description": "aborted"},
                     **_errors(401, 403, 404, 410, 423, 429),
@@ -140,7 +142,7 @@ def _direct_paths() -> dict[str, Any]:
             "parameters": [MULTIPART_ID, PART_NUMBER, KEY],
             "get": {
                 "summary": "A presigned URL to PUT this part to",
-                "security": OPTIONAL_BEARER,
+                "security": security,
                 "responses": {
                     "200": _json(
                         _object(
@@ -158,7 +160,7 @@ def _direct_paths() -> dict[str, Any]:
             "parameters": [MULTIPART_ID, KEY],
             "post": {
                 "summary": "Complete from the store's parts, after the usual checks",
-                "security": OPTIONAL_BEARER,
+                "security": security,
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": _PARTS_GIVEN}},
@@ -181,7 +183,7 @@ def _direct_paths() -> dict[str, Any]:
 
 def document(settings: Settings) -> dict[str, Any]:
     base = settings.base_path
-    direct = _direct_paths() if settings.storage == "s3" else {}
+    direct = _direct_paths(settings.anonymous_allowed) if settings.storage == "s3" else {}
     return {
         "openapi": "3.1.0",
         "info": {
