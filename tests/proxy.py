@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import threading
 from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 from tests.helpers import free_port
+
+
+@dataclass
+class Link:
+    """One client connection through the proxy. Events are numbered in the order the proxy saw
+    them (``opened``, ``client_closed``), so a test can tell what happened before what."""
+
+    opened: int
+    upstream_bytes: int = 0
+    awaiting_answer: bool = False  # request bytes went up since the last answer came down
+    stalled: bool = False
+    client_closed: int | None = None  # when the client closed or reset its side
+    closed_event: threading.Event = field(default_factory=threading.Event)
 
 
 class ChaosProxy:
@@ -19,7 +34,8 @@ class ChaosProxy:
     connection is reset; ``stall`` makes every connection stop forwarding (without closing);
     ``lose_answer_to`` (bytes, one shot) lets the first request containing them reach the server
     but cuts its connection before the answer comes back. ``upstream_bytes`` counts what
-    reached the server.
+    reached the server. ``stall_busy()`` stalls, for good, the connections that are in the
+    middle of a request: only their client can end them.
     """
 
     def __init__(self, target_port: int, *, rate: float | None = None, seed: int = 0) -> None:
@@ -32,6 +48,8 @@ class ChaosProxy:
         self.answers_lost = 0
         self.upstream_bytes = 0
         self.cuts = 0
+        self.links: list[Link] = []
+        self._events = itertools.count()
         self._random = random.Random(seed)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -54,6 +72,21 @@ class ChaosProxy:
         self._call(listen())
         return self
 
+    def stall_busy(self) -> list[Link]:
+        """Stall, never to recover, every connection carrying a request right now. A stalled
+        connection takes what its client sends and drops it, passes nothing back (no answer, no
+        close, no reset from the server), and records when its client closed it. Connections
+        opened later are not stalled."""
+
+        async def stall() -> list[Link]:
+            busy = [link for link in self.links if link.awaiting_answer]
+            for link in busy:
+                link.stalled = True
+            return busy
+
+        result: list[Link] = self._call(stall())
+        return result
+
     def stop(self) -> None:
         async def close() -> None:
             if self._server is not None:
@@ -72,6 +105,8 @@ class ChaosProxy:
             client_w.transport.abort()
             return
         self._writers |= {client_w, server_w}
+        link = Link(opened=next(self._events))
+        self.links.append(link)
 
         def cut() -> None:
             client_w.transport.abort()
@@ -79,9 +114,25 @@ class ChaosProxy:
 
         answer_lost = False
 
+        def client_gone() -> None:
+            link.client_closed = next(self._events)
+            link.closed_event.set()
+
         async def up() -> None:
             nonlocal answer_lost
-            while data := await client_r.read(64 * 1024):
+            while True:
+                try:
+                    data = await client_r.read(64 * 1024)
+                except OSError:
+                    if link.stalled:
+                        client_gone()
+                        return
+                    raise
+                if not data:
+                    break
+                if link.stalled:
+                    continue  # swallowed
+                link.awaiting_answer = True
                 if self.lose_answer_to and self.lose_answer_to in data:
                     self.lose_answer_to, answer_lost = None, True
                 while self.stall:
@@ -94,11 +145,26 @@ class ChaosProxy:
                     await asyncio.sleep(len(data) / self.rate)
                 server_w.write(data)
                 self.upstream_bytes += len(data)
+                link.upstream_bytes += len(data)
                 await server_w.drain()
+            if link.stalled:
+                client_gone()
+                return
             server_w.write_eof()
 
         async def down() -> None:
-            while data := await server_r.read(64 * 1024):
+            while True:
+                try:
+                    data = await server_r.read(64 * 1024)
+                except OSError:
+                    if link.stalled:
+                        return  # the server gave up on it: the client must find out alone
+                    raise
+                if not data:
+                    break
+                if link.stalled:
+                    continue
+                link.awaiting_answer = False
                 if answer_lost:
                     self.answers_lost += 1
                     cut()
@@ -107,10 +173,13 @@ class ChaosProxy:
                     await asyncio.sleep(0.05)
                 client_w.write(data)
                 await client_w.drain()
-            client_w.close()
+            if not link.stalled:
+                client_w.close()
 
         try:
             await asyncio.gather(up(), down())
+            if link.stalled:  # its client is gone: let go of the server's side too
+                cut()
         except (OSError, asyncio.IncompleteReadError):
             cut()
         finally:

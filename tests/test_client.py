@@ -293,22 +293,42 @@ def test_a_lost_answer_to_a_creation_makes_no_second_upload(
     )
 
 
-def test_stalled_connection_is_detected_by_timeout(server, proxy_for, tmp_path, state_dir) -> None:
+def test_stalled_connection_is_detected_by_timeout(
+    make_server, proxy_for, tmp_path, state_dir
+) -> None:
+    """A connection that stalls for good mid-request (no byte, answer, close or reset ever
+    comes back): the client must drop it after --timeout and resume on a new one. (The server
+    holds the upload until its own body timeout, kept short here, ends the stalled request.)"""
+    server = make_server("--body-timeout", "4")
     source = random_file(tmp_path / "big.bin", 16 * MiB, seed=9)
     proxy = proxy_for(server, rate=8 * MiB)
     proc = _cli(state_dir, "upload", str(source), "--server", proxy.url, "--json",
                 "--timeout", "2", "--chunk-size", "4MiB", "--parallel", "1")  # fmt: skip
-    _wait_upstream(proxy, 4 * MiB, proc)
-    proxy.stall = True
-    time.sleep(4)  # longer than the client's timeout: it must give up on that connection
-    proxy.stall = False
-    proxy.rate = None
-    out, err = proc.communicate(timeout=300)
+    try:
+        _wait_upstream(proxy, 6 * MiB, proc)  # in the middle of the second chunk
+        stalled = proxy.stall_busy()
+        while not stalled:  # between two requests: stall the next one
+            assert proc.poll() is None, proc.communicate()
+            stalled = proxy.stall_busy()
+        sent_before = proxy.upstream_bytes
+        proxy.rate = None
+        # Only the client can end a stalled connection; one without a timeout never does.
+        assert all(link.closed_event.wait(60) for link in stalled), "the stall was never noticed"
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, err
     result = json.loads(out.splitlines()[-1])
     assert _server_digest(result["url"].replace(str(proxy.port), str(server.port))) == sha256_file(
         source
     )
+    # It resumed on connections opened after it gave up on the stalled one, which carried
+    # (at least) every byte the server could not have received before the stall.
+    last_close = max(link.client_closed or 0 for link in stalled)
+    resumed = [link for link in proxy.links if link.opened > last_close]
+    assert sum(link.upstream_bytes for link in resumed) >= source.stat().st_size - sent_before
 
 
 # -- the CLI ---------------------------------------------------------------------------------

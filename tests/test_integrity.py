@@ -7,6 +7,8 @@ import base64
 import hashlib
 import json
 import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,6 +17,7 @@ import haul
 from tests.helpers import (
     JS_DIR,
     TUS,
+    HaulServer,
     create,
     env_without_proxy,
     head,
@@ -103,19 +106,91 @@ def test_every_upload_gets_a_digest_unless_disabled(make_server, client: httpx.C
     assert patch(client, bad, 0, data).status_code == 422
 
 
-def test_digest_after_a_crash_is_computed_from_storage(make_server, client, tmp_path) -> None:
-    data = random_file(tmp_path / "f", 6 * MiB, seed=21).read_bytes()
+def _resumed_after_a_crash(
+    make_server: Callable[..., HaulServer], client: httpx.Client, data: bytes, **declared: str
+) -> tuple[HaulServer, str, httpx.Response]:
+    """An upload killed (-9) mid-request with ``declared`` headers, restarted, and its rest
+    sent: the running digest died with the process, so the server must read the bytes back.
+    (server, url, the completing PATCH's answer)"""
     server = make_server()
-    url = create(client, server, len(data), **{"Repr-Digest": repr_digest(data)})
+    url = create(client, server, len(data), **declared)
     request = raw_patch(server, url, 0, len(data))
     request.send(data[: 4 * MiB])
     wait_for(lambda: server.upload_path(url).stat().st_size >= 2 * MiB)
-    server.kill()  # the running digest dies with the process
+    server.kill()
     request.close()
     server.start()
     offset = int(head(client, url).headers["upload-offset"])
-    assert patch(client, url, offset, data[offset:]).status_code == 204
+    assert 0 < offset < len(data)
+    return server, url, patch(client, url, offset, data[offset:])
+
+
+def test_digest_after_a_crash_is_computed_from_storage(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path
+) -> None:
+    data = random_file(tmp_path / "f", 6 * MiB, seed=21).read_bytes()
+    # Nothing declared: the digest the server reports can only come from the stored bytes.
+    _, url, done = _resumed_after_a_crash(make_server, client, data)
+    assert done.status_code == 204
     assert head(client, url).headers["repr-digest"] == repr_digest(data)
+    _, url, done = _resumed_after_a_crash(
+        make_server, client, data, **{"Repr-Digest": repr_digest(data)}
+    )
+    assert done.status_code == 204
+    assert head(client, url).headers["repr-digest"] == repr_digest(data)
+
+
+def _refused_and_discarded(
+    server: HaulServer, client: httpx.Client, url: str, done: httpx.Response, data: bytes
+) -> None:
+    assert done.status_code == 422, done.text
+    assert done.text.startswith("ERR_DIGEST_MISMATCH: ")
+    assert hashlib.sha256(data).hexdigest() in done.text  # what the stored bytes hash to
+    assert head(client, url).status_code == 410
+    assert client.get(url).status_code == 410
+    assert not server.upload_path(url).exists()
+
+
+def test_wrong_digest_after_a_crash_is_refused(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path
+) -> None:
+    data = random_file(tmp_path / "f", 6 * MiB, seed=24).read_bytes()
+    wrong = {"Repr-Digest": repr_digest(data[:-1] + b"?")}
+    server, url, done = _resumed_after_a_crash(make_server, client, data, **wrong)
+    _refused_and_discarded(server, client, url, done, data)
+
+
+@pytest.mark.parametrize("declared_on", ["creation", "completing patch"])
+def test_wrong_digest_of_an_upload_written_by_two_processes_is_refused(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path, declared_on: str
+) -> None:
+    """Two servers on one data dir (SQLite and flock shared): the first bytes through one, the
+    rest through the other, which never saw them and must read them back to hash them."""
+    data = random_file(tmp_path / "f", 3 * MiB + 7, seed=25).read_bytes()
+    first = make_server(data_dir=tmp_path / "shared")
+    second = make_server(data_dir=tmp_path / "shared")
+    wrong = {"Repr-Digest": repr_digest(data[:-1] + b"?")}
+    url = create(client, first, len(data), **(wrong if declared_on == "creation" else {}))
+    assert patch(client, url, 0, data[: 2 * MiB]).status_code == 204
+    there = url.replace(str(first.port), str(second.port))
+    rest = wrong if declared_on == "completing patch" else {}
+    done = patch(client, there, 2 * MiB, data[2 * MiB :], **rest)
+    _refused_and_discarded(second, client, there, done, data)
+    assert head(client, url).status_code == 410  # the first server agrees
+
+
+def test_upload_written_by_two_processes_gets_the_digest_of_its_bytes(
+    make_server: Callable[..., HaulServer], client: httpx.Client, tmp_path: Path
+) -> None:
+    data = random_file(tmp_path / "f", 3 * MiB + 7, seed=26).read_bytes()
+    first = make_server(data_dir=tmp_path / "shared")
+    second = make_server(data_dir=tmp_path / "shared")
+    url = create(client, first, len(data))
+    assert patch(client, url, 0, data[: 2 * MiB]).status_code == 204
+    there = url.replace(str(first.port), str(second.port))
+    assert patch(client, there, 2 * MiB, data[2 * MiB :]).status_code == 204
+    assert head(client, url).headers["repr-digest"] == repr_digest(data)
+    assert client.get(url).content == data
 
 
 def test_concatenated_upload_is_verified(server, client: httpx.Client) -> None:

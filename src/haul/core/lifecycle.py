@@ -82,6 +82,8 @@ class Lifecycle:
         self.digests = Digests(storage, verify=limits.verify_digest)
 
     def lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        if not is_upload_id(upload_id):  # lockers name files and keys after it: never "../x"
+            raise NotFound(f"upload {upload_id} does not exist")
         return self.locker.lock(upload_id, self.limits.lock_timeout)
 
     async def tell(self, kind: Callable[[Upload], Event], upload: Upload) -> None:

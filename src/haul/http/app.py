@@ -31,6 +31,7 @@ from haul.http.guard import ClientGuard
 from haul.http.logs import RequestContext
 from haul.http.metrics import Metrics, RequestMetrics
 from haul.http.middleware import MethodOverride, StrictTransportSecurity
+from haul.http.routing import ExactRoute
 from haul.http.tus import EXTENSIONS, TusEndpoint
 from haul.http.uploads_api import UploadsApi
 from haul.wire.tus import TUS_VERSION
@@ -190,9 +191,9 @@ def create_app(
     routes = [
         *web.routes(settings, EXTENSIONS),
         Route("/healthz", health, methods=["GET"]),
-        Route(base, tus.collection, methods=every_method),
-        Route(base.rstrip("/"), tus.collection, methods=every_method),
-        Route(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
+        ExactRoute(base, tus.collection, methods=every_method),
+        ExactRoute(base.rstrip("/"), tus.collection, methods=every_method),
+        ExactRoute(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
     routes += UploadsApi(service, auth, tus.location).routes()
     if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
@@ -227,7 +228,7 @@ def create_app(
     if settings.hook_url or settings.hook_command:
         middleware.insert(0, Middleware(HookRequestContext, base_url=lambda r: tus.location(r, "")))
     middleware.insert(0, Middleware(RequestContext, access_log=settings.access_log))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
@@ -237,3 +238,6 @@ def create_app(
             Exception: _internal_error,
         },
     )
+    # Every path is answered as it is: `/files//` (an id of "/") is no upload, not a redirect.
+    app.router.redirect_slashes = False
+    return app

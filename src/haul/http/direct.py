@@ -20,16 +20,39 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from haul.config import Settings
 from haul.core.interfaces import DirectUploads
 from haul.core.service import UploadService
 from haul.errors import BadRequest, NotFound
 from haul.http.auth import Authenticator, Principal
+from haul.http.routing import ExactRoute
 from haul.wire.tus import encode_metadata
 
 MAX_PARTS = 10_000
+CREATION_FIELDS: dict[str, tuple[type, str]] = {
+    "filename": (str, "a string"),
+    "type": (str, "a string (a media type)"),
+    "metadata": (dict, "a JSON object"),
+}
+
+
+def _parts(given: object) -> list[tuple[int, str]]:
+    """The (PartNumber, ETag) pairs of a completion's ``parts``, or 400."""
+    if not isinstance(given, list) or not given:
+        raise BadRequest("parts must be a list of {PartNumber, ETag}")
+    parts = []
+    for item in given:
+        if not isinstance(item, dict):
+            raise BadRequest("each part must be an object {PartNumber, ETag}")
+        number, etag = item.get("PartNumber"), item.get("ETag")
+        if isinstance(number, bool) or not isinstance(number, int) or not isinstance(etag, str):
+            raise BadRequest("each part needs an integer PartNumber and a string ETag")
+        if not 1 <= number <= MAX_PARTS:
+            raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
+        parts.append((number, etag))
+    return parts
 
 
 class DirectEndpoint:
@@ -47,10 +70,10 @@ class DirectEndpoint:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/s3/multipart", self.create, methods=["POST"]),
-            Route("/s3/multipart/{upload_id}", self.parts, methods=["GET", "DELETE"]),
-            Route("/s3/multipart/{upload_id}/complete", self.complete, methods=["POST"]),
-            Route("/s3/multipart/{upload_id}/{part:int}", self.sign, methods=["GET"]),
+            ExactRoute("/s3/multipart", self.create, methods=["POST"]),
+            ExactRoute("/s3/multipart/{upload_id}", self.parts, methods=["GET", "DELETE"]),
+            ExactRoute("/s3/multipart/{upload_id}/complete", self.complete, methods=["POST"]),
+            ExactRoute("/s3/multipart/{upload_id}/{part:int}", self.sign, methods=["GET"]),
         ]
 
     def _principal(self, request: Request) -> Principal:
@@ -79,11 +102,14 @@ class DirectEndpoint:
     async def create(self, request: Request) -> Response:
         principal = self._principal(request)
         body = await self._json(request)
+        for name, (kind_of_value, described) in CREATION_FIELDS.items():
+            if name in body and not isinstance(body[name], kind_of_value):
+                raise BadRequest(f"{name} must be {described}")  # absent is fine, null is not
         filename, kind = body.get("filename"), body.get("type")
         values: dict[str, bytes] = {}
-        if isinstance(filename, str) and filename:
+        if filename:
             values["filename"] = filename.encode()
-        if isinstance(kind, str) and kind:
+        if kind:
             values["filetype"] = kind.encode()
         upload = await self.service.create(
             length=None,
@@ -115,15 +141,7 @@ class DirectEndpoint:
     async def complete(self, request: Request) -> Response:
         principal = self._principal(request)
         key = await self._owned(request, principal)
-        given = (await self._json(request)).get("parts")
-        if not isinstance(given, list) or not given:
-            raise BadRequest("parts must be a list of {PartNumber, ETag}")
-        parts = []
-        for item in given:
-            number, etag = (item or {}).get("PartNumber"), (item or {}).get("ETag")
-            if not isinstance(number, int) or not isinstance(etag, str):
-                raise BadRequest("each part needs an integer PartNumber and a string ETag")
-            parts.append((number, etag))
+        parts = _parts((await self._json(request)).get("parts"))
         upload = await self.service.complete_direct(key, parts, owner=principal.owner)
         location = str(request.url_for("upload", upload_id=upload.id))
         return JSONResponse({"location": location, "key": upload.id})

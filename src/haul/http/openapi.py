@@ -7,6 +7,7 @@ from typing import Any
 
 import haul
 from haul.config import Settings
+from haul.http.direct import MAX_PARTS
 
 _UINT = {"type": "integer", "minimum": 0}
 _ERROR = {
@@ -44,10 +45,145 @@ UPLOAD_ID = {
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
 COMMON = (401, 403, 404, 410, 412, 429)
+BEARER = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "An API key or a JWT; without one, the anonymous owner when allowed.",
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _object(required: tuple[str, ...] = (), **properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required)}
+
+
+_KEY = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "The haul upload id."}
+_STRING = {"type": "string"}
+MULTIPART_ID = {
+    "name": "uploadId",
+    "in": "path",
+    "required": True,
+    "schema": _STRING,
+    "description": "The store's multipart upload id, as the creation answered it.",
+}
+KEY = {"name": "key", "in": "query", "required": True, "schema": _KEY}
+_PART_NUMBER = {"type": "integer", "minimum": 1, "maximum": MAX_PARTS}
+PART_NUMBER = {"name": "partNumber", "in": "path", "required": True, "schema": _PART_NUMBER}
+_PARTS_GIVEN = _object(
+    ("parts",),
+    parts={
+        "type": "array",
+        "minItems": 1,
+        "items": _object(("PartNumber", "ETag"), PartNumber=_PART_NUMBER, ETag=_STRING),
+    },
+)
+_PARTS_STORED = {
+    "type": "array",
+    "items": _object(
+        ("PartNumber", "Size", "ETag"), PartNumber=_PART_NUMBER, Size=_UINT, ETag=_STRING
+    ),
+}
+
+
+def _direct_paths(anonymous_allowed: bool) -> dict[str, Any]:
+    """Direct upload to S3 (haul.http.direct), mounted only when the storage is S3: the
+    contract of Uppy's @uppy/aws-s3 in companion mode."""
+    security: list[dict[str, list[str]]] = [{"bearer": []}]
+    if anonymous_allowed:
+        security.insert(0, {})  # no credentials at all is fine too
+    return {
+        "/s3/multipart": {
+            "post": {
+                "summary": "Create an upload whose parts go straight to the store",
+                "security": security,
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": _object(
+                                filename=_STRING,
+                                type={**_STRING, "description": "The media type."},
+                                metadata={"type": "object"},
+                            )
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        _object(("key", "uploadId"), key=_KEY, uploadId=_STRING), "created"
+                    ),
+                    **_errors(400, 401, 403, 415, 429, 503),
+                },
+            },
+        },
+        "/s3/multipart/{uploadId}": {
+            "parameters": [MULTIPART_ID, KEY],
+            "get": {
+                "summary": "The parts the store holds",
+                "security": security,
+                "responses": {
+                    "200": _json(_PARTS_STORED, "the parts, as the store lists them"),
+                    **_errors(401, 403, 404, 410, 429),
+                },
+            },
+            "delete": {
+                "summary": "Abort: the upload and its parts are removed",
+                "security": security,
+                "responses": {
+                    "204": {"description": "aborted"},
+                    **_errors(401, 403, 404, 410, 423, 429),
+                },
+            },
+        },
+        "/s3/multipart/{uploadId}/{partNumber}": {
+            "parameters": [MULTIPART_ID, PART_NUMBER, KEY],
+            "get": {
+                "summary": "A presigned URL to PUT this part to",
+                "security": security,
+                "responses": {
+                    "200": _json(
+                        _object(
+                            ("url", "expires"),
+                            url={"type": "string", "format": "uri"},
+                            expires={**_UINT, "description": "Seconds the URL is valid."},
+                        ),
+                        "the URL",
+                    ),
+                    **_errors(400, 401, 403, 404, 410, 429),
+                },
+            },
+        },
+        "/s3/multipart/{uploadId}/complete": {
+            "parameters": [MULTIPART_ID, KEY],
+            "post": {
+                "summary": "Complete from the store's parts, after the usual checks",
+                "security": security,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _PARTS_GIVEN}},
+                },
+                "responses": {
+                    "200": _json(
+                        _object(
+                            ("location", "key"),
+                            location={"type": "string", "format": "uri"},
+                            key=_KEY,
+                        ),
+                        "complete; location is its tus URL",
+                    ),
+                    **_errors(400, 401, 403, 404, 410, 413, 415, 422, 423, 429),
+                },
+            },
+        },
+    }
 
 
 def document(settings: Settings) -> dict[str, Any]:
     base = settings.base_path
+    direct = _direct_paths(settings.anonymous_allowed) if settings.storage == "s3" else {}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -168,7 +304,9 @@ def document(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            **direct,
         },
+        "components": {"securitySchemes": {"bearer": BEARER}},
     }
 
 
@@ -188,10 +326,6 @@ _ITEM = {
         "expires": {"type": ["string", "null"], "format": "date-time"},
     },
 }
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
 def _uploads_api() -> dict[str, Any]:

@@ -25,6 +25,7 @@ from haul.errors import (
     InvalidMetadata,
     LengthRequired,
     MethodNotAllowed,
+    NotFound,
     Unauthorized,
     UnsupportedMediaType,
     VersionUnsupported,
@@ -149,6 +150,8 @@ class TusEndpoint:
             )
         if request.method != "GET":
             self._check_version(request)
+        if not is_upload_id(upload_id):  # before anything (a lock file) is named after it
+            raise NotFound("no such upload or resource")
         principal = await self._linked(request, upload_id)
         if principal is None:
             principal = self._authenticate(request)

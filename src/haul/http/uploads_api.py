@@ -19,13 +19,14 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from haul.core.models import Upload, UploadState
 from haul.core.service import UploadService
 from haul.errors import BadRequest
 from haul.http import logs
 from haul.http.auth import Authenticator
+from haul.http.routing import ExactRoute
 
 MAX_PAGE = 1000
 _STATES = {
@@ -97,8 +98,8 @@ class UploadsApi:
 
     def routes(self) -> list[BaseRoute]:
         return [
-            Route("/api/uploads", self.listing, methods=["GET"]),
-            Route("/api/uploads/{upload_id}", self.one, methods=["GET"]),
+            ExactRoute("/api/uploads", self.listing, methods=["GET"]),
+            ExactRoute("/api/uploads/{upload_id}", self.one, methods=["GET"]),
         ]
 
     def _owner(self, request: Request) -> str:
