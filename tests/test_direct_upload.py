@@ -172,6 +172,14 @@ def test_completion_checks_the_parts_and_abort_removes_everything(
                            json={"parts": [{"PartNumber": 1, "ETag": etag}]})  # fmt: skip
         assert done.status_code == 200, done.text
         assert client.get(done.json()["location"]).content == b"only part"
+        # The same completion again (its answer was lost): the same answer, nothing redone.
+        again = client.post(complete, params={"key": key},
+                            json={"parts": [{"PartNumber": 1, "ETag": etag}]})  # fmt: skip
+        assert again.status_code == 200, again.text
+        assert again.json() == done.json()
+        others = client.post(complete, params={"key": key}, headers={"Authorization": "Bearer x"},
+                             json={"parts": [{"PartNumber": 1, "ETag": etag}]})  # fmt: skip
+        assert others.status_code in (401, 404)
         # Abort: the multipart upload and its parts are gone, the upload answers 410.
         key, upload_id = start(client, server)
         url = client.get(f"{server.url}/s3/multipart/{upload_id}/1", params={"key": key}).json()

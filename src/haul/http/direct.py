@@ -140,8 +140,13 @@ class DirectEndpoint:
 
     async def complete(self, request: Request) -> Response:
         principal = self._principal(request)
-        key = await self._owned(request, principal)
         parts = _parts((await self._json(request)).get("parts"))
-        upload = await self.service.complete_direct(key, parts, owner=principal.owner)
+        key = request.query_params.get("key", "")
+        upload = await self.service.status(key, owner=principal.owner)  # 404 for others
+        if not upload.complete:
+            key = await self._owned(request, principal)
+            upload = await self.service.complete_direct(key, parts, owner=principal.owner)
+        # else a completion sent again (its first answer was lost): the same answer, as the
+        # store's multipart upload is gone once completed.
         location = str(request.url_for("upload", upload_id=upload.id))
         return JSONResponse({"location": location, "key": upload.id})
