@@ -175,6 +175,28 @@ async def test_a_writer_is_done_once_committed(storage: Storage) -> None:
     assert await storage.offset(A) == 4
 
 
+async def test_uploads_below_a_storage_key(storage: Storage) -> None:
+    """Names with folders (``<storage key>/<id>``) work like plain ids, and are listed so."""
+    first, second = "videos/alice/" + A, "videos/bob/" + B
+    for name, data in ((first, b"alice's"), (second, b" and bob's")):
+        await storage.create(name)
+        assert await append(storage, name, 0, data) == len(data)
+        await storage.finish(name)
+    joined = "joined/" + C
+    await storage.create(joined)
+    await storage.concatenate(joined, [first, second])
+    assert await read_all(storage, joined, 0, 17) == b"alice's and bob's"
+    assert await storage.share(first, D)
+    assert await read_all(storage, D, 0, 7) == b"alice's"
+    names = {name async for name, _ in storage.stored_ids()}
+    assert {first, second, joined, D} <= names
+    assert A not in names  # the plain id is not a name of its own
+    for name in (first, second, joined):
+        await storage.delete(name)
+    assert {name async for name, _ in storage.stored_ids()} & {first, second, joined} == set()
+    assert await read_all(storage, D, 0, 7) == b"alice's"  # shared bytes outlive the source
+
+
 async def test_empty_uploads(storage: Storage) -> None:
     await storage.create(A)
     await storage.finish(A)

@@ -48,7 +48,7 @@ class Completion:
             return upload
         life = self.life
         if not upload.is_final:  # a final upload was made whole by its concatenation
-            await life.storage.finish(upload.id)
+            await life.storage.finish(upload.stored_as)
         whole_file = upload.concat is not ConcatKind.PARTIAL
         if whole_file:
             await self.check_content(upload)
@@ -89,7 +89,7 @@ class Completion:
     async def settle(self, upload: Upload) -> Upload:
         """Complete an upload whose bytes all landed while its record did not say so (the
         process died in between). Not for final uploads: their concatenation settles them."""
-        upload.offset = await self.life.storage.offset(upload.id)
+        upload.offset = await self.life.storage.offset(upload.stored_as)
         if upload.length is not None and upload.offset == upload.length:
             async with self.life.lock(upload.id):
                 return await self.complete(await self.life.live(upload.id, upload.owner))
@@ -108,7 +108,7 @@ class Completion:
             upload = await self.life.live(upload_id, owner)
             if upload.complete:
                 return upload
-            length = await storage.complete_parts(upload_id, parts)
+            length = await storage.complete_parts(upload.stored_as, parts)
             try:
                 self.quotas.check_size(length)
             except TooLarge:
@@ -131,7 +131,7 @@ class Completion:
         if not self.policy.active:
             return
         stop = min(SNIFF_BYTES, upload.length if upload.length is not None else upload.offset)
-        reading = self.life.storage.read(upload.id, 0, stop)
+        reading = self.life.storage.read(upload.stored_as, 0, stop)
         head = b"".join([block async for block in reading])
         try:
             self.policy.check_content(
@@ -146,7 +146,7 @@ class Completion:
     async def _scan(self, upload: Upload) -> None:
         assert self.scanner is not None
         verdict = await self.scanner.scan(
-            upload, self.life.storage.read(upload.id, 0, upload.length or 0)
+            upload, self.life.storage.read(upload.stored_as, 0, upload.length or 0)
         )
         if verdict is not None:
             await self.fail(upload, "scan", f"was refused by the scanner ({verdict})")
@@ -160,5 +160,5 @@ class Completion:
         if twin is None or twin.id == upload.id:
             return
         async with self.life.lock(twin.id):
-            if await self.life.storage.share(twin.id, upload.id):
+            if await self.life.storage.share(twin.stored_as, upload.stored_as):
                 log.info("upload %s stored once with %s", upload.id, twin.id)

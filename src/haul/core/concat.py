@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from haul.core import events
 from haul.core.completion import Completion
+from haul.core.gate import decide
 from haul.core.interfaces import StoredBytesMissing
 from haul.core.lifecycle import Lifecycle, each, new_upload_id
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
@@ -85,12 +86,10 @@ class Concatenation:
             owner=owner,
             expected_sha256=expected_sha256,
         )
-        replaced = await life.gate.allow("pre-create", events.snapshot(final))
-        if replaced is not None:
-            final.metadata_raw = replaced
+        decide(final, await life.gate.allow("pre-create", events.snapshot(final)))
         self.policy.check(final.text_metadata(*NAME_KEYS), final.text_metadata(*TYPE_KEYS))
         await life.store.insert(final)
-        await life.storage.create(final.id)
+        await life.storage.create(final.stored_as)
         log.info("created final upload %s from %d partials", final.id, len(part_ids))
         await life.tell(events.Created, final)
         return await self.assemble(final.id)
@@ -147,7 +146,8 @@ class Concatenation:
             final.length = sum(p.length or 0 for p in parts)
             self.quotas.check_size(final.length)
             try:
-                await life.storage.concatenate(final.id, final.parts)
+                named = [part.stored_as for part in parts]
+                await life.storage.concatenate(final.stored_as, named)
             except StoredBytesMissing:
                 raise Gone(f"a partial upload of final upload {final_id} lost its bytes") from None
             refused: HaulError | None = None

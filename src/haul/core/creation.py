@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from haul.core import events
 from haul.core.dedup import Dedup
+from haul.core.gate import decide
 from haul.core.lifecycle import EMPTY_SHA256, Lifecycle, keyed_upload_id, new_upload_id
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
 from haul.core.policy import NAME_KEYS, TYPE_KEYS, TypePolicy
@@ -69,9 +70,7 @@ class Creation:
             owner=owner,
             expected_sha256=expected_sha256,
         )
-        replaced = await life.gate.allow("pre-create", events.snapshot(upload))
-        if replaced is not None:
-            upload.metadata_raw = replaced
+        decide(upload, await life.gate.allow("pre-create", events.snapshot(upload)))
         if not partial:  # a partial is judged as part of its final upload
             self.policy.check(upload.text_metadata(*NAME_KEYS), upload.text_metadata(*TYPE_KEYS))
         if length == 0:
@@ -88,10 +87,10 @@ class Creation:
                 await life.live(upload.id, owner), length, metadata_raw, partial, expected_sha256
             )
         if idempotency_key is None:
-            await life.storage.create(upload.id)
+            await life.storage.create(upload.stored_as)
         else:  # a retry on another node may be making room for it at this very moment
             async with life.lock(upload.id):
-                await life.storage.create(upload.id)
+                await life.storage.create(upload.stored_as)
         log.info("created upload %s length=%s", upload.id, length)
         await life.tell(events.Created, upload)
         if upload.complete:
@@ -125,6 +124,6 @@ class Creation:
         if earlier.state is UploadState.ACTIVE:
             # The first request may have died between its record and its storage.
             async with self.life.lock(earlier.id):
-                await self.life.storage.create(earlier.id)
+                await self.life.storage.create(earlier.stored_as)
         log.info("upload %s: its creation was repeated", earlier.id)
         return await self.reconcile(earlier.id, earlier.owner)

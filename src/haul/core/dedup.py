@@ -59,7 +59,7 @@ class Dedup:
         blocks = []
         try:
             for first, last in challenge.ranges:
-                async for block in life.storage.read(source.id, first, last + 1):
+                async for block in life.storage.read(source.stored_as, first, last + 1):
                     blocks.append(block)
         except StoredBytesMissing:  # deleted since: nothing to share any more
             raise ProofRejected(gone) from None
@@ -72,7 +72,7 @@ class Dedup:
         life = self.life
         # Holding the source's lock keeps it from being deleted while its bytes are linked.
         async with life.lock(source.id):
-            shared = await life.storage.share(source.id, upload.id)
+            shared = await life.storage.share(source.stored_as, upload.stored_as)
         if not shared:
             return upload
         async with life.lock(upload.id):

@@ -27,7 +27,9 @@ class Digests:
         self.storage = storage
         self.verify = verify
         self._running: dict[str, tuple[int, Hasher]] = {}
-        self.ordered = OrderedDigests(lambda part: storage.read(part.id, 0, part.length or 0))
+        self.ordered = OrderedDigests(
+            lambda part: storage.read(part.stored_as, 0, part.length or 0)
+        )
 
     def wanted(self, upload: Upload) -> bool:
         """A partial is hashed only when its client declared a digest: otherwise its bytes are
@@ -71,5 +73,5 @@ class Digests:
             return ordered[0]
         # Written by another process, resumed after a restart, or concatenated: read it back.
         digest = hashlib.sha256()
-        await digest_stream(self.storage.read(upload.id, 0, length), digest)
+        await digest_stream(self.storage.read(upload.stored_as, 0, length), digest)
         return digest.hexdigest()

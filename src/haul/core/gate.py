@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from haul.core.models import Upload
+from haul.core.models import Upload, storage_key_problem
 from haul.errors import HaulError
 
 Step = Literal["pre-create", "pre-finish", "pre-terminate"]
@@ -32,16 +32,37 @@ class RequestInfo:
 current_request: ContextVar[RequestInfo | None] = ContextVar("haul_gate_request", default=None)
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a gate decided beyond "allowed" (honoured for pre-create only)."""
+
+    metadata_raw: str | None = None  # a new Upload-Metadata, raw as the header carries it
+    storage_key: str | None = None  # where the bytes land below the storage's root
+
+
 class Gate(Protocol):
-    async def allow(self, step: Step, upload: Upload) -> str | None:
-        """Raise to refuse ``step`` for ``upload`` (a snapshot); return a new Upload-Metadata
-        (raw, as the header carries it) to replace the upload's, honoured for pre-create only."""
+    async def allow(self, step: Step, upload: Upload) -> Decision | None:
+        """Raise to refuse ``step`` for ``upload`` (a snapshot); return a Decision to change
+        what pre-create makes."""
         ...
 
 
 class OpenGate:
-    async def allow(self, step: Step, upload: Upload) -> str | None:
+    async def allow(self, step: Step, upload: Upload) -> Decision | None:
         return None
+
+
+def decide(upload: Upload, decision: Decision | None) -> None:
+    """Apply a pre-create decision to the upload about to be made."""
+    if decision is None:
+        return
+    if decision.metadata_raw is not None:
+        upload.metadata_raw = decision.metadata_raw
+    if decision.storage_key is not None:
+        problem = storage_key_problem(decision.storage_key)
+        if problem is not None:
+            raise HookFailed(f"the pre-create hook chose an unusable storage_key: {problem}")
+        upload.storage_key = decision.storage_key
 
 
 class HookRejected(HaulError):

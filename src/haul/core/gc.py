@@ -45,18 +45,19 @@ class Collector:
         for tomb in await life.store.tombstones(moment - life.limits.tombstone_ttl, batch):
             with contextlib.suppress(HaulError):
                 async with life.lock(tomb.id):
-                    await life.storage.delete(tomb.id)
+                    await life.storage.delete(tomb.stored_as)
                     await life.store.delete(tomb.id)
                 await life.locker.forget(tomb.id)
                 report.purged_tombstones += 1
-        async for upload_id, changed in life.storage.stored_ids():
+        async for name, changed in life.storage.stored_ids():
             if changed > moment - life.limits.orphan_grace:
                 continue
+            upload_id = name.rpartition("/")[2]  # below its storage key, if it has one
             record = await life.store.get(upload_id)
-            if record is None or record.state.gone:
+            if record is None or record.state.gone or record.stored_as != name:
                 with contextlib.suppress(HaulError):
                     async with life.lock(upload_id):
-                        await life.storage.delete(upload_id)
+                        await life.storage.delete(name)
                     report.orphans += 1
         if report.expired or report.purged_tombstones or report.orphans:
             log.info(

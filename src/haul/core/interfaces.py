@@ -43,6 +43,9 @@ class ChunkWriter(Protocol):
 
 
 class Storage(Protocol):
+    """Bytes by name: an upload's name is ``Upload.stored_as``, its id, or ``<key>/<id>``
+    below the storage key a pre-create hook chose (parameters say ``upload_id`` for short)."""
+
     # Whether read() serves an upload's first bytes before it is complete (object stores
     # assemble an object only at the end): the content policy then checks them early.
     reads_while_writing: bool
@@ -85,7 +88,8 @@ class Storage(Protocol):
         ...
 
     def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
-        """Every upload id with bytes in the storage, with the time it last changed."""
+        """The name (``Upload.stored_as``: the id, below its storage key if it has one) of
+        every upload with bytes in the storage, with the time it last changed."""
         ...
 
     async def close(self) -> None:

@@ -106,7 +106,7 @@ class Lifecycle:
         if upload.complete:
             upload.offset = upload.length or 0
         elif not upload.is_final:  # a final upload has no offset until it is assembled
-            upload.offset = await self.storage.offset(upload.id)
+            upload.offset = await self.storage.offset(upload.stored_as)
         return upload
 
     async def tombstone(self, upload: Upload, state: UploadState) -> None:
@@ -115,7 +115,7 @@ class Lifecycle:
         upload.updated_at = time.time()
         upload.expires_at = None
         await self.store.save(upload)
-        await self.storage.delete(upload.id)
+        await self.storage.delete(upload.stored_as)
         self.digests.forget(upload.id)
 
     async def retire(self, upload_id: str, state: UploadState) -> Upload | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -59,12 +60,20 @@ class Upload:
     expected_sha256: str | None = None  # hex digest the client declared for the whole upload
     sha256: str | None = None  # hex digest of the stored bytes, set when the upload completes
     challenge: str | None = None  # pending proof-of-possession challenge (JSON), one use only
+    # Where the bytes land below the storage's root (a key prefix on S3, a subdirectory on
+    # disk), chosen by a pre-create hook; fixed at creation. None: the root.
+    storage_key: str | None = None
     # Not persisted: filled from the storage, which is the only truth for it.
     offset: int = field(default=0, compare=False)
 
     @property
     def metadata(self) -> dict[str, bytes]:
         return parse_metadata(self.metadata_raw) if self.metadata_raw else {}
+
+    @property
+    def stored_as(self) -> str:
+        """The name the storage knows the bytes by: ``<storage_key>/<id>``, or the id."""
+        return f"{self.storage_key}/{self.id}" if self.storage_key else self.id
 
     @property
     def is_final(self) -> bool:
@@ -81,3 +90,34 @@ class Upload:
             if key in meta:
                 return meta[key].decode("utf-8", "replace")
         return None
+
+
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
+# What the storages append to an upload's name for files and objects of their own.
+_RESERVED_ENDINGS = (".pending", ".assembling", ".parts", ".old", ".state")
+
+
+def storage_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a storage key (folders below the storage's root), or None.
+    Refused: traversal (``..``, absolute paths, empty segments), hidden names, names that look
+    like an upload id or end like haul's own files, more than 8 levels or 255 characters.
+    The upload's id is appended to the key, so two uploads never collide."""
+    if not key or len(key) > 255:
+        return "a storage key has 1 to 255 characters"
+    segments = key.split("/")
+    if len(segments) > 8:
+        return "a storage key has at most 8 levels"
+    for segment in segments:
+        if not _KEY_SEGMENT.fullmatch(segment):
+            return (
+                f"{segment!r} is not a folder name: letters, digits, '.', '_' and '-', "
+                "starting with a letter or digit, no empty levels"
+            )
+        if (
+            _UPLOAD_ID.fullmatch(segment)
+            or segment.endswith(_RESERVED_ENDINGS)
+            or ".tail." in segment
+        ):
+            return f"{segment!r} looks like one of haul's own names"
+    return None

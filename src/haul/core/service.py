@@ -125,4 +125,4 @@ class UploadService:
         size = upload.length or 0
         first = start or 0
         stop = size if end is None else end
-        return upload, self.storage.read(upload.id, first, stop)
+        return upload, self.storage.read(upload.stored_as, first, stop)

@@ -69,7 +69,7 @@ class Writing:
                     raise DigestConflict("the upload already declares a different SHA-256")
                 upload.expected_sha256 = declared_sha256
                 await life.store.save(upload)
-            current = await life.storage.offset(upload.id)
+            current = await life.storage.offset(upload.stored_as)
             if upload.complete or (upload.length is not None and current == upload.length):
                 current = upload.length or 0
             if offset != current:
@@ -82,7 +82,8 @@ class Writing:
                 # From offset 0 the request's SHA-256 is the upload's running one: hash once.
                 hasher = whole
             hashers = list({id(h): h for h in (hasher, whole) if h is not None}.values())
-            writer = await life.storage.open_writer(upload.id, current, atomic=hasher is not None)
+            atomic = hasher is not None
+            writer = await life.storage.open_writer(upload.stored_as, current, atomic=atomic)
             try:
                 received = await pump(body, writer, hashers, limit)
             except BodyInterrupted:
@@ -111,7 +112,7 @@ class Writing:
                 raise LengthAlreadySet(f"the upload's length is already {upload.length}")
             return
         self.quotas.check_size(length)
-        current = await self.life.storage.offset(upload.id)
+        current = await self.life.storage.offset(upload.stored_as)
         if length < current:
             raise InvalidHeader(f"Upload-Length {length} is less than the {current} bytes stored")
         upload.length = length

@@ -37,6 +37,7 @@ def upload_view(upload: Upload, base_url: str) -> dict[str, object]:
         "length": upload.length,
         "offset": upload.offset,
         "metadata": {k: v.decode("utf-8", "replace") for k, v in upload.metadata.items()},
+        "storage_key": upload.storage_key,
         "owner": upload.owner,
         "sha256": upload.sha256,
         "complete": upload.complete,

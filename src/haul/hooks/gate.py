@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Callable
 
-from haul.core.gate import HookFailed, HookRejected, RequestInfo, Step, current_request
+from haul.core.gate import Decision, HookFailed, HookRejected, RequestInfo, Step, current_request
 from haul.core.models import Upload
 from haul.errors import HaulError
 from haul.hooks.body import event_body, new_event_id
@@ -56,7 +56,7 @@ class HookGate:
         self.base_path = base_path
         self.observe = observe
 
-    async def allow(self, step: Step, upload: Upload) -> str | None:
+    async def allow(self, step: Step, upload: Upload) -> Decision | None:
         if step not in self.types:
             return None
         request = current_request.get() or _NO_REQUEST
@@ -76,7 +76,9 @@ class HookGate:
         self.observe(step, "allowed")
         return replaced
 
-    def _apply(self, step: Step, decision: dict[str, object], request: RequestInfo) -> str | None:
+    def _apply(
+        self, step: Step, decision: dict[str, object], request: RequestInfo
+    ) -> Decision | None:
         reject = decision.get("reject")
         if isinstance(reject, dict):
             status = reject.get("status")
@@ -85,15 +87,20 @@ class HookGate:
             raise HookRejected(status if valid and isinstance(status, int) else 403, message)
         if step == "pre-finish":
             request.answer_headers.update(self._headers(decision.get("headers")))
+        if step != "pre-create":
+            return None
+        raw = None
         metadata = decision.get("metadata")
-        if step == "pre-create" and isinstance(metadata, dict):
+        if isinstance(metadata, dict):
             raw = encode_metadata({str(k): str(v).encode() for k, v in metadata.items()})
             try:
                 parse_metadata(raw)
             except HaulError as invalid:
                 raise HookFailed(f"the pre-create hook answered bad metadata: {invalid}") from None
-            return raw
-        return None
+        key = decision.get("storage_key")
+        if key is not None and not isinstance(key, str):
+            raise HookFailed("the pre-create hook answered a storage_key that is no string")
+        return Decision(metadata_raw=raw, storage_key=key) if raw or key else None
 
     @staticmethod
     def _headers(given: object) -> dict[str, str]:

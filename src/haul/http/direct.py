@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute
 
 from haul.config import Settings
 from haul.core.interfaces import DirectUploads
+from haul.core.models import Upload
 from haul.core.service import UploadService
 from haul.errors import BadRequest, NotFound
 from haul.http.auth import Authenticator, Principal
@@ -88,16 +89,16 @@ class DirectEndpoint:
             raise BadRequest("the body must be a JSON object")
         return body
 
-    async def _owned(self, request: Request, principal: Principal) -> str:
+    async def _owned(self, request: Request, principal: Principal) -> Upload:
         """The upload named by ?key=, which must be the caller's, with this multipart id."""
         key = request.query_params.get("key", "")
         upload = await self.service.status(key, owner=principal.owner)  # 404 for others
         if (
             upload.complete
-            or await self.storage.multipart_id(key) != request.path_params["upload_id"]
+            or await self.storage.multipart_id(upload.stored_as) != request.path_params["upload_id"]
         ):
             raise NotFound("no such multipart upload in progress")
-        return key
+        return upload
 
     async def create(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -117,26 +118,26 @@ class DirectEndpoint:
             owner=principal.owner,
             quota=principal.quota,
         )
-        multipart = await self.storage.multipart_id(upload.id)
+        multipart = await self.storage.multipart_id(upload.stored_as)
         return JSONResponse({"key": upload.id, "uploadId": multipart})
 
     async def sign(self, request: Request) -> Response:
         principal = self._principal(request)
-        key = await self._owned(request, principal)
+        upload = await self._owned(request, principal)
         part: int = request.path_params["part"]
         if not 1 <= part <= MAX_PARTS:
             raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
         ttl = int(self.settings.direct_url_ttl)
-        url = await self.storage.presign_part(key, part, ttl)
+        url = await self.storage.presign_part(upload.stored_as, part, ttl)
         return JSONResponse({"url": url, "expires": ttl})
 
     async def parts(self, request: Request) -> Response:
         principal = self._principal(request)
-        key = await self._owned(request, principal)
+        upload = await self._owned(request, principal)
         if request.method == "DELETE":
-            await self.service.terminate(key, owner=principal.owner)  # aborts it in the store
+            await self.service.terminate(upload.id, owner=principal.owner)  # aborts it in S3
             return Response(status_code=204)
-        return JSONResponse(await self.storage.list_parts(key))
+        return JSONResponse(await self.storage.list_parts(upload.stored_as))
 
     async def complete(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -144,8 +145,8 @@ class DirectEndpoint:
         key = request.query_params.get("key", "")
         upload = await self.service.status(key, owner=principal.owner)  # 404 for others
         if not upload.complete:
-            key = await self._owned(request, principal)
-            upload = await self.service.complete_direct(key, parts, owner=principal.owner)
+            upload = await self._owned(request, principal)
+            upload = await self.service.complete_direct(upload.id, parts, owner=principal.owner)
         # else a completion sent again (its first answer was lost): the same answer, as the
         # store's multipart upload is gone once completed.
         location = str(request.url_for("upload", upload_id=upload.id))

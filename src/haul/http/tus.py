@@ -151,7 +151,8 @@ class TusEndpoint:
         if request.method != "GET":
             self._check_version(request)
         if not is_upload_id(upload_id):  # before anything (a lock file) is named after it
-            raise NotFound("no such upload or resource")
+            shown = upload_id if upload_id.isprintable() and len(upload_id) <= 64 else "?"
+            raise NotFound(f"upload {shown} does not exist")
         principal = await self._linked(request, upload_id)
         if principal is None:
             principal = self._authenticate(request)

@@ -145,7 +145,7 @@ class UploadsApi:
         if upload.complete:
             upload.offset = upload.length or 0
         elif not upload.is_final:
-            upload.offset = await self.service.storage.offset(upload.id)
+            upload.offset = await self.service.storage.offset(upload.stored_as)
 
     async def one(self, request: Request) -> Response:
         owner = self._owner(request)

@@ -51,6 +51,7 @@ class MemoryStore:
                 parts=kept.parts,
                 concat=kept.concat,
                 owner=kept.owner,
+                storage_key=kept.storage_key,
             )
 
     async def delete(self, upload_id: str) -> None:

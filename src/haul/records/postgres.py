@@ -70,6 +70,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hook_outbox_upload ON hook_outbox (upload_id, seq);
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN storage_key text;
+    """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order. Rows another
 # node is claiming at this moment are skipped, not waited for; the lease then keeps them its own.
@@ -128,7 +131,7 @@ class PostgresStore:
             try:
                 await db.execute(
                     f"INSERT INTO uploads ({COLUMNS}) "
-                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
                     *upload_values(upload),
                 )
             except asyncpg.UniqueViolationError:

@@ -81,6 +81,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hook_outbox_upload ON hook_outbox (upload_id, seq);
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN storage_key TEXT;
+    """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order.
 _CLAIM = f"""
@@ -148,7 +151,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             try:
                 await db.execute(
-                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     upload_values(upload),
                 )
             except sqlite3.IntegrityError:

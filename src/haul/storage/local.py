@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ T = TypeVar("T")
 READ_BLOCK = 1 << 20
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _SUFFIXES = (".pending", ".assembling", ".parts", ".old")
+_ID = re.compile(r"[0-9a-f]{32}")
 
 
 async def _off_loop(func: Callable[[], T]) -> T:
@@ -140,8 +142,17 @@ class LocalStorage:
                 size = min(size, start)
         return size
 
+    def _room(self, upload_id: str) -> None:
+        """The folders of an upload stored below a storage key (``a/b/<id>``)."""
+        if "/" in upload_id:
+            self._path(upload_id).parent.mkdir(parents=True, exist_ok=True)
+
     async def create(self, upload_id: str) -> None:
-        await _off_loop(lambda: self._path(upload_id).touch(mode=0o640))
+        def make() -> None:
+            self._room(upload_id)
+            self._path(upload_id).touch(mode=0o640)
+
+        await _off_loop(make)
 
     async def offset(self, upload_id: str) -> int:
         return await asyncio.to_thread(self._offset, upload_id)
@@ -151,6 +162,7 @@ class LocalStorage:
 
     def _open_writer(self, upload_id: str, offset: int, atomic: bool) -> LocalWriter:
         marker = self._path(upload_id, ".pending")
+        self._room(upload_id)
         fd = os.open(self._path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
         try:
             leftover = self._marker_offset(upload_id)
@@ -175,6 +187,7 @@ class LocalStorage:
         # part. Deleting a partial afterwards only drops its own name for the bytes.
         staging = self._path(upload_id, ".assembling")
         shutil.rmtree(staging, ignore_errors=True)
+        self._room(upload_id)
         staging.mkdir()
         index = 0
         for part_id in part_ids:
@@ -204,6 +217,7 @@ class LocalStorage:
         staging = self._path(upload_id, ".assembling")
         shutil.rmtree(staging, ignore_errors=True)
         staging.unlink(missing_ok=True)
+        self._room(upload_id)
         try:
             segments = self._segments(source_id)
             if len(segments) == 1 and not self._path(source_id, ".parts").is_dir():
@@ -275,23 +289,35 @@ class LocalStorage:
                     shutil.rmtree(path, ignore_errors=True)
                 else:
                     path.unlink(missing_ok=True)
+            folder = self._path(upload_id).parent
+            while folder != self.root:  # a storage key's folders go with their last upload
+                try:
+                    folder.rmdir()
+                except OSError:  # not empty (another upload), or gone
+                    break
+                folder = folder.parent
 
         await asyncio.to_thread(remove)
 
     async def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
-        def scan() -> list[tuple[str, float]]:
-            found: dict[str, float] = {}
-            with os.scandir(self.root) as entries:
+        def scan(folder: Path, prefix: str, found: dict[str, float]) -> dict[str, float]:
+            with os.scandir(folder) as entries:
                 for entry in entries:
                     name = entry.name
                     for suffix in _SUFFIXES:
                         name = name.removesuffix(suffix)
+                    if name == entry.name and not _ID.fullmatch(name) and entry.is_dir():
+                        scan(Path(entry.path), f"{prefix}{name}/", found)  # a storage key
+                        continue
                     try:
                         changed = entry.stat().st_mtime
                     except FileNotFoundError:
                         continue
-                    found[name] = max(changed, found.get(name, 0.0))
-            return list(found.items())
+                    found[prefix + name] = max(changed, found.get(prefix + name, 0.0))
+            return found
 
-        for item in await asyncio.to_thread(scan):
+        def scan_all() -> list[tuple[str, float]]:
+            return list(scan(self.root, "", {}).items())
+
+        for item in await asyncio.to_thread(scan_all):
             yield item

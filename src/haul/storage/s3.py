@@ -361,8 +361,10 @@ class S3Storage:
         paginator = s3.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
             for item in page.get("Contents", []):
-                name = item["Key"][len(self.prefix) :][:32]
-                if _ID.fullmatch(name):
+                # <prefix>[<storage key>/]<id>[.state | .tail.<n>]
+                folder, _, last = item["Key"][len(self.prefix) :].rpartition("/")
+                if _ID.fullmatch(last[:32]):
+                    name = f"{folder}/{last[:32]}" if folder else last[:32]
                     stamp = item["LastModified"].timestamp()
                     latest[name] = max(latest.get(name, 0.0), stamp)
         for upload_id, stamp in latest.items():
