@@ -115,7 +115,7 @@ def test_each_event_arrives_signed_described_and_in_order(
         "id": url.rsplit("/", 1)[1], "url": url, "length": len(data), "offset": len(data),
         "metadata": {"filename": "r\u00e9sum\u00e9.txt"}, "owner": "",
         "sha256": hashlib.sha256(data).hexdigest(), "complete": True, "partial": False,
-        "final": False,
+        "final": False, "storage_key": None,
     }  # fmt: skip
     assert finished["time"].endswith("Z")
     assert "T" in finished["time"]
