@@ -67,6 +67,7 @@ def test_json_logs_name_the_request_upload_and_owner(make_server, client: httpx.
     access = [line for line in by_request["patch-1"] if line["logger"] == "haul.access"]
     assert len(access) == 1
     assert access[0]["status"] == 204
+    assert access[0]["bytes_received"] == 5
     assert access[0]["upload_id"] == upload_id
     assert access[0]["owner"] == "alice"
     assert access[0]["duration"] >= 0

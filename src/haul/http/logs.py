@@ -1,8 +1,8 @@
 """Logs a machine can read: every line of a request carries that request's id (the client's
 X-Request-Id when it sent a sane one, returned in the answer either way), and, once known, the
 upload id and the owner. ``--log-format json`` writes one JSON object a line; ``--access-log``
-adds one line per request with its status, bytes and duration. Credentials never reach a log:
-only the owner's name does."""
+adds one line per request with its status, bytes received and sent, and duration.
+Credentials never reach a log: only the owner's name does."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class RequestContext:
         record: dict[str, object] = {"request_id": request_id}
         token = _current.set(record)
         started = time.perf_counter()
-        status, sent = 500, 0
+        status, sent, received = 500, 0, 0
 
         async def answer(message: Message) -> None:
             nonlocal status, sent
@@ -59,8 +59,15 @@ class RequestContext:
                 sent += len(message.get("body", b""))
             await send(message)
 
+        async def counting() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            return message
+
         try:
-            await self.app(scope, receive, answer)
+            await self.app(scope, counting if self.access_log else receive, answer)
         finally:
             if self.access_log:
                 access.info(
@@ -70,6 +77,7 @@ class RequestContext:
                     status,
                     extra={
                         "status": status,
+                        "bytes_received": received,
                         "bytes_sent": sent,
                         "duration": round(time.perf_counter() - started, 6),
                     },
@@ -89,7 +97,7 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    EXTRA = (*_FIELDS, "status", "bytes_sent", "duration")
+    EXTRA = (*_FIELDS, "status", "bytes_received", "bytes_sent", "duration")
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
