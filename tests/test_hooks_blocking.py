@@ -94,10 +94,14 @@ def test_pre_finish_headers_reach_the_completing_request(
     first = patch(client, url, 0, b"abc")
     assert first.status_code == 204
     assert "haul-thumbnail" not in first.headers  # not complete yet: no pre-finish asked
-    last = patch(client, url, 3, b"def")
+    last = patch(client, url, 3, b"def", Origin="https://app.example")
     assert last.status_code == 204
     assert last.headers["haul-thumbnail"] == "/thumbs/42.png"
     assert "set-cookie" not in last.headers  # only Haul-* headers pass
+    # A page on another origin may read them: CORS names them among the exposed headers.
+    exposed = last.headers["access-control-expose-headers"].lower().split(", ")
+    assert "haul-thumbnail" in exposed
+    assert "upload-offset" in exposed
     asked = [e for e in receiver.delivered() if e["type"] == "pre-finish"]
     assert len(asked) == 1
     assert asked[0]["upload"]["offset"] == 6

@@ -18,12 +18,14 @@ from haul.wire.tus import parse_metadata
 from tests.browser import build_client_bundles, chromium, serve_test_page
 from tests.helpers import (
     HaulServer,
+    free_port,
     random_file,
     sha256_file,
     tls_files,
     wait_for,
     wait_until_still,
 )
+from tests.hook_receiver import HookReceiver
 from tests.proxy import ChaosProxy
 
 MiB = 1 << 20
@@ -470,3 +472,22 @@ def test_page_uploads_over_https_with_http2(browser: Browser, tmp_path: Path) ->
     finally:
         context.close()
         server.stop()
+
+
+def test_a_hooks_refusal_is_shown_in_the_page(
+    context: BrowserContext, make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    receiver = HookReceiver(free_port(), tmp_path / "received.jsonl").start()
+    try:
+        server = make_server("--hook-url", receiver.url)
+        refusal = {"reject": {"status": 403, "message": "uploads are closed for maintenance"}}
+        receiver.control(answers={"pre-create": refusal})
+        page = open_page(context, server.url)
+        page.set_input_files("#picker", [str(random_file(tmp_path / "refused.bin", 300_000))])
+        message = card(page, "refused.bin").locator(".message")
+        expect(page.locator(".card[data-state=failed]")).to_have_count(1, timeout=30_000)
+        expect(message).to_have_text("Uploads are closed for maintenance.")
+        assert active_uploads(server) == 0
+        assert {e["type"] for e in receiver.delivered()} == {"pre-create"}
+    finally:
+        receiver.stop()

@@ -112,7 +112,15 @@ class HookRequestContext:
         async def answer(message: Message) -> None:
             if message["type"] == "http.response.start" and info.answer_headers:
                 added = [(k.encode(), v.encode()) for k, v in info.answer_headers.items()]
-                message = {**message, "headers": [*message.get("headers", []), *added]}
+                headers = [*message.get("headers", []), *added]
+                names = b", ".join(name for name, _ in added)
+                # A browser reads them only when CORS names them: add them where CORS answered.
+                headers = [
+                    (name, value + b", " + names if name == b"access-control-expose-headers"
+                     else value)
+                    for name, value in headers
+                ]  # fmt: skip
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
