@@ -85,6 +85,22 @@ def test_pre_create_replaces_the_metadata(
     assert asked["upload"]["metadata"] == {"filename": "original.txt"}  # what the client sent
 
 
+def test_a_repeated_creation_is_the_same_after_a_hook_replaced_its_metadata(
+    hooked: HaulServer, client: httpx.Client, receiver: HookReceiver
+) -> None:
+    """haul upload sends an Idempotency-Key with every creation and repeats it when an answer
+    is lost: the repeat is the same request, whatever the hook made of the first."""
+    receiver.control(answers={"pre-create": {"metadata": {"filename": "renamed.txt"}}})
+    named = "filename " + base64.b64encode(b"original.txt").decode()
+    asked = {**TUS, "Upload-Length": "4", "Idempotency-Key": "key-1", "Upload-Metadata": named}
+    first = client.post(hooked.endpoint, headers=asked)
+    again = client.post(hooked.endpoint, headers=asked)
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["location"] == first.headers["location"]
+    other = client.post(hooked.endpoint, headers={**asked, "Upload-Length": "5"})
+    assert other.status_code == 422  # a different request under the same key still is not
+
+
 def test_pre_finish_headers_reach_the_completing_request(
     hooked: HaulServer, client: httpx.Client, receiver: HookReceiver
 ) -> None:

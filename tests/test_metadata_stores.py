@@ -49,7 +49,8 @@ def record(upload_id: str, **fields: object) -> Upload:
 async def test_records_round_trip(store: MetadataStore) -> None:
     upload = record(
         "a" * 32, metadata_raw="filename aGkudHh0", owner="alice", expected_sha256="ab" * 32,
-        challenge='{"nonce": "00"}', length=None,
+        challenge='{"nonce": "00"}', length=None, storage_key="tenant/a",
+        request_digest="ef" * 32,
     )  # fmt: skip
     await store.insert(upload)
     assert await store.get("a" * 32) == upload

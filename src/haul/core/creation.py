@@ -4,6 +4,8 @@ its upload by that key, so a retry (on any node) finds the upload the first requ
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +20,14 @@ from haul.core.quotas import NO_QUOTA, Quotas
 from haul.errors import DigestMismatch, Gone, IdempotencyKeyReused, UploadExists
 
 log = logging.getLogger("haul")
+
+
+def request_digest(
+    length: int | None, metadata_raw: str | None, partial: bool, expected_sha256: str | None
+) -> str:
+    """What a creation asked for, as it asked (before any hook changed the upload)."""
+    asked = json.dumps([length, metadata_raw, partial, expected_sha256])
+    return hashlib.sha256(asked.encode()).hexdigest()
 
 
 class Creation:
@@ -48,11 +58,12 @@ class Creation:
     ) -> Upload:
         life = self.life
         upload_id = new_upload_id()
+        asked = request_digest(length, metadata_raw, partial, expected_sha256)
         if idempotency_key is not None:
             upload_id = keyed_upload_id(owner, idempotency_key)
             earlier = await life.store.get(upload_id)
             if earlier is not None:
-                return await self._repeated(earlier, length, metadata_raw, partial, expected_sha256)
+                return await self._repeated(earlier, asked)
         if length is not None:
             self.quotas.check_size(length, quota)
         await self.quotas.check_capacity()
@@ -69,6 +80,7 @@ class Creation:
             concat=ConcatKind.PARTIAL if partial else None,
             owner=owner,
             expected_sha256=expected_sha256,
+            request_digest=asked if idempotency_key is not None else None,
         )
         decide(upload, await life.gate.allow("pre-create", events.snapshot(upload)))
         if not partial:  # a partial is judged as part of its final upload
@@ -83,9 +95,7 @@ class Creation:
         try:
             await life.store.insert(upload)
         except UploadExists:  # the same keyed request, sent twice at once: the other won
-            return await self._repeated(
-                await life.live(upload.id, owner), length, metadata_raw, partial, expected_sha256
-            )
+            return await self._repeated(await life.live(upload.id, owner), asked)
         if idempotency_key is None:
             await life.storage.create(upload.stored_as)
         else:  # a retry on another node may be making room for it at this very moment
@@ -99,23 +109,11 @@ class Creation:
             return await self.dedup.try_instant(upload, expected_sha256, length)
         return upload
 
-    async def _repeated(
-        self,
-        earlier: Upload,
-        length: int | None,
-        metadata_raw: str | None,
-        partial: bool,
-        expected_sha256: str | None,
-    ) -> Upload:
+    async def _repeated(self, earlier: Upload, asked: str) -> Upload:
         """A creation sent again with its Idempotency-Key (its answer was lost): the upload
         the first one made, as it is now, when the request is the same."""
-        same = (
-            (length is None or earlier.length == length)  # a deferred length may be set since
-            and earlier.metadata_raw == metadata_raw
-            and (earlier.concat is ConcatKind.PARTIAL) == partial
-            and earlier.expected_sha256 == expected_sha256
-        )
-        if not same:
+        # (A record made before requests were fingerprinted is taken as the same request.)
+        if earlier.request_digest not in (None, asked):
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was first sent with a different upload; use a new key"
             )

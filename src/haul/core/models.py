@@ -63,6 +63,9 @@ class Upload:
     # Where the bytes land below the storage's root (a key prefix on S3, a subdirectory on
     # disk), chosen by a pre-create hook; fixed at creation. None: the root.
     storage_key: str | None = None
+    # SHA-256 of what the creation request asked for (see creation.request_digest): a retry
+    # with the same Idempotency-Key is the same request even when a hook changed the upload.
+    request_digest: str | None = None
     # Not persisted: filled from the storage, which is the only truth for it.
     offset: int = field(default=0, compare=False)
 

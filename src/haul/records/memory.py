@@ -52,6 +52,7 @@ class MemoryStore:
                 concat=kept.concat,
                 owner=kept.owner,
                 storage_key=kept.storage_key,
+                request_digest=kept.request_digest,
             )
 
     async def delete(self, upload_id: str) -> None:

@@ -72,6 +72,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE uploads ADD COLUMN storage_key text;
+    ALTER TABLE uploads ADD COLUMN request_digest text;
     """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order. Rows another
@@ -131,7 +132,7 @@ class PostgresStore:
             try:
                 await db.execute(
                     f"INSERT INTO uploads ({COLUMNS}) "
-                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
                     *upload_values(upload),
                 )
             except asyncpg.UniqueViolationError:

@@ -11,7 +11,7 @@ from haul.core.models import ConcatKind, Upload, UploadState
 
 COLUMNS = (
     "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
-    "expected_sha256, sha256, challenge, storage_key"
+    "expected_sha256, sha256, challenge, storage_key, request_digest"
 )
 # What a save may change (the rest is fixed at creation), in the order of update_values().
 UPDATABLE = (
@@ -38,6 +38,7 @@ def row_to_upload(row: Any) -> Upload:
         sha256=row[11],
         challenge=row[12],
         storage_key=row[13],
+        request_digest=row[14],
     )
 
 
@@ -58,6 +59,7 @@ def upload_values(upload: Upload) -> tuple[Any, ...]:
         upload.sha256,
         upload.challenge,
         upload.storage_key,
+        upload.request_digest,
     )
 
 

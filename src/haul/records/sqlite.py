@@ -83,6 +83,7 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE uploads ADD COLUMN storage_key TEXT;
+    ALTER TABLE uploads ADD COLUMN request_digest TEXT;
     """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order.
@@ -151,7 +152,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             try:
                 await db.execute(
-                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     upload_values(upload),
                 )
             except sqlite3.IntegrityError:
