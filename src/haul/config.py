@@ -170,6 +170,12 @@ class Settings:
         "Largest accepted upload (e.g. 50GiB); advertised as Tus-Max-Size. 0 = no limit.",
         parse_size,
     )
+    ietf_progress_interval: int = _setting(
+        8 << 20,
+        "IETF resumable uploads: a 104 with the offset reached after each this much of an "
+        "append (e.g. 8MiB). 0 = none.",
+        parse_size,
+    )
     max_metadata_size: int = _setting(
         4096, "Largest accepted Upload-Metadata header, in bytes.", parse_size
     )

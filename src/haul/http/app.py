@@ -43,6 +43,8 @@ TUS_REQUEST_HEADERS = (
     "Upload-Metadata", "Upload-Defer-Length", "Upload-Concat", "Upload-Checksum",
     "X-HTTP-Method-Override", "X-Requested-With", "Range", "If-Range", "If-None-Match",
     "Repr-Digest", "Haul-Proof", "Idempotency-Key", "X-Request-Id",
+    "Upload-Draft-Interop-Version", "Upload-Complete", "Upload-Incomplete", "Content-Digest",
+    "Content-Disposition",
 )  # fmt: skip
 TUS_RESPONSE_HEADERS = (
     "Location", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
@@ -50,6 +52,7 @@ TUS_RESPONSE_HEADERS = (
     "Upload-Defer-Length", "Upload-Concat", "Upload-Expires", "Content-Range",
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
     "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate", "X-Request-Id",
+    "Upload-Complete", "Upload-Incomplete", "Upload-Limit", "Accept-Patch",
 )  # fmt: skip
 
 

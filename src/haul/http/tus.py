@@ -33,6 +33,7 @@ from haul.errors import (
 from haul.http import logs
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
+from haul.http.ietf import IetfEndpoint
 from haul.http.links import LinkSigner
 from haul.wire.checksums import ALGORITHMS
 from haul.wire.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
@@ -118,10 +119,14 @@ class TusEndpoint:
         self.base_path = settings.base_path
         self.auth = auth
         self.links = LinkSigner(settings.link_secret, settings.link_ttl)
+        self.ietf = IetfEndpoint(service, settings, self.location)
 
     # -- routing --------------------------------------------------------------------------
 
     async def collection(self, request: Request) -> Response:
+        draft = self.ietf.draft(request)
+        if draft is not None:  # IETF resumable uploads (haul.http.ietf)
+            return await self.ietf.collection(request, draft, lambda: self._authenticate(request))
         if request.method == "OPTIONS":
             return await self.options(request)
         if request.method != "POST":
@@ -140,15 +145,16 @@ class TusEndpoint:
             "DELETE": self.delete,
             "GET": self.download,
         }
+        draft = self.ietf.draft(request) if request.method != "GET" else None
         if request.method == "OPTIONS":
-            return await self.options(request)
+            return self.ietf.options(draft) if draft else await self.options(request)
         handler = handlers.get(request.method)
         if handler is None:
             raise MethodNotAllowed(
                 f"{request.method} is not allowed on an upload",
                 headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE, GET"},
             )
-        if request.method != "GET":
+        if request.method != "GET" and draft is None:
             self._check_version(request)
         if not is_upload_id(upload_id):  # before anything (a lock file) is named after it
             shown = upload_id if upload_id.isprintable() and len(upload_id) <= 64 else "?"
@@ -156,6 +162,8 @@ class TusEndpoint:
         principal = await self._linked(request, upload_id)
         if principal is None:
             principal = self._authenticate(request)
+        if draft is not None:
+            return await self.ietf.resource(request, draft, upload_id, principal)
         return await handler(request, upload_id, principal)
 
     def _authenticate(self, request: Request) -> Principal:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -35,6 +36,11 @@ READ_SIZE = 1 << 20
 # after every read, costing a tenth of the throughput); one more read may land on top, so a
 # connection holds at most 3 MiB of body the application has not taken.
 HIGH_WATER = 2 << 20
+
+# The scope extension through which the application sends 1xx responses before its final one
+# (ASGI has no message for them): {"send": async (status, headers) -> None}.
+INFORMATIONAL = "http.response.informational"
+InformationalSend = Callable[[int, Sequence[tuple[bytes, bytes]]], Awaitable[None]]
 
 # The parser copies out everything it keeps before a read returns, so all connections of one
 # event loop can share one buffer (reads on a loop never overlap).
@@ -90,6 +96,8 @@ class LeanHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             # before its task first runs.
             cycle.__class__ = _PieceCycle
             cycle.pieces, cycle.buffered = [], 0  # type: ignore[attr-defined]
+            extensions = cycle.scope.setdefault("extensions", {})
+            extensions[INFORMATIONAL] = {"send": _informational(cycle)}
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -100,6 +108,22 @@ class LeanHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if cycle.buffered >= HIGH_WATER:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+def _informational(cycle: RequestResponseCycle) -> InformationalSend:
+    async def send(status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+        # Only before the final response starts, and never a 101 (that would switch protocols).
+        if not 102 <= status <= 199 or cycle.response_started or cycle.transport.is_closing():
+            return
+        reason = "Upload Resumption Supported" if status == 104 else "Informational"
+        lines = [f"HTTP/1.1 {status} {reason}\r\n".encode()]
+        for name, value in headers:
+            if b"\r" in name + value or b"\n" in name + value:
+                raise ValueError("an informational header holds a line break")
+            lines.append(b"%s: %s\r\n" % (name, value))
+        cycle.transport.write(b"".join([*lines, b"\r\n"]))
+
+    return send
 
 
 def http1_protocol(choice: str) -> type[HttpToolsProtocol]:

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,6 +40,8 @@ from h2.events import (
 )
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
+
+from haul.transport.http1 import INFORMATIONAL
 
 log = logging.getLogger("uvicorn.error")
 
@@ -306,6 +309,20 @@ class H2Protocol(asyncio.Protocol):
             except H2Error:  # the stream closed under us (reset, or the connection went)
                 self._lose(stream)
 
+        async def informational(status: int, headers: Sequence[tuple[bytes, bytes]]) -> None:
+            if not 102 <= status <= 199 or stream.gone or stream.finished or stream.headers_sent:
+                return
+            block = [(b":status", str(status).encode())]
+            block += [
+                (bytes(n).lower(), bytes(v)) for n, v in headers if n.lower() not in _HOP_BY_HOP
+            ]
+            try:
+                self.conn.send_headers(stream_id, block)
+                self._flush()
+            except H2Error:
+                self._lose(stream)
+
+        scope.setdefault("extensions", {})[INFORMATIONAL] = {"send": informational}
         try:
             await self.app(scope, receive, send)
         except Exception:

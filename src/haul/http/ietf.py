@@ -1,0 +1,312 @@
+"""IETF "Resumable Uploads for HTTP" on the tus endpoint: a request that carries
+``Upload-Draft-Interop-Version`` is answered by that draft (see :mod:`haul.wire.ietf`), over the
+same upload service as tus, so a draft upload is an ordinary haul upload once complete."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from haul.config import Settings
+from haul.core.models import Upload
+from haul.core.pump import BodyInterrupted
+from haul.core.service import UploadService
+from haul.errors import (
+    HaulError,
+    InvalidHeader,
+    LengthAlreadySet,
+    MethodNotAllowed,
+    OffsetMismatch,
+    UnsupportedMediaType,
+)
+from haul.http import logs
+from haul.http.auth import Principal
+from haul.http.body import request_body
+from haul.wire import ietf
+from haul.wire.digest import parse_repr_digest, sha256_from_repr_digest
+from haul.wire.tus import encode_metadata
+
+# The ASGI scope extension haul's transports offer for 1xx responses (haul.transport.http1).
+INFORMATIONAL = "http.response.informational"
+UPLOAD_RESUMPTION_SUPPORTED = 104
+
+Informational = Callable[[int, Sequence[tuple[bytes, bytes]]], Awaitable[None]]
+Locate = Callable[[Request, str], str]
+
+
+class RequestInterrupted(HaulError):
+    status = 400
+    code = "ERR_REQUEST_INTERRUPTED"
+
+
+class RequestTimeout(HaulError):
+    status = 408
+    code = "ERR_REQUEST_TIMEOUT"
+
+
+class Problem(HaulError):
+    """An error the draft types: answered with its problem+json body."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        super().__init__(body.decode(), headers={**headers, "Content-Type": ietf.PROBLEM_TYPE})
+        self.status = status
+
+    def render(self) -> str:
+        return self.message
+
+
+def _informational(request: Request) -> Informational | None:
+    extension: Any = request.scope.get("extensions", {}).get(INFORMATIONAL)
+    return None if extension is None else extension.get("send")
+
+
+def _header_integer(request: Request, name: str) -> int | None:
+    value = request.headers.get(name)
+    return None if value is None else ietf.parse_integer(value, name)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class IetfEndpoint:
+    def __init__(self, service: UploadService, settings: Settings, location: Locate) -> None:
+        self.service = service
+        self.settings = settings
+        self.location = location
+
+    @staticmethod
+    def draft(request: Request) -> ietf.Draft | None:
+        """The draft a request speaks; None for a plain tus (or HTTP) request."""
+        value = request.headers.get(ietf.INTEROP_HEADER)
+        return None if value is None else ietf.parse_interop_version(value)
+
+    # -- routing --------------------------------------------------------------------------
+
+    async def collection(
+        self, request: Request, draft: ietf.Draft, principal: Callable[[], Principal]
+    ) -> Response:
+        if request.method == "OPTIONS":
+            return self.options(draft)
+        if request.method != "POST":
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed here", headers={"Allow": "OPTIONS, POST"}
+            )
+        return await self.create(request, draft, principal())
+
+    async def resource(
+        self, request: Request, draft: ietf.Draft, upload_id: str, principal: Principal
+    ) -> Response:
+        if request.method == "OPTIONS":
+            return self.options(draft)
+        if request.method == "HEAD":
+            return await self.head(request, draft, upload_id, principal)
+        if request.method == "PATCH":
+            return await self.append(request, draft, upload_id, principal)
+        if request.method == "DELETE":
+            await self.service.terminate(upload_id, owner=principal.owner)
+            return Response(status_code=204)
+        raise MethodNotAllowed(
+            f"{request.method} is not allowed on an upload",
+            headers={"Allow": "OPTIONS, HEAD, PATCH, DELETE, GET"},
+        )
+
+    # -- handlers -------------------------------------------------------------------------
+
+    def options(self, draft: ietf.Draft) -> Response:
+        headers = {"Accept-Patch": ietf.PARTIAL_UPLOAD_TYPE} if draft.partial_upload_type else {}
+        headers.update(self._limits(draft))
+        return Response(status_code=204, headers=headers)
+
+    async def create(self, request: Request, draft: ietf.Draft, principal: Principal) -> Response:
+        complete = self._complete(request, draft)
+        content_length = _header_integer(request, "content-length")
+        length = self._length(request, draft, complete, content_length, 0)
+        metadata: dict[str, bytes] = {}
+        disposition = request.headers.get("content-disposition")
+        name = ietf.filename_from_disposition(disposition) if disposition else None
+        if name:
+            metadata["filename"] = name.encode()
+        media_type = _media_type(request)
+        if media_type and media_type != ietf.PARTIAL_UPLOAD_TYPE:
+            metadata["filetype"] = media_type.encode()
+        upload = await self.service.create(
+            length=length,
+            metadata_raw=encode_metadata(metadata) if metadata else None,
+            expected_sha256=self._repr_digest(request),
+            owner=principal.owner,
+            quota=principal.quota,
+        )
+        logs.tag(upload_id=upload.id)
+        location = self.location(request, upload.id)
+        inform = _informational(request)
+        if inform is not None:  # the client can resume from here even if this request dies
+            first = [(b"location", location.encode())]
+            first += [(b"upload-draft-interop-version", str(draft.version).encode())]
+            first += [(k.lower().encode(), v.encode()) for k, v in self._limits(draft).items()]
+            await inform(UPLOAD_RESUMPTION_SUPPORTED, first)
+        if content_length != 0 or complete:
+            upload = await self._write(request, draft, upload, 0, complete, content_length)
+        headers = {"Location": location, **self._state(draft, upload), **self._limits(draft)}
+        return Response(status_code=201, headers=headers)
+
+    async def head(
+        self, request: Request, draft: ietf.Draft, upload_id: str, principal: Principal
+    ) -> Response:
+        if "upload-offset" in request.headers or draft.complete_field.lower() in request.headers:
+            raise InvalidHeader(
+                f"offset retrieval takes no Upload-Offset or {draft.complete_field}"
+            )
+        upload = await self.service.reconcile(upload_id, owner=principal.owner)
+        headers = {"Cache-Control": "no-store", **self._state(draft, upload)}
+        if draft.upload_length and upload.length is not None:
+            headers["Upload-Length"] = str(upload.length)
+        headers.update(self._limits(draft))
+        return Response(status_code=204, headers=headers)
+
+    async def append(
+        self, request: Request, draft: ietf.Draft, upload_id: str, principal: Principal
+    ) -> Response:
+        if draft.partial_upload_type and _media_type(request) != ietf.PARTIAL_UPLOAD_TYPE:
+            raise UnsupportedMediaType(f"an append must be {ietf.PARTIAL_UPLOAD_TYPE}")
+        offset = _header_integer(request, "upload-offset")
+        if offset is None:
+            raise InvalidHeader("an append needs an Upload-Offset header")
+        complete = self._complete(request, draft)
+        content_length = _header_integer(request, "content-length")
+        length = self._length(request, draft, complete, content_length, offset)
+        upload = await self.service.status(upload_id, owner=principal.owner)
+        if upload.complete and draft.problems:
+            raise Problem(400, ietf.completed_upload(), {})
+        upload = await self._write(request, draft, upload, offset, complete, content_length, length)
+        return Response(status_code=204, headers=self._state(draft, upload))
+
+    # -- helpers --------------------------------------------------------------------------
+
+    async def _write(
+        self,
+        request: Request,
+        draft: ietf.Draft,
+        upload: Upload,
+        offset: int,
+        complete: bool,
+        content_length: int | None,
+        length: int | None = None,
+    ) -> Upload:
+        """The request body appended at ``offset``; a complete request without a length ends the
+        upload where its body ends. Errors the draft types become its problem bodies."""
+        body = request_body(request, self.settings.body_timeout, self.settings.min_speed)
+        inform = _informational(request)
+        if inform is not None and self.settings.ietf_progress_interval:
+            body = self._progress(body, offset, inform, self.settings.ietf_progress_interval)
+        try:
+            upload = await self.service.append(
+                upload.id,
+                offset,
+                body,
+                content_length=content_length,
+                checksum=self._content_digest(request),
+                new_length=length,
+                declared_sha256=self._repr_digest(request),
+                owner=upload.owner,
+            )
+            if complete and not upload.complete:  # the length is where the body ended
+                upload = await self.service.append(
+                    upload.id, upload.offset, _nothing(), new_length=upload.offset,
+                    owner=upload.owner,
+                )  # fmt: skip
+        except BodyInterrupted as exc:  # what arrived is kept (the core commits it)
+            headers = {"Connection": "close"}
+            if exc.timed_out:
+                raise RequestTimeout(str(exc), headers=headers) from None
+            raise RequestInterrupted(str(exc), headers=headers) from None
+        except OffsetMismatch:
+            current = await self.service.status(upload.id, owner=upload.owner)
+            if current.complete and draft.problems:
+                raise Problem(400, ietf.completed_upload(), {}) from None
+            headers = {"Upload-Offset": str(current.offset)}
+            if not draft.problems:
+                raise OffsetMismatch("the offset does not match", headers=headers) from None
+            raise Problem(409, ietf.mismatching_offset(current.offset, offset), headers) from None
+        except LengthAlreadySet as exc:
+            if draft.version < 7:
+                raise
+            raise Problem(400, ietf.inconsistent_length(), {}) from exc
+        return upload
+
+    @staticmethod
+    async def _progress(
+        body: AsyncIterator[bytes], offset: int, inform: Informational, interval: int
+    ) -> AsyncIterator[bytes]:
+        """The body, with a 104 carrying the offset reached each ``interval`` bytes: a piece is
+        counted once the writer has asked for the next one, so it has been handed on."""
+        received, reported = offset, offset
+        async for piece in body:
+            if received - reported >= interval:
+                reported = received
+                await inform(UPLOAD_RESUMPTION_SUPPORTED, [(b"upload-offset", b"%d" % received)])
+            yield piece
+            received += len(piece)
+
+    @staticmethod
+    def _complete(request: Request, draft: ietf.Draft) -> bool:
+        complete = draft.parse_complete(dict(request.headers))
+        if complete is None:
+            raise InvalidHeader(f"the request needs {draft.complete_field}")
+        return complete
+
+    @staticmethod
+    def _length(
+        request: Request,
+        draft: ietf.Draft,
+        complete: bool,
+        content_length: int | None,
+        offset: int,
+    ) -> int | None:
+        """The upload's length as the request states it: the rest of it in a complete request,
+        ``Upload-Length`` (6 on); both must agree."""
+        from_body = offset + content_length if complete and content_length is not None else None
+        declared = _header_integer(request, "upload-length") if draft.upload_length else None
+        if from_body is not None and declared is not None and from_body != declared:
+            if draft.version >= 7:
+                raise Problem(400, ietf.inconsistent_length(), {})
+            raise InvalidHeader("Upload-Length and the request's length disagree")
+        return declared if declared is not None else from_body
+
+    @staticmethod
+    def _repr_digest(request: Request) -> str | None:
+        value = request.headers.get("repr-digest")
+        return sha256_from_repr_digest(value) if value else None
+
+    @staticmethod
+    def _content_digest(request: Request) -> tuple[str, bytes] | None:
+        value = request.headers.get("content-digest")
+        if not value:
+            return None
+        digest = parse_repr_digest(value).get("sha-256")
+        if digest is None or len(digest) != 32:
+            raise InvalidHeader("Content-Digest must include a 32-byte sha-256")
+        return ("sha256", digest)
+
+    @staticmethod
+    def _state(draft: ietf.Draft, upload: Upload) -> dict[str, str]:
+        return {
+            "Upload-Offset": str(upload.offset),
+            draft.complete_field: draft.complete_value(upload.complete),
+        }
+
+    def _limits(self, draft: ietf.Draft) -> dict[str, str]:
+        if not draft.limits:
+            return {}
+        age = math.ceil(self.settings.expiration) if self.settings.expiration else None
+        value = draft.limit_value(self.settings.max_size or None, age)
+        return {"Upload-Limit": value} if value else {}
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
