@@ -18,6 +18,7 @@ from haul.core.service import UploadService
 from haul.errors import (
     HaulError,
     InvalidHeader,
+    InvalidMetadata,
     LengthAlreadySet,
     MethodNotAllowed,
     OffsetMismatch,
@@ -28,7 +29,7 @@ from haul.http.auth import Principal
 from haul.http.body import request_body
 from haul.wire import ietf
 from haul.wire.digest import parse_repr_digest, sha256_from_repr_digest
-from haul.wire.tus import encode_metadata
+from haul.wire.tus import encode_metadata, parse_metadata
 
 # The ASGI scope extension haul's transports offer for 1xx responses (haul.transport.http1).
 INFORMATIONAL = "http.response.informational"
@@ -134,6 +135,13 @@ class IetfEndpoint:
         media_type = _media_type(request)
         if media_type and media_type != ietf.PARTIAL_UPLOAD_TYPE:
             metadata["filetype"] = media_type.encode()
+        metadata_raw = request.headers.get("upload-metadata")  # as tus-js-client sends it
+        if metadata_raw is not None:
+            if len(metadata_raw) > self.settings.max_metadata_size:
+                raise InvalidMetadata(
+                    f"Upload-Metadata is larger than {self.settings.max_metadata_size} bytes"
+                )
+            metadata = {**parse_metadata(metadata_raw), **metadata}
         upload = await self.service.create(
             length=length,
             metadata_raw=encode_metadata(metadata) if metadata else None,
@@ -268,9 +276,11 @@ class IetfEndpoint:
         offset: int,
     ) -> int | None:
         """The upload's length as the request states it: the rest of it in a complete request,
-        ``Upload-Length`` (6 on); both must agree."""
+        ``Upload-Length``; both must agree. Upload-Length is a field of draft-05 (interop 6) on,
+        read in earlier versions too: tus-js-client sends it there, and with a stream for a
+        source it may end an upload without ever saying it is complete."""
         from_body = offset + content_length if complete and content_length is not None else None
-        declared = _header_integer(request, "upload-length") if draft.upload_length else None
+        declared = _header_integer(request, "upload-length")
         if from_body is not None and declared is not None and from_body != declared:
             if draft.version >= 7:
                 raise Problem(400, ietf.inconsistent_length(), {})
