@@ -345,7 +345,7 @@ def test_http2_carries_the_104_before_the_final_answer(make_server, tmp_path) ->
         with tls.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
             conn = H2Connection()
             conn.initiate_connection()
-            data = os.urandom(2 << 20)
+            data = os.urandom(8 << 20)
             conn.send_headers(1, [
                 (":method", "POST"), (":path", "/files/"), (":scheme", "https"),
                 (":authority", f"127.0.0.1:{server.port}"),

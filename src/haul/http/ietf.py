@@ -4,6 +4,7 @@ same upload service as tus, so a draft upload is an ordinary haul upload once co
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -210,7 +211,8 @@ class IetfEndpoint:
         body = request_body(request, self.settings.body_timeout, self.settings.min_speed)
         inform = _informational(request)
         if inform is not None and self.settings.ietf_progress_interval:
-            body = self._progress(body, offset, inform, self.settings.ietf_progress_interval)
+            stored = functools.partial(self.service.storage.offset, upload.stored_as)
+            body = self._progress(body, stored, inform, self.settings.ietf_progress_interval)
         try:
             upload = await self.service.append(
                 upload.id,
@@ -248,15 +250,22 @@ class IetfEndpoint:
 
     @staticmethod
     async def _progress(
-        body: AsyncIterator[bytes], offset: int, inform: Informational, interval: int
+        body: AsyncIterator[bytes],
+        stored: Callable[[], Awaitable[int]],
+        inform: Informational,
+        interval: int,
     ) -> AsyncIterator[bytes]:
-        """The body, with a 104 carrying the offset reached each ``interval`` bytes: a piece is
-        counted once the writer has asked for the next one, so it has been handed on."""
-        received, reported = offset, offset
+        """The body, with a 104 after each ``interval`` bytes carrying the offset the storage
+        holds by then: never bytes still in flight, so a later answer cannot report less."""
+        received, reported = 0, await stored()
+        for_next = interval
         async for piece in body:
-            if received - reported >= interval:
-                reported = received
-                await inform(UPLOAD_RESUMPTION_SUPPORTED, [(b"upload-offset", b"%d" % received)])
+            if received >= for_next:
+                for_next = received + interval
+                offset = await stored()
+                if offset > reported:
+                    reported = offset
+                    await inform(UPLOAD_RESUMPTION_SUPPORTED, [(b"upload-offset", b"%d" % offset)])
             yield piece
             received += len(piece)
 
