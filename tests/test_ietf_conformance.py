@@ -383,3 +383,36 @@ def test_http2_carries_the_104_before_the_final_answer(make_server, tmp_path) ->
         assert got.content == data
     finally:
         server.stop()
+
+
+def test_credentials_and_owners_apply(make_server: Callable[..., HaulServer]) -> None:
+    server = make_server(
+        "--api-keys", "alice:alice-key-0123456789abcdef,bob:bob-key-0123456789abcdef"
+    )
+    alice = {"Authorization": "Bearer alice-key-0123456789abcdef"}
+    bob = {"Authorization": "Bearer bob-key-0123456789abcdef"}
+    base = {"Upload-Draft-Interop-Version": "8", **complete_field(8, False)}
+    anonymous = request(server, "POST", "/files/", base, b"abc")
+    assert anonymous.status == 401
+    assert anonymous.informational == []  # refused before any upload exists
+    created = request(server, "POST", "/files/", {**base, **alice}, b"abc")
+    assert created.status == 201
+    path = path_of(created.headers["location"])
+    probe = {"Upload-Draft-Interop-Version": "8"}
+    assert request(server, "HEAD", path, {**probe, **bob}).status == 404
+    assert request(server, "PATCH", path, {**append_headers(8, 3, True), **bob}, b"d").status == 404
+    done = request(server, "PATCH", path, {**append_headers(8, 3, True), **alice}, b"d")
+    assert done.status == 204
+    assert said_complete(8, done.headers)
+
+
+def test_without_the_lean_protocol_no_104_but_the_same_upload(
+    make_server: Callable[..., HaulServer],
+) -> None:
+    server = make_server("--http1", "uvicorn")
+    data = os.urandom(100_000)
+    headers = {"Upload-Draft-Interop-Version": "6", **complete_field(6, True)}
+    answer = request(server, "POST", "/files/", headers, data)
+    assert answer.status == 201
+    assert answer.informational == []
+    assert download(server, answer.headers["location"]).content == data
