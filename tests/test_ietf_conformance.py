@@ -236,6 +236,31 @@ def test_an_interrupted_creation_keeps_what_arrived(server: HaulServer, version:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
+def test_an_interrupted_append_keeps_what_arrived(server: HaulServer, version: int) -> None:
+    data = os.urandom(10 << 20)
+    sent = (3 << 20) + 321
+    created = create(server, version)
+    path = path_of(created.headers["location"])
+    wire = Wire(server)
+    headers = {**append_headers(version, 0, True), "Content-Length": str(len(data))}
+    wire.send("PATCH", path, headers, data[:sent])
+    probe = {"Upload-Draft-Interop-Version": str(version)}
+
+    def offset() -> int:  # -1 while the upload is busy (423)
+        return int(request(server, "HEAD", path, probe).headers.get("upload-offset", "-1"))
+
+    wait_for(lambda: offset() >= 2 << 20)  # whole blocks land while it streams
+    wire.close()  # the connection dies mid-body
+    wait_for(lambda: offset() == sent)  # the rest once it is gone
+    state = request(server, "HEAD", path, probe)
+    assert not said_complete(version, state.headers)
+    rest = request(server, "PATCH", path, append_headers(version, sent, True), data[sent:])
+    assert rest.status == 204, rest.body
+    assert said_complete(version, rest.headers)
+    assert download(server, created.headers["location"]).content == data
+
+
+@pytest.mark.parametrize("version", VERSIONS)
 def test_a_long_append_reports_its_progress_in_104s(limited: HaulServer, version: int) -> None:
     data = os.urandom(8 << 20)
     created = create(limited, version)
