@@ -96,6 +96,10 @@ def test_uvicorn_internals_the_lean_protocol_extends_are_there() -> None:
     request = cycle(**arguments)
     assert {"waiting_for_100_continue", "transport", "disconnected", "response_complete",
             "flow", "message_event", "more_body", "body"} <= set(vars(request))  # fmt: skip
+    # What the informational responses (104 Upload Resumption Supported) read of a request.
+    assert {"scope", "response_started", "transport"} <= set(vars(request))
+    assert request.scope is arguments["scope"]
+    assert request.response_started is False
     assert vars(httptools_impl)["FlowControl"] is FlowControl  # what the protocol's flow is
     assert _parameters(FlowControl.pause_reading) == ["self"]
     assert _parameters(FlowControl.resume_reading) == ["self"]
