@@ -167,11 +167,12 @@ class Settings:
     base_path: str = _setting("/files/", "URL path under which the tus endpoint lives.")
     chunk_api: bool = _setting(
         True,
-        "Serve the design note's chunk API (POST /upload-chunk, GET /exist, POST /merge).",
+        "Serve the chunk APIs: the design note's (POST /upload-chunk, GET /exist, POST /merge) "
+        "and flow.js / Resumable.js (/flow).",
         parse_bool,
     )
     chunk_api_prefix: str = _setting(
-        "", "Path prefix for the chunk API (e.g. /api); empty: the paths are exactly the note's."
+        "", "Path prefix for the chunk APIs (e.g. /api); empty: the paths are exactly the note's."
     )
     max_size: int = _setting(
         0,

@@ -66,7 +66,7 @@ def parse_count(value: object, name: str, low: int) -> int:
     return int(text)
 
 
-class _Counted:
+class Counted:
     """A body passed on as it is, counted and MD5-hashed on the way."""
 
     def __init__(self, source: AsyncIterator[bytes]) -> None:
@@ -81,7 +81,7 @@ class _Counted:
             yield piece
 
 
-async def _spooled(data: AsyncIterator[bytes]) -> IO[bytes]:
+async def spooled(data: AsyncIterator[bytes]) -> IO[bytes]:
     """A file part that came before the fields naming it: kept on disk (not in memory) until
     the rest of the form says where it belongs."""
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
@@ -91,12 +91,12 @@ async def _spooled(data: AsyncIterator[bytes]) -> IO[bytes]:
     return spool
 
 
-async def _replay(spool: IO[bytes]) -> AsyncIterator[bytes]:
+async def replay(spool: IO[bytes]) -> AsyncIterator[bytes]:
     while block := await asyncio.to_thread(spool.read, _SPOOL_IN_MEMORY):
         yield block
 
 
-async def _nothing() -> AsyncIterator[bytes]:
+async def nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover  (makes this an async generator)
 
@@ -140,7 +140,7 @@ class ChunkApi:
             boundary_of(request.headers.get("content-type")),
         )
         fields: dict[str, str] = {}
-        written: tuple[str, _Counted] | None = None
+        written: tuple[str, Counted] | None = None
         spool: IO[bytes] | None = None
         try:
             async for part in form.parts():
@@ -150,14 +150,14 @@ class ChunkApi:
                     if "index" in fields and "fileHash" in fields:
                         written = await self._write(principal, fields, part.data)
                     else:
-                        spool = await _spooled(part.data)
+                        spool = await spooled(part.data)
                 elif part.name in _FIELDS:
                     await self._field(fields, part)
             if written is None and spool is None:
                 raise BadRequest("the form has no file part named chunk")
             if written is None:
                 assert spool is not None
-                written = await self._write(principal, fields, _replay(spool))
+                written = await self._write(principal, fields, replay(spool))
         except BodyInterrupted as exc:
             error = RequestTimeout if exc.timed_out else RequestInterrupted
             raise error(str(exc), headers={"Connection": "close"}) from None
@@ -176,7 +176,7 @@ class ChunkApi:
 
     async def _write(
         self, principal: Principal, fields: dict[str, str], data: AsyncIterator[bytes]
-    ) -> tuple[str, _Counted]:
+    ) -> tuple[str, Counted]:
         """The chunk's bytes into its partial upload (left open: its length is declared once
         the form is over and its chunkHash, wherever it came, has been checked)."""
         if "index" not in fields or "fileHash" not in fields:
@@ -190,7 +190,7 @@ class ChunkApi:
         key = f"chunk\0{file_hash}\0{index}"
         upload = await self._fresh_chunk(principal, key)
         logs.tag(upload_id=upload.id)
-        counted = _Counted(data)
+        counted = Counted(data)
         if upload.complete:  # the same chunk again: accepted, the bytes already held
             async for _ in counted:
                 pass
@@ -228,7 +228,7 @@ class ChunkApi:
         await self.service.store.delete(upload_id)
 
     async def _finish(
-        self, principal: Principal, upload_id: str, counted: _Counted, chunk_hash: str | None
+        self, principal: Principal, upload_id: str, counted: Counted, chunk_hash: str | None
     ) -> int:
         if chunk_hash is not None and counted.md5.hexdigest() != chunk_hash.lower():
             upload = await self.service.status(upload_id, owner=principal.owner)
@@ -239,7 +239,7 @@ class ChunkApi:
         if upload.complete:
             return upload.length or 0
         upload = await self.service.append(
-            upload_id, counted.size, _nothing(), new_length=counted.size, owner=principal.owner
+            upload_id, counted.size, nothing(), new_length=counted.size, owner=principal.owner
         )
         return upload.length or 0
 
