@@ -4,6 +4,7 @@ assembled upload's URL in the last answer, bad parameters refused with 400."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 
@@ -132,3 +133,13 @@ async def test_an_empty_file_is_one_empty_chunk() -> None:
         answer = await http.post("/flow", params=params(1, data=b""), content=b"")
         assert answer.status_code == 200, answer.text
         assert answer.json()["size"] == 0
+
+
+async def test_the_last_two_chunks_arriving_at_once_make_one_upload() -> None:
+    async with client() as http:
+        assert (await post(http, 1)).is_success
+        answers = await asyncio.gather(post(http, 2), post(http, 3))
+        assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+        urls = {a.json()["url"] for a in answers if "url" in a.json()}
+        assert len(urls) == 1
+        assert (await http.get(urls.pop())).content == DATA

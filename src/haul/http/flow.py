@@ -258,5 +258,5 @@ class FlowEndpoint:
             return await self.service.create_final(
                 ids, metadata_raw=metadata, owner=principal.owner, quota=principal.quota
             )
-        except InvalidConcat:  # the last two chunks arrived at once: the other one assembled it
-            return await self._assembled(principal, chunk)
+        except (InvalidConcat, Gone):  # the last two chunks arrived at once: the other one
+            return await self._assembled(principal, chunk)  # assembled the file
