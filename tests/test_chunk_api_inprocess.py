@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 
 import httpx
 import pytest
 
-from tests.inprocess import asgi_client, memory_service, memory_settings
+from haul.core.lifecycle import Limits
+from tests.inprocess import Heard, asgi_client, memory_service, memory_settings
 
 pytestmark = pytest.mark.fast
 
@@ -220,3 +222,35 @@ async def test_bad_merge_requests_are_refused(payload: bytes) -> None:
     async with client() as http:
         answer = await http.post("/merge", content=payload)
         assert answer.status_code == 400, answer.text
+
+
+async def test_chunks_never_merged_expire_and_can_be_sent_again() -> None:
+    service = memory_service(Limits(expiration=60))
+    async with asgi_client(service) as http:
+        assert (await send(http, 0)).is_success
+        report = await service.collect_garbage(now=time.time() + 3600)
+        assert report.expired == 1
+        exist = await http.get("/exist", params={"fileHash": MD5})
+        assert exist.json()["uploadedChunks"] == []
+        assert (await send(http, 0)).json() == {"index": 0, "size": SIZE}
+        exist = await http.get("/exist", params={"fileHash": MD5})
+        assert exist.json()["uploadedChunks"] == [0]
+
+
+async def test_the_merge_is_judged_by_the_type_policy_and_told_to_listeners() -> None:
+    settings = memory_settings(allowed_types=".txt")
+    service = memory_service(policy=settings.type_policy())
+    heard = Heard()
+    service.events.subscribe(heard)
+    async with asgi_client(service, settings) as http:
+        for index in range(len(CHUNKS)):
+            assert (await send(http, index)).is_success
+        refused = await http.post("/merge", json={"fileHash": MD5, "fileName": "a.exe"})
+        assert refused.status_code == 415
+        for index in range(len(CHUNKS)):
+            assert (await send(http, index)).is_success
+        merged = await http.post("/merge", json={"fileHash": MD5, "fileName": "a.txt"})
+        assert merged.status_code == 200, merged.text
+    finished = [e for e in heard.events if type(e).__name__ == "Finished" and e.upload.is_final]
+    assert len(finished) == 1
+    assert finished[0].upload.length == len(DATA)
