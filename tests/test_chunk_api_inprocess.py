@@ -254,3 +254,15 @@ async def test_the_merge_is_judged_by_the_type_policy_and_told_to_listeners() ->
     finished = [e for e in heard.events if type(e).__name__ == "Finished" and e.upload.is_final]
     assert len(finished) == 1
     assert finished[0].upload.length == len(DATA)
+
+
+async def test_a_merge_with_total_chunks_finds_chunks_far_apart() -> None:
+    far = 250  # beyond the first hundred indexes in a row that are not held
+    async with client() as http:
+        assert (await send(http, 0, chunk=b"a")).is_success
+        assert (await send(http, far, chunk=b"b")).is_success
+        merged = await http.post(
+            "/merge", json={"fileHash": MD5, "fileName": "a", "totalChunks": far + 1}
+        )
+        assert merged.status_code == 409
+        assert merged.json()["missing"] == list(range(1, far))

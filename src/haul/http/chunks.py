@@ -266,13 +266,15 @@ class ChunkApi:
                 return final
         return None
 
-    async def _held(self, owner: str, file_hash: str) -> list[int]:
-        """The indexes of the complete chunks held for this file, ascending."""
+    async def _held(self, owner: str, file_hash: str, count: int | None = None) -> list[int]:
+        """The indexes of the complete chunks held for this file, ascending: of the first
+        ``count`` when it is known, else up to the first hundred indexes in a row not held."""
         held: list[int] = []
-        for start in range(0, MAX_CHUNKS, _PROBE):
-            ids = {chunk_id(owner, file_hash, i): i for i in range(start, start + _PROBE)}
+        for start in range(0, count or MAX_CHUNKS, _PROBE):
+            stop = min(start + _PROBE, count or MAX_CHUNKS)
+            ids = {chunk_id(owner, file_hash, i): i for i in range(start, stop)}
             records = await self.service.store.get_many(list(ids))
-            if not records:
+            if not records and count is None:
                 break
             held += sorted(ids[r.id] for r in records.values() if r.owner == owner and r.complete)
         return held
@@ -292,7 +294,7 @@ class ChunkApi:
         merged = await self._merged(owner, file_hash)
         if merged is not None and count in (None, len(merged.parts)):
             return self._merged_answer(request, merged)
-        held = await self._held(owner, file_hash)
+        held = await self._held(owner, file_hash, count)
         if count is None:
             count = held[-1] + 1 if held else 1
         missing = sorted(set(range(count)) - set(held))
