@@ -6,11 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import tracemalloc
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from haul.core.lifecycle import Limits
+from haul.core.service import UploadService
+from haul.locks.memory import MemoryLocker
+from haul.records.memory import MemoryStore
+from haul.storage.local import LocalStorage
 from tests.inprocess import Heard, asgi_client, memory_service, memory_settings
 
 pytestmark = pytest.mark.fast
@@ -266,3 +273,34 @@ async def test_a_merge_with_total_chunks_finds_chunks_far_apart() -> None:
         )
         assert merged.status_code == 409
         assert merged.json()["missing"] == list(range(1, far))
+
+
+async def test_a_chunk_is_streamed_into_storage_not_held_in_memory(tmp_path: Path) -> None:
+    size = 48 * 1024 * 1024
+    piece = b"z" * 65536
+    boundary = "streamed"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="index"\r\n\r\n0\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="fileHash"\r\n\r\n{MD5}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="chunk"; filename="b"\r\n\r\n'
+    ).encode()
+
+    async def form() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(size // len(piece)):
+            yield piece
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    service = UploadService(
+        LocalStorage(tmp_path, fsync=False), MemoryStore(), MemoryLocker(), Limits()
+    )
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    async with asgi_client(service) as http:
+        tracemalloc.start()
+        try:
+            answer = await http.post("/upload-chunk", content=form(), headers=headers)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert answer.json() == {"index": 0, "size": size}
+    assert peak < size / 6, peak  # a few blocks in flight, never the chunk
