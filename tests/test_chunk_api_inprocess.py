@@ -3,6 +3,7 @@ and the multipart parser's edges (400, never 500)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -304,3 +305,22 @@ async def test_a_chunk_is_streamed_into_storage_not_held_in_memory(tmp_path: Pat
             tracemalloc.stop()
     assert answer.json() == {"index": 0, "size": size}
     assert peak < size / 6, peak  # a few blocks in flight, never the chunk
+
+
+async def test_a_merged_file_is_an_instant_upload_for_tus_clients() -> None:
+    async with client(api_keys="carol:carol-key-0123456789") as http:
+        http.headers["Authorization"] = "Bearer carol-key-0123456789"
+        for index in range(len(CHUNKS)):
+            assert (await send(http, index)).is_success
+        assert (await http.post("/merge", json={"fileHash": MD5, "fileName": "a"})).is_success
+        digest = base64.b64encode(hashlib.sha256(DATA).digest()).decode()
+        created = await http.post(
+            "/files/",
+            headers={
+                "Tus-Resumable": "1.0.0",
+                "Upload-Length": str(len(DATA)),
+                "Repr-Digest": f"sha-256=:{digest}:",
+            },
+        )
+        assert created.status_code == 201
+        assert created.headers["upload-offset"] == str(len(DATA))
