@@ -165,6 +165,12 @@ class Settings:
         parse_duration,
     )
     base_path: str = _setting("/files/", "URL path under which the tus endpoint lives.")
+    chunk_api: bool = _setting(
+        True, "Serve the design note's chunk API and /flow (flow.js, Resumable.js).", parse_bool
+    )
+    chunk_api_prefix: str = _setting(
+        "", "Path prefix for the chunk APIs (e.g. /api); empty: the paths are exactly the note's."
+    )
     max_size: int = _setting(
         0,
         "Largest accepted upload (e.g. 50GiB); advertised as Tus-Max-Size. 0 = no limit.",
@@ -414,6 +420,8 @@ class Settings:
             yield f.name, f.default, f.metadata["help"]
 
     def __post_init__(self) -> None:
+        if self.chunk_api_prefix and not re.fullmatch(r"(/[^/]+)+", self.chunk_api_prefix):
+            raise ConfigError(f"chunk_api_prefix must be like /api, got {self.chunk_api_prefix!r}")
         if not self.base_path.startswith("/") or not self.base_path.endswith("/"):
             raise ConfigError(f"base_path must start and end with '/', got {self.base_path!r}")
         if not 0 < self.port < 65536 and self.port != 0:

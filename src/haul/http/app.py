@@ -26,7 +26,9 @@ from haul.core.service import UploadService
 from haul.errors import HaulError, VersionUnsupported
 from haul.http import web
 from haul.http.auth import Authenticator
+from haul.http.chunks import ChunkApi
 from haul.http.direct import DirectEndpoint
+from haul.http.flow import FlowEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.logs import RequestContext
 from haul.http.metrics import Metrics, RequestMetrics
@@ -207,6 +209,16 @@ def create_app(
         ExactRoute(base + "{upload_id}", tus.resource, methods=every_method, name="upload"),
     ]
     routes += UploadsApi(service, auth, tus.location).routes()
+    if settings.chunk_api:
+        for surface in (ChunkApi, FlowEndpoint):
+            routes += surface(
+                service,
+                auth,
+                tus.location,
+                prefix=settings.chunk_api_prefix,
+                body_timeout=settings.body_timeout,
+                min_speed=settings.min_speed,
+            ).routes()
     if isinstance(service.storage, DirectUploads):  # presigned uploads straight to the store
         routes += DirectEndpoint(service, service.storage, settings, auth).routes()
     if metrics is not None and settings.metrics:

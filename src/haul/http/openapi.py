@@ -8,6 +8,7 @@ from typing import Any
 import haul
 from haul.config import Settings
 from haul.http.direct import MAX_PARTS
+from haul.http.openapi_chunks import chunk_paths
 
 _UINT = {"type": "integer", "minimum": 0}
 _ERROR = {
@@ -200,6 +201,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "/api/info": {"get": {"responses": {"200": {"description": "limits and features"}}}},
             **_uploads_api(),
             **_metrics(settings),
+            **chunk_paths(settings),
             base: {
                 "options": {
                     "summary": "What the server supports",
