@@ -166,6 +166,21 @@ async def test_shared_uploads_can_be_concatenated(storage: Storage) -> None:
     assert await read_all(storage, D, 0, len(whole)) == whole
 
 
+async def test_concatenating_again_replaces_the_first_assembly(storage: Storage) -> None:
+    """A node that assembled a final upload and died before its record said so leaves the
+    assembly behind: the next node's assembly of the same final must take its place."""
+    for upload_id, data in ((A, os.urandom(5 * MiB + 1)), (B, b"tail")):
+        await storage.create(upload_id)
+        await append(storage, upload_id, 0, data)
+        await storage.finish(upload_id)
+    await storage.create(C)
+    await storage.concatenate(C, [A, B])
+    first = await read_all(storage, C, 0, 5 * MiB + 5)
+    await storage.concatenate(C, [A, B])
+    assert await read_all(storage, C, 0, 5 * MiB + 5) == first
+    assert await storage.offset(C) == 5 * MiB + 5
+
+
 async def test_a_writer_is_done_once_committed(storage: Storage) -> None:
     await storage.create(A)
     writer = await storage.open_writer(A, 0, atomic=False)

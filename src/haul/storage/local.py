@@ -204,7 +204,12 @@ class LocalStorage:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        os.rename(staging, self._path(upload_id, ".parts"))
+        target, old = self._path(upload_id, ".parts"), self._path(upload_id, ".old")
+        if target.is_dir():  # assembled before by a request that died before its record said so
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(target, old)  # the same bytes, still found there until the next rename
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
         self._path(upload_id).unlink(missing_ok=True)
 
     async def share(self, source_id: str, upload_id: str) -> bool:
