@@ -333,3 +333,22 @@ def test_a_direct_upload_to_s3_is_hooked_like_a_tus_one(
     finished = of_upload(told, url)[-1]
     assert finished["upload"]["sha256"] == sha256_file(source)
     assert finished["upload"]["length"] == source.stat().st_size
+
+
+def test_progress_is_throttled_across_nodes(
+    make_server: Callable[..., HaulServer], receiver: HookReceiver, client: httpx.Client,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Two nodes on one data dir take turns with one upload's PATCHes: the interval is the
+    cluster's, not each node's."""
+    shared = tmp_path / "shared"
+    options = hook_options(receiver, "--hook-progress-interval", "60")
+    nodes = [make_server(*options, data_dir=shared), make_server(*options, data_dir=shared)]
+    url = create(client, nodes[0], 40)
+    path = url.split("/files/", 1)[1]
+    for offset in range(0, 40, 10):
+        node = nodes[(offset // 10) % 2]
+        answer = patch(client, f"{node.endpoint}{path}", offset, b"p" * 10)
+        assert answer.status_code == 204, answer.text
+    wait_for(lambda: "post-finish" in kinds(of_upload(receiver.delivered(), url)))
+    assert kinds(of_upload(receiver.delivered(), url)).count("post-receive") == 1

@@ -414,3 +414,15 @@ async def test_the_outbox_is_claimed_by_one_of_many_workers_at_once(store: Metad
     )
     claimed = [entry.id for batch in batches for entry in batch]
     assert len(claimed) == len(set(claimed)) == 60
+
+
+async def test_progress_is_taken_once_per_interval_by_all_nodes(store: MetadataStore) -> None:
+    assert isinstance(store, Outbox)
+    u = "p" * 32
+    asked = await asyncio.gather(*(store.progress_due(u, 100.0, 1.0) for _ in range(8)))
+    assert asked.count(True) == 1  # eight requests at once: one event
+    assert not await store.progress_due(u, 100.9, 1.0)
+    assert await store.progress_due(u, 101.0, 1.0)
+    assert await store.progress_due("q" * 32, 100.5, 1.0)  # each upload its own
+    await store.progress_forget(u)
+    assert await store.progress_due(u, 101.2, 1.0)  # forgotten: taken at once again

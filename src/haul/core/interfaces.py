@@ -223,6 +223,15 @@ class Outbox(Protocol):
         """Entries not delivered yet."""
         ...
 
+    async def progress_due(self, upload_id: str, at: float, interval: float) -> bool:
+        """Whether a progress event of ``upload_id`` at ``at`` is due: none was taken less
+        than ``interval`` before it, by any node. Taking it records ``at``, atomically."""
+        ...
+
+    async def progress_forget(self, upload_id: str) -> None:
+        """The upload ended: its progress time is no longer needed."""
+        ...
+
 
 class Locker(Protocol):
     def lock(self, upload_id: str, timeout: float) -> AbstractAsyncContextManager[None]:

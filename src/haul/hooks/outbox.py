@@ -9,6 +9,7 @@ from collections.abc import Callable
 from haul.core import events
 from haul.core.gate import current_request
 from haul.core.interfaces import Outbox, OutboxEntry
+from haul.core.models import Upload
 from haul.hooks.body import POST_TYPES, event_body, new_event_id
 
 _ENDS = (events.Finished, events.Terminated, events.Expired)
@@ -46,9 +47,11 @@ class OutboxWriter:
         upload = event.upload
         if isinstance(event, _ENDS):
             self._last_progress.pop(upload.id, None)
+            if "post-receive" in self.types:  # any node may have taken its last one
+                await self.outbox.progress_forget(upload.id)
         if kind is None or kind not in self.types:
             return
-        if isinstance(event, events.Progress) and not self._progress_due(upload.id, event.at):
+        if isinstance(event, events.Progress) and not await self._progress_due(upload, event.at):
             return
         event_id = new_event_id()
         body = event_body(event_id, kind, event.at, upload, self._base())
@@ -62,10 +65,15 @@ class OutboxWriter:
         request = current_request.get()
         return request.base_url if request is not None and request.base_url else self.base_path
 
-    def _progress_due(self, upload_id: str, at: float) -> bool:
-        """At most one post-receive per upload per interval (this process's view)."""
+    async def _progress_due(self, upload: Upload, at: float) -> bool:
+        """At most one post-receive per upload per interval: this process's view first (no
+        query for most requests), then the record store's, which every node shares."""
+        upload_id = upload.id
         last = self._last_progress.get(upload_id)
         if last is not None and at - last < self.progress_interval:
+            return False
+        if not await self.outbox.progress_due(upload_id, at, self.progress_interval):
+            self._last_progress[upload_id] = at  # another node took this interval
             return False
         if len(self._last_progress) >= _TRACKED_MAX:
             horizon = at - self.progress_interval

@@ -23,6 +23,7 @@ class MemoryStore:
         self._rows: dict[str, Upload] = {}
         # The hooks' outbox, in the order written: id -> (entry, next try, lease holder, until).
         self._outbox: dict[str, tuple[OutboxEntry, float, str, float]] = {}
+        self._progress: dict[str, float] = {}  # upload id -> last progress event
 
     async def open(self) -> None:
         """Nothing to connect to."""
@@ -123,6 +124,16 @@ class MemoryStore:
             key=lambda u: (u.created_at, u.id),
         )
         return [_copy(u) for u in found[:limit]]
+
+    async def progress_due(self, upload_id: str, at: float, interval: float) -> bool:
+        last = self._progress.get(upload_id)
+        if last is not None and at - last < interval:
+            return False
+        self._progress[upload_id] = at
+        return True
+
+    async def progress_forget(self, upload_id: str) -> None:
+        self._progress.pop(upload_id, None)
 
     async def outbox_add(self, entry: OutboxEntry) -> None:
         self._outbox.setdefault(entry.id, (entry, 0.0, "", 0.0))

@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE uploads ADD COLUMN storage_key text;
     ALTER TABLE uploads ADD COLUMN request_digest text;
+    CREATE TABLE hook_progress (upload_id text PRIMARY KEY, at double precision NOT NULL);
     """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order. Rows another
@@ -94,6 +95,13 @@ _MIGRATION_LOCK = 0x6861756C  # "haul": one node migrates at a time
 _UPDATE = (
     f"UPDATE uploads SET {', '.join(f'{c}=${n}' for n, c in enumerate(UPDATABLE, 1))} "
     f"WHERE id=${len(UPDATABLE) + 1}"
+)
+
+
+# Taken when no node took one within the interval: one statement, so nodes cannot both take it.
+_PROGRESS = (
+    "INSERT INTO hook_progress (upload_id, at) VALUES ($1, $2) ON CONFLICT (upload_id) "
+    "DO UPDATE SET at = excluded.at WHERE $2 - hook_progress.at >= $3 RETURNING upload_id"
 )
 
 
@@ -243,6 +251,13 @@ class PostgresStore:
             where += f" AND (created_at, id) > (${len(params) - 1}, ${len(params)})"
         params.append(limit)
         return await self._select(f"{where} ORDER BY created_at, id LIMIT ${len(params)}", *params)
+
+    async def progress_due(self, upload_id: str, at: float, interval: float) -> bool:
+        taken = await self.pool.fetchval(_PROGRESS, upload_id, at, interval)
+        return taken is not None
+
+    async def progress_forget(self, upload_id: str) -> None:
+        await self.pool.execute("DELETE FROM hook_progress WHERE upload_id = $1", upload_id)
 
     async def outbox_add(self, entry: OutboxEntry) -> None:
         await self.pool.execute(

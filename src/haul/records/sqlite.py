@@ -84,6 +84,7 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE uploads ADD COLUMN storage_key TEXT;
     ALTER TABLE uploads ADD COLUMN request_digest TEXT;
+    CREATE TABLE hook_progress (upload_id TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order.
@@ -98,6 +99,13 @@ _CLAIM = f"""
     )
     RETURNING seq, {OUTBOX_COLUMNS}
 """
+
+
+# Taken when no node took one within the interval: one statement, so nodes cannot both take it.
+_PROGRESS = (
+    "INSERT INTO hook_progress (upload_id, at) VALUES (?1, ?2) ON CONFLICT (upload_id) "
+    "DO UPDATE SET at = excluded.at WHERE ?2 - hook_progress.at >= ?3"
+)
 
 
 class SQLiteStore:
@@ -266,6 +274,14 @@ class SQLiteStore:
             where += " AND (created_at, id) > (?, ?)"
             params += after
         return await self._select(f"{where} ORDER BY created_at, id LIMIT ?", (*params, limit))
+
+    async def progress_due(self, upload_id: str, at: float, interval: float) -> bool:
+        async with self._writing, self.db.execute(_PROGRESS, (upload_id, at, interval)) as cur:
+            return cur.rowcount == 1
+
+    async def progress_forget(self, upload_id: str) -> None:
+        async with self._writing:
+            await self.db.execute("DELETE FROM hook_progress WHERE upload_id = ?", (upload_id,))
 
     async def outbox_add(self, entry: OutboxEntry) -> None:
         async with self._writing:
