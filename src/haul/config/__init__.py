@@ -9,405 +9,344 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from haul.config.kinds import (
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_float,
+    parse_int,
+    parse_list,
+    parse_size,
+    setting,
+)
 from haul.core.policy import TypePolicy
 from haul.errors import ConfigError
-from haul.wire.units import parse_size as wire_parse_size
 
 HOOK_EVENTS = (
     "pre-create", "post-create", "post-receive", "pre-finish", "post-finish", "pre-terminate",
     "post-terminate", "post-expire",
 )  # fmt: skip
-_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_size(value: object) -> int:
-    """``1048576``, ``"10GiB"``, ``"500 MB"`` → bytes."""
-    try:
-        return wire_parse_size(value)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def parse_duration(value: object) -> float:
-    """``90``, ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"`` → seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(value))
-    if not match:
-        raise ConfigError(f"not a duration: {value!r} (try 30, 30s, 15m, 24h or 7d)")
-    return float(match[1]) * _DURATION_UNITS[match[2]]
-
-
-def parse_bool(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"not a boolean: {value!r} (use true or false)")
-
-
-def parse_int(value: object) -> int:
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise ConfigError(f"not an integer: {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"must not be negative: {value!r}")
-    return number
-
-
-def parse_float(value: object) -> float:
-    try:
-        number = float(value) if isinstance(value, int | float) else float(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"not a number: {value!r}") from None
-    if number < 0:
-        raise ConfigError(f"must not be negative: {value!r}")
-    return number
-
-
-def parse_list(value: object) -> tuple[str, ...]:
-    if isinstance(value, list | tuple):
-        return tuple(str(v).strip() for v in value if str(v).strip())
-    return tuple(part.strip() for part in str(value).split(",") if part.strip())
-
-
-def parse_choice(*choices: str) -> Callable[[object], str]:
-    def parse(value: object) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise ConfigError(f"{value!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-def _setting(default: Any, help: str, parse: Callable[[object], Any] = str) -> Any:
-    return field(default=default, metadata={"help": help, "parse": parse})
 
 
 @dataclass(frozen=True)
 class Settings:
-    host: str = _setting("127.0.0.1", "Address to listen on.")
-    port: int = _setting(8080, "TCP port to listen on.", parse_int)
-    data_dir: Path = _setting(
+    host: str = setting("127.0.0.1", "Address to listen on.")
+    port: int = setting(8080, "TCP port to listen on.", parse_int)
+    data_dir: Path = setting(
         Path("haul-data"),
         "Directory for upload bytes (uploads/), locks and the SQLite state.",
         lambda value: Path(str(value)),
     )
-    storage: str = _setting(
+    storage: str = setting(
         "local",
         "Where upload bytes live: local (the data dir) or s3 (any S3-compatible store).",
         parse_choice("local", "s3"),
     )
-    s3_endpoint: str = _setting(
+    s3_endpoint: str = setting(
         "", "S3 endpoint URL (e.g. http://127.0.0.1:9000); empty = AWS for the region."
     )
-    s3_bucket: str = _setting("", "S3 bucket that holds the bytes (it must exist).")
-    s3_region: str = _setting("us-east-1", "S3 region.")
-    s3_prefix: str = _setting("haul/", "Key prefix for everything haul stores in the bucket.")
-    s3_addressing: str = _setting(
+    s3_bucket: str = setting("", "S3 bucket that holds the bytes (it must exist).")
+    s3_region: str = setting("us-east-1", "S3 region.")
+    s3_prefix: str = setting("haul/", "Key prefix for everything haul stores in the bucket.")
+    s3_addressing: str = setting(
         "auto",
         "S3 addressing: path (endpoint/bucket/key), virtual (bucket.endpoint/key) or auto.",
         parse_choice("auto", "path", "virtual"),
     )
-    s3_access_key: str = _setting(
+    s3_access_key: str = setting(
         "", "S3 access key; empty = the usual AWS sources (AWS_* environment, profile, role)."
     )
-    s3_secret_key: str = _setting("", "S3 secret key (with --s3-access-key).")
-    s3_part_size: int = _setting(
+    s3_secret_key: str = setting("", "S3 secret key (with --s3-access-key).")
+    s3_part_size: int = setting(
         8 * 1024 * 1024,
         "First multipart part size (at least 5MiB); doubles every 1,000 parts.",
         parse_size,
     )
-    s3_buffer_memory: int = _setting(
+    s3_buffer_memory: int = setting(
         16 * 1024 * 1024,
         "Memory per upload for bytes not yet sent as a part; beyond, a temp file is used.",
         parse_size,
     )
-    direct_url_ttl: float = _setting(
+    direct_url_ttl: float = setting(
         900.0,
         "How long a presigned part URL of a direct upload (/s3/multipart) stays valid.",
         parse_duration,
     )
-    s3_temp_dir: str = _setting("", "Directory for those temp files (empty = the system's).")
-    db: str = _setting(
+    s3_temp_dir: str = setting("", "Directory for those temp files (empty = the system's).")
+    db: str = setting(
         "",
         "Where upload records live: empty = SQLite in the data dir; postgresql://user@host/db "
         "for PostgreSQL, shared by every node of a cluster.",
     )
-    locker: str = _setting(
+    locker: str = setting(
         "auto",
         "Per-upload locks: file (flock in the data dir), postgres (advisory locks), redis; "
         "auto = postgres with a PostgreSQL --db, else file.",
         parse_choice("auto", "file", "postgres", "redis"),
     )
-    redis_url: str = _setting(
+    redis_url: str = setting(
         "", "Redis URL (redis://host:6379/0) for --locker redis and --digest-index redis."
     )
-    digest_index: str = _setting(
+    digest_index: str = setting(
         "none",
         "Where instant upload looks up stored content: none (the record store) or redis "
         "(a key per digest, checked against the records).",
         parse_choice("none", "redis"),
     )
-    lock_lease: float = _setting(
+    lock_lease: float = setting(
         30.0,
         "Redis locks: a dead node's locks are free again after this long (renewed while held).",
         parse_duration,
     )
-    base_path: str = _setting("/files/", "URL path under which the tus endpoint lives.")
-    chunk_api: bool = _setting(
+    base_path: str = setting("/files/", "URL path under which the tus endpoint lives.")
+    chunk_api: bool = setting(
         True, "Serve the design note's chunk API and /flow (flow.js, Resumable.js).", parse_bool
     )
-    chunk_api_prefix: str = _setting(
+    chunk_api_prefix: str = setting(
         "", "Path prefix for the chunk APIs (e.g. /api); empty: the paths are exactly the note's."
     )
-    max_size: int = _setting(
+    max_size: int = setting(
         0,
         "Largest accepted upload (e.g. 50GiB); advertised as Tus-Max-Size. 0 = no limit.",
         parse_size,
     )
-    ietf_progress_interval: int = _setting(
+    ietf_progress_interval: int = setting(
         8 << 20,
         "IETF resumable uploads: a 104 with the offset reached after each this much of an "
         "append (e.g. 8MiB). 0 = none.",
         parse_size,
     )
-    max_metadata_size: int = _setting(
+    max_metadata_size: int = setting(
         4096, "Largest accepted Upload-Metadata header, in bytes.", parse_size
     )
-    max_active_uploads: int = _setting(
+    max_active_uploads: int = setting(
         0,
         "Most unfinished uploads held at once; creation answers 503 beyond. 0 = no limit.",
         parse_int,
     )
-    expiration: float = _setting(
+    expiration: float = setting(
         86400.0,
         "An unfinished upload expires this long after its last write (e.g. 24h). 0 = never.",
         parse_duration,
     )
-    sweep_interval: float = _setting(
+    sweep_interval: float = setting(
         60.0,
         "How often the server removes expired uploads (e.g. 60s). 0 = only `haul gc`.",
         parse_duration,
     )
-    tombstone_ttl: float = _setting(
+    tombstone_ttl: float = setting(
         7 * 86400.0,
         "How long a terminated or expired upload still answers 410 Gone.",
         parse_duration,
     )
-    orphan_grace: float = _setting(
+    orphan_grace: float = setting(
         3600.0,
         "Bytes in the data dir that no upload record claims are removed by GC once they "
         "are this old (young ones may belong to an upload being created).",
         parse_duration,
     )
-    lock_timeout: float = _setting(
+    lock_timeout: float = setting(
         3.0,
         "Seconds a request waits for another request on the same upload before 423.",
         parse_float,
     )
-    body_timeout: float = _setting(
+    body_timeout: float = setting(
         30.0,
         "A request body that stalls this long is closed; what arrived is kept.",
         parse_duration,
     )
-    keep_partials: bool = _setting(
+    keep_partials: bool = setting(
         False,
         "Keep partial uploads after they were concatenated into a final upload.",
         parse_bool,
     )
-    verify_digest: bool = _setting(
+    verify_digest: bool = setting(
         True,
         "Compute the SHA-256 of every completed upload (exposed as Repr-Digest) and check "
         "it against the digest the client declared. Declared digests are checked even when off; "
         "partial uploads are hashed only when they declare one (their final upload is hashed).",
         parse_bool,
     )
-    instant_upload: bool = _setting(
+    instant_upload: bool = setting(
         True,
         "Complete an upload at once when its declared SHA-256 and length match content "
         "the same owner already stored (no bytes are sent).",
         parse_bool,
     )
-    anonymous_dedup: bool = _setting(
+    anonymous_dedup: bool = setting(
         False,
         "Let anonymous clients share one instant-upload scope: anyone who knows a digest "
         "could then get a copy of what another anonymous client uploaded.",
         parse_bool,
     )
-    proof_dedup: bool = _setting(
+    proof_dedup: bool = setting(
         True,
         "Offer an instant upload of content another owner stored, after the client "
         "proves it holds the bytes (digests of random ranges bound to a one-time nonce).",
         parse_bool,
     )
-    fsync: bool = _setting(
+    fsync: bool = setting(
         True,
         "fsync each request's bytes before acknowledging them (survives power loss).",
         parse_bool,
     )
-    allowed_types: tuple[str, ...] = _setting(
+    allowed_types: tuple[str, ...] = setting(
         (),
         "Kinds of file accepted, comma separated: endings (.jpg) and types (image/*); "
         "empty = any kind not denied.",
         parse_list,
     )
-    denied_types: tuple[str, ...] = _setting(
+    denied_types: tuple[str, ...] = setting(
         (),
         "Kinds of file refused, comma separated, in the same form; wins over allowed.",
         parse_list,
     )
-    api_keys: tuple[str, ...] = _setting(
+    api_keys: tuple[str, ...] = setting(
         (),
         "Accepted API keys as owner:key pairs, comma separated (sent as Authorization: Bearer "
         "KEY). Prefer the environment or the config file to the command line for secrets.",
         parse_list,
     )
-    jwt_secret: str = _setting("", "Shared secret for HS256 JSON Web Tokens (Bearer).")
-    jwt_public_key: str = _setting("", "PEM file with the public key for RS256 JSON Web Tokens.")
-    jwt_issuer: str = _setting("", "Required `iss` of JSON Web Tokens (empty = not checked).")
-    jwt_audience: str = _setting("", "Required `aud` of JSON Web Tokens (empty = not checked).")
-    jwt_owner_claim: str = _setting("sub", "The JWT claim that names the upload's owner.")
-    allow_anonymous: bool = _setting(
+    jwt_secret: str = setting("", "Shared secret for HS256 JSON Web Tokens (Bearer).")
+    jwt_public_key: str = setting("", "PEM file with the public key for RS256 JSON Web Tokens.")
+    jwt_issuer: str = setting("", "Required `iss` of JSON Web Tokens (empty = not checked).")
+    jwt_audience: str = setting("", "Required `aud` of JSON Web Tokens (empty = not checked).")
+    jwt_owner_claim: str = setting("sub", "The JWT claim that names the upload's owner.")
+    allow_anonymous: bool = setting(
         False,
         "Also accept requests without credentials when API keys or JWTs are configured "
         "(with neither, every request is anonymous).",
         parse_bool,
     )
-    link_secret: str = _setting(
+    link_secret: str = setting(
         "",
         "Key that signs download links (Haul-Download-Link); give every node the same one. "
         "Empty = a random key: links stop working when the process restarts.",
     )
-    link_ttl: float = _setting(
+    link_ttl: float = setting(
         3600.0, "How long a signed download link stays valid.", parse_duration
     )
-    quota_bytes: int = _setting(
+    quota_bytes: int = setting(
         0,
         "Most bytes one owner may hold (complete and unfinished uploads). 0 = no limit.",
         parse_size,
     )
-    quota_active_uploads: int = _setting(
+    quota_active_uploads: int = setting(
         0, "Most unfinished uploads one owner may have at once. 0 = no limit.", parse_int
     )
-    quota_uploads_per_hour: int = _setting(
+    quota_uploads_per_hour: int = setting(
         0, "Most uploads one owner may create per hour. 0 = no limit.", parse_int
     )
-    scan_command: str = _setting(
+    scan_command: str = setting(
         "",
         "Command that checks each upload before it is complete (e.g. clamdscan -); it reads "
         "the bytes on stdin and must exit 0, else the upload is refused. Empty = no scan.",
     )
-    scan_timeout: float = _setting(
+    scan_timeout: float = setting(
         300.0, "Seconds the scan command may take before the upload is refused.", parse_duration
     )
-    web_page: bool = _setting(True, "Serve the upload page at / (with its assets).", parse_bool)
-    tls_cert: str = _setting(
+    web_page: bool = setting(True, "Serve the upload page at / (with its assets).", parse_bool)
+    tls_cert: str = setting(
         "", "PEM certificate (chain) file: serve HTTPS, with HTTP/2 and HTTP/1.1 on one port."
     )
-    tls_key: str = _setting("", "PEM private key file for --tls-cert.")
-    http1: str = _setting(
+    tls_key: str = setting("", "PEM private key file for --tls-cert.")
+    http1: str = setting(
         "lean",
         "HTTP/1.1 protocol: lean (haul's, fewer copies of each body byte; only on the uvicorn "
         "releases it was tested with, else uvicorn's own with a warning) or uvicorn (its own).",
         parse_choice("lean", "uvicorn"),
     )
-    header_timeout: float = _setting(
+    header_timeout: float = setting(
         10.0, "A client must send a request's headers within this time (slowloris).", parse_duration
     )
-    min_speed: int = _setting(
+    min_speed: int = setting(
         1024,
         "Bytes a second a request body must average once it is --body-timeout old; "
         "slower bodies are closed (what arrived is kept). 0 = no minimum.",
         parse_size,
     )
-    max_connections_per_client: int = _setting(
+    max_connections_per_client: int = setting(
         64,
         "Open connections one client IP may hold; more are closed at once. 0 = no cap.",
         parse_int,
     )
-    max_requests_per_client: int = _setting(
+    max_requests_per_client: int = setting(
         32, "Requests one client IP may have in flight; more get 429. 0 = no cap.", parse_int
     )
-    rate_limit: float = _setting(
+    rate_limit: float = setting(
         0.0,
         "Requests a second allowed per client IP and per owner (429 with Retry-After beyond). "
         "0 = no limit.",
         parse_float,
     )
-    rate_burst: int = _setting(
+    rate_burst: int = setting(
         100, "Requests a client may make at once above --rate-limit.", parse_int
     )
-    cors_origins: tuple[str, ...] = _setting(
+    cors_origins: tuple[str, ...] = setting(
         ("*",),
         "Origins allowed to call the API from a browser, comma separated; * = any.",
         parse_list,
     )
-    trust_proxy: bool = _setting(
+    trust_proxy: bool = setting(
         False,
         "Build URLs from X-Forwarded-Proto/-Host (only behind a proxy you control).",
         parse_bool,
     )
-    relative_location: bool = _setting(
+    relative_location: bool = setting(
         False,
         "Answer creation with a relative Location (/files/ID) instead of an absolute URL.",
         parse_bool,
     )
-    log_level: str = _setting(
+    log_level: str = setting(
         "info", "Logging level.", parse_choice("debug", "info", "warning", "error")
     )
-    access_log: bool = _setting(
+    access_log: bool = setting(
         False,
         "Log every HTTP request (one line each: method, path, status, bytes sent, duration, "
         "request id).",
         parse_bool,
     )
-    log_format: str = _setting(
+    log_format: str = setting(
         "text",
         "Log lines as text, or as JSON objects (one a line, with the request id, upload id, "
         "owner, status, bytes and duration where known).",
         parse_choice("text", "json"),
     )
-    metrics: bool = _setting(
+    metrics: bool = setting(
         True, "Serve Prometheus metrics at /metrics (text exposition format).", parse_bool
     )
-    metrics_token: str = _setting(
+    metrics_token: str = setting(
         "", "Bearer token /metrics requires (Authorization: Bearer ...); empty = none."
     )
-    hook_url: str = _setting(
+    hook_url: str = setting(
         "", "URL each hook event is POSTed to (one JSON event a request); empty = no HTTP hooks."
     )
-    hook_command: str = _setting(
+    hook_command: str = setting(
         "", "Command each hook event is run with, the event JSON on stdin (instead of a URL)."
     )
-    hook_secret: str = _setting(
+    hook_secret: str = setting(
         "", "Key signing each hook body: Haul-Signature: sha256=<hex HMAC-SHA256 of the body>."
     )
-    hook_events: tuple[str, ...] = _setting(
+    hook_events: tuple[str, ...] = setting(
         HOOK_EVENTS, "Hook event types to send, comma separated (default: all eight).", parse_list
     )
-    hook_timeout: float = _setting(
+    hook_timeout: float = setting(
         10.0, "Seconds a hook may take to answer; a blocking hook that does not fails closed.",
         parse_duration,
     )  # fmt: skip
-    hook_progress_interval: float = _setting(
+    hook_progress_interval: float = setting(
         1.0, "At most one post-receive event per upload per this many seconds.", parse_duration
     )
-    hook_max_age: float = _setting(
+    hook_max_age: float = setting(
         86400.0, "A post-* event not delivered by this age is dropped (logged and counted).",
         parse_duration,
     )  # fmt: skip
-    hook_base_url: str = _setting(
+    hook_base_url: str = setting(
         "",
         "Base of the upload URLs in hook events (e.g. https://up.example.com/files/); empty = "
         "as the request that caused the event addressed the server (or the path alone).",
