@@ -104,6 +104,8 @@ def limits_from(settings: Settings) -> Limits:
         instant_upload=settings.instant_upload,
         anonymous_dedup=settings.anonymous_dedup,
         proof_dedup=settings.proof_dedup,
+        verify_later=settings.verify_later == "on"
+        or (settings.verify_later == "auto" and settings.storage == "s3"),
     )
 
 

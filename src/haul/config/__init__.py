@@ -172,6 +172,19 @@ class Settings:
         "partial uploads are hashed only when they declare one (their final upload is hashed).",
         parse_bool,
     )
+    verify_later: str = setting(
+        "auto",
+        "Verify a SHA-256 that needs a read-back of the stored bytes in the background: the "
+        "upload completes at once, its digest pending, shared only once verified. auto = on "
+        "for --storage s3; on; off (the client waits for the read-back).",
+        parse_choice("auto", "on", "off"),
+    )
+    verify_interval: float = setting(
+        30.0,
+        "How often a server looks for pending SHA-256s other nodes left (uploads completed "
+        "on it are verified at once). 0 = this server verifies none.",
+        parse_duration,
+    )
     instant_upload: bool = setting(
         True,
         "Complete an upload at once when its declared SHA-256 and length match content "

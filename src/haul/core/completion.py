@@ -15,7 +15,14 @@ from haul.core.models import ConcatKind, Upload, UploadState
 from haul.core.policy import NAME_KEYS, SNIFF_BYTES, TYPE_KEYS, TypePolicy
 from haul.core.quotas import Quotas
 from haul.core.scan import Scanner
-from haul.errors import DigestMismatch, NotFound, ScanRejected, TooLarge, TypeNotAllowed
+from haul.errors import (
+    DigestConflict,
+    DigestMismatch,
+    NotFound,
+    ScanRejected,
+    TooLarge,
+    TypeNotAllowed,
+)
 
 log = logging.getLogger("haul")
 
@@ -38,6 +45,8 @@ class Completion:
         self.scanner = scanner
         # Told when a partial upload completes (concatenation waits for it).
         self.partial_completed: Callable[[Upload], Awaitable[None]] = _nothing
+        # Told when an upload completed with its SHA-256 left to the verifier.
+        self.digest_deferred: Callable[[], None] = lambda: None
 
     async def complete(
         self, upload: Upload, known_sha256: str | None = None, parts: Sequence[Upload] = ()
@@ -52,18 +61,20 @@ class Completion:
         whole_file = upload.concat is not ConcatKind.PARTIAL
         if whole_file:
             await self.check_content(upload)
+        deferred = False
         if known_sha256 is not None:
             upload.sha256 = known_sha256
         elif life.digests.wanted(upload):
-            upload.sha256 = await life.digests.of(upload, parts)
-            if upload.expected_sha256 and upload.sha256 != upload.expected_sha256:
-                await self.fail(upload, "digest", "failed verification")
-                raise DigestMismatch(
-                    f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
-                    f"{upload.expected_sha256}; the upload was discarded"
-                )
-            if life.limits.instant_upload:
-                await self._store_once(upload, upload.sha256)
+            sha256 = await life.digests.cheap(upload, parts)
+            if sha256 is None and life.limits.verify_later and whole_file:
+                # Only a read-back can tell, and the store is remote: the client does not
+                # wait for it. Until verified the upload has no digest, so it is never shared.
+                upload.verify_at = time.time()
+                deferred = True
+            else:
+                if sha256 is None:
+                    sha256 = await life.digests.read_back(upload)
+                await self.verified(upload, sha256)
         if whole_file and self.scanner is not None:
             await self._scan(upload)
         await life.gate.allow("pre-finish", events.snapshot(upload))  # may refuse: stays active
@@ -75,7 +86,12 @@ class Completion:
         partial = upload.concat is ConcatKind.PARTIAL
         upload.expires_at = life.expiry(upload.updated_at) if partial else None
         await life.store.save(upload)
-        log.info("upload %s complete (%s bytes)", upload.id, upload.length)
+        log.info(
+            "upload %s complete (%s bytes)%s", upload.id, upload.length,
+            ", its sha-256 to be verified" if deferred else "",
+        )  # fmt: skip
+        if deferred:
+            self.digest_deferred()
         if partial and life.limits.verify_digest:
             life.digests.ordered.completed(upload)
         finished = events.Finished(events.snapshot(upload), instant=known_sha256 is not None)
@@ -85,6 +101,20 @@ class Completion:
             if partial:
                 await self.partial_completed(upload)
         return upload
+
+    async def verified(self, upload: Upload, sha256: str) -> None:
+        """The stored bytes hash to ``sha256``: check it against the declaration (a mismatch
+        fails the upload and raises DigestMismatch), then store identical content once. The
+        caller holds the upload's lock and saves the record."""
+        upload.sha256 = sha256
+        if upload.expected_sha256 and sha256 != upload.expected_sha256:
+            await self.fail(upload, "digest", "failed verification")
+            raise DigestMismatch(
+                f"the stored bytes hash to sha-256 {sha256}, but the client declared "
+                f"{upload.expected_sha256}; the upload was discarded"
+            )
+        if self.life.limits.instant_upload:
+            await self._store_once(upload, sha256)
 
     async def settle(self, upload: Upload) -> Upload:
         """Complete an upload whose bytes all landed while its record did not say so (the
@@ -96,11 +126,18 @@ class Completion:
         return upload
 
     async def complete_direct(
-        self, upload_id: str, parts: Sequence[tuple[int, str]], *, owner: str = ""
+        self,
+        upload_id: str,
+        parts: Sequence[tuple[int, str]],
+        *,
+        owner: str = "",
+        declared_sha256: str | None = None,
     ) -> Upload:
         """Finish an upload whose parts the client sent straight to the store: the store's
         own record of the parts decides its length, then the usual checks run (size, content
-        policy, digest, scan) before it is complete."""
+        policy, digest, scan) before it is complete. Its SHA-256 needs a read-back, so with
+        ``verify_later`` it is verified in the background, against ``declared_sha256`` if
+        the client declared one."""
         storage = self.life.storage
         if not isinstance(storage, DirectUploads):
             raise NotFound("this server's storage takes no direct uploads")
@@ -108,6 +145,10 @@ class Completion:
             upload = await self.life.live(upload_id, owner)
             if upload.complete:
                 return upload
+            if declared_sha256 is not None and declared_sha256 != upload.expected_sha256:
+                if upload.expected_sha256 is not None:
+                    raise DigestConflict("the upload already declares a different SHA-256")
+                upload.expected_sha256 = declared_sha256
             length = await storage.complete_parts(upload.stored_as, parts)
             try:
                 self.quotas.check_size(length)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from haul.core.interfaces import Storage
 from haul.core.models import ConcatKind, Upload
@@ -60,6 +60,12 @@ class Digests:
 
     async def of(self, upload: Upload, parts: Sequence[Upload] = ()) -> str:
         """The hex SHA-256 of the upload's stored bytes (a final upload comes with its parts)."""
+        known = await self.cheap(upload, parts)
+        return known if known is not None else await self.read_back(upload)
+
+    async def cheap(self, upload: Upload, parts: Sequence[Upload] = ()) -> str | None:
+        """The digest when no byte needs reading back: the running state of this process, or
+        partials hashed in order as they arrived. None: only a read-back can tell."""
         length = upload.length or 0
         kept = self._running.pop(upload.id, None)
         if kept is not None and kept[0] == length:
@@ -71,7 +77,12 @@ class Digests:
                 upload.id, ordered[1], len(parts),
             )  # fmt: skip
             return ordered[0]
-        # Written by another process, resumed after a restart, or concatenated: read it back.
+        return None
+
+    async def read_back(self, upload: Upload, blocks: AsyncIterator[bytes] | None = None) -> str:
+        """Written by another process, resumed after a restart, or concatenated: read it back
+        (from ``blocks`` when the caller wraps the storage's stream)."""
         digest = hashlib.sha256()
-        await digest_stream(self.storage.read(upload.stored_as, 0, length), digest)
+        stream = blocks or self.storage.read(upload.stored_as, 0, upload.length or 0)
+        await digest_stream(stream, digest)
         return digest.hexdigest()

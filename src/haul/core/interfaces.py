@@ -105,8 +105,12 @@ class DirectUploads(Protocol):
         """The store's id of the upload's unfinished multipart upload; None once finished."""
         ...
 
-    async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
-        """A URL that accepts a PUT of one part for ``ttl`` seconds, without credentials."""
+    async def presign_part(
+        self, upload_id: str, part_number: int, ttl: int, *, md5: str | None = None
+    ) -> str:
+        """A URL that accepts a PUT of one part for ``ttl`` seconds, without credentials.
+        With ``md5`` (the part's MD5, base64) the URL is signed with that Content-MD5: the PUT
+        must send it, and the store refuses a part whose bytes hash otherwise."""
         ...
 
     async def list_parts(self, upload_id: str) -> list[dict[str, object]]:
@@ -179,6 +183,16 @@ class MetadataStore(Protocol):
 
     async def find_complete(self, sha256: str, length: int, owner: str | None) -> Upload | None:
         """A complete upload of ``owner`` (of anyone for None) with this digest and length."""
+        ...
+
+    async def verify_claim(self, now: float, lease: float, limit: int) -> list[Upload]:
+        """Take up to ``limit`` complete uploads whose SHA-256 is pending and free to verify
+        (``verify_at`` at or before ``now``) by setting ``verify_at`` to ``now + lease``,
+        atomically: no two verifiers (on any node) take one upload at once."""
+        ...
+
+    async def verify_hold(self, upload_id: str, until: float) -> None:
+        """Extend a verifier's lease on a still pending upload to ``until``."""
         ...
 
 

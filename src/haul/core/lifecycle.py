@@ -34,6 +34,9 @@ class Limits:
     instant_upload: bool = True  # a declared digest the owner already stored completes at once
     anonymous_dedup: bool = False  # let anonymous clients (owner "") share one dedup scope
     proof_dedup: bool = True  # other owners' content, after a proof of possession
+    # A digest that only a read-back of the stored bytes can give (an object store) is
+    # verified in the background: the upload completes at once, its SHA-256 pending.
+    verify_later: bool = False
 
 
 def new_upload_id() -> str:
@@ -114,6 +117,7 @@ class Lifecycle:
         upload.state = state
         upload.updated_at = time.time()
         upload.expires_at = None
+        upload.verify_at = None  # nothing left to verify
         await self.store.save(upload)
         await self.storage.delete(upload.stored_as)
         self.digests.forget(upload.id)

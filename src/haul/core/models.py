@@ -66,6 +66,10 @@ class Upload:
     # SHA-256 of what the creation request asked for (see creation.request_digest): a retry
     # with the same Idempotency-Key is the same request even when a hook changed the upload.
     request_digest: str | None = None
+    # Set while the SHA-256 of a complete upload is still to be read back and verified (in the
+    # background, see core/verifier.py): the time from which a verifier may take it, a lease
+    # once one has. None when nothing is pending. Content is shared only once verified.
+    verify_at: float | None = None
     # Not persisted: filled from the storage, which is the only truth for it.
     offset: int = field(default=0, compare=False)
 
@@ -85,6 +89,10 @@ class Upload:
     @property
     def complete(self) -> bool:
         return self.state is UploadState.COMPLETE
+
+    @property
+    def digest_pending(self) -> bool:
+        return self.verify_at is not None
 
     def text_metadata(self, *keys: str) -> str | None:
         """The first of ``keys`` present in the metadata, decoded leniently as UTF-8."""

@@ -21,6 +21,7 @@ from haul.core.models import Upload, UploadState
 from haul.core.policy import TypePolicy
 from haul.core.quotas import Quotas
 from haul.core.scan import Scanner
+from haul.core.verifier import Verifier
 from haul.core.writing import Writing
 from haul.errors import UploadIncomplete
 
@@ -57,12 +58,17 @@ class UploadService:
         self._completion.partial_completed = self._concat.partial_completed
         self._writing = Writing(self._life, quotas, self._completion)
         self._collector = Collector(self._life)
+        self._verifier = Verifier(self._life, self._completion)
+        self._completion.digest_deferred = self._verifier.nudge
         # The steps of an upload's life, each answered by the module whose job it is.
         self.create = self._creation.create
         self.create_final = self._concat.create_final
         self.append = self._writing.append
         self.prove = self._dedup.prove
         self.complete_direct = self._completion.complete_direct
+        # Pending SHA-256s read back in the background: run() by each server, or one pass.
+        self.verify_forever = self._verifier.run
+        self.verify_pending = self._verifier.verify_pending
 
     async def open(self) -> None:
         await self.store.open()

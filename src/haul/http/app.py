@@ -187,6 +187,8 @@ def create_app(
         if settings.sweep_interval:
             sweeper = asyncio.create_task(_sweep_forever(service, settings.sweep_interval))
         running = [asyncio.create_task(job()) for job in background]
+        if settings.verify_interval:  # every node verifies pending digests, any node's
+            running.append(asyncio.create_task(service.verify_forever(settings.verify_interval)))
         try:
             yield
         finally:

@@ -4,18 +4,27 @@ presigns, so the bytes never pass through haul. The endpoints follow the contrac
 
     POST   /s3/multipart                          {filename, type, metadata} -> {key, uploadId}
     GET    /s3/multipart/{uploadId}/{n}?key=K     -> {url, expires}   (PUT part n there)
+    GET    /s3/multipart/{uploadId}/{n}?key=K&md5=M -> {url, expires, headers}
     GET    /s3/multipart/{uploadId}?key=K         -> [{PartNumber, Size, ETag}]
-    POST   /s3/multipart/{uploadId}/complete?key=K  {parts: [{PartNumber, ETag}]} -> {location}
+    POST   /s3/multipart/{uploadId}/complete?key=K  {parts: [{PartNumber, ETag}], sha256?}
+                                                  -> {location, key}
     DELETE /s3/multipart/{uploadId}?key=K         -> 204 (aborted)
 
-``key`` is the haul upload id; every call is checked against the upload's owner. An upload
-completes only after the store's own list of parts confirms it, and the usual checks (size,
-content policy, SHA-256, scan) have run.
+``key`` is the haul upload id; every call is checked against the upload's owner. With ``md5``
+(the part's MD5, base64) the URL is signed with that Content-MD5, returned in ``headers`` for
+the PUT (Uppy sends a signed part's ``headers``): the store itself refuses a part whose bytes
+differ. An upload completes only after the store's own list of parts confirms it and the
+usual checks (size, content policy, scan) have run; its SHA-256, against ``sha256`` (hex) if
+the completion declares one, is verified in the background when the server verifies later
+(the default on S3): until then HEAD reports no Repr-Digest and its content is never shared.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -32,6 +41,7 @@ from haul.http.routing import ExactRoute
 from haul.wire.tus import encode_metadata
 
 MAX_PARTS = 10_000
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 CREATION_FIELDS: dict[str, tuple[type, str]] = {
     "filename": (str, "a string"),
     "type": (str, "a string (a media type)"),
@@ -54,6 +64,28 @@ def _parts(given: object) -> list[tuple[int, str]]:
             raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
         parts.append((number, etag))
     return parts
+
+
+def _md5(given: str | None) -> str | None:
+    """A part's MD5 as S3's Content-MD5 wants it (base64 of 16 bytes), or 400."""
+    if given is None:
+        return None
+    try:
+        raw = base64.b64decode(given, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 16:
+        raise BadRequest("md5 must be the base64 of a part's 16-byte MD5 digest")
+    return given
+
+
+def _sha256(given: object) -> str | None:
+    """The whole file's declared SHA-256 (64 hex digits), or 400."""
+    if given is None:
+        return None
+    if not isinstance(given, str) or not _HEX64.fullmatch(given.lower()):
+        raise BadRequest("sha256 must be the file's SHA-256 as 64 hex digits")
+    return given.lower()
 
 
 class DirectEndpoint:
@@ -128,8 +160,11 @@ class DirectEndpoint:
         if not 1 <= part <= MAX_PARTS:
             raise BadRequest(f"part numbers run from 1 to {MAX_PARTS}")
         ttl = int(self.settings.direct_url_ttl)
-        url = await self.storage.presign_part(upload.stored_as, part, ttl)
-        return JSONResponse({"url": url, "expires": ttl})
+        md5 = _md5(request.query_params.get("md5"))
+        url = await self.storage.presign_part(upload.stored_as, part, ttl, md5=md5)
+        if md5 is None:
+            return JSONResponse({"url": url, "expires": ttl})
+        return JSONResponse({"url": url, "expires": ttl, "headers": {"Content-MD5": md5}})
 
     async def parts(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -141,12 +176,16 @@ class DirectEndpoint:
 
     async def complete(self, request: Request) -> Response:
         principal = self._principal(request)
-        parts = _parts((await self._json(request)).get("parts"))
+        body = await self._json(request)
+        parts = _parts(body.get("parts"))
+        declared = _sha256(body.get("sha256"))
         key = request.query_params.get("key", "")
         upload = await self.service.status(key, owner=principal.owner)  # 404 for others
         if not upload.complete:
             upload = await self._owned(request, principal)
-            upload = await self.service.complete_direct(upload.id, parts, owner=principal.owner)
+            upload = await self.service.complete_direct(
+                upload.id, parts, owner=principal.owner, declared_sha256=declared
+            )
         # else a completion sent again (its first answer was lost): the same answer, as the
         # store's multipart upload is gone once completed.
         location = str(request.url_for("upload", upload_id=upload.id))

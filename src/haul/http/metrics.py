@@ -43,11 +43,17 @@ class Metrics:
             "haul_uploads_created", "Uploads created, by kind.", ["kind"], registry=r
         )
         self.completed = Counter(
-            "haul_uploads_completed", "Uploads completed and verified, by kind.", ["kind"],
+            "haul_uploads_completed",
+            "Uploads completed (verified, or their SHA-256 pending), by kind.", ["kind"],
             registry=r,
         )  # fmt: skip
         self.failed = Counter(
             "haul_uploads_failed", "Uploads refused and discarded, by reason.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.mismatches = Counter(
+            "haul_digest_mismatches", "Uploads whose stored bytes did not hash to the SHA-256 "
+            "their client declared (found at once or in the background); never shared.",
             registry=r,
         )  # fmt: skip
         self.terminated = Counter(
@@ -106,6 +112,8 @@ class Metrics:
                 self.instant.inc()
         elif isinstance(event, events.Rejected):
             self.failed.labels(event.reason or "other").inc()
+            if event.reason == "digest":
+                self.mismatches.inc()
         elif isinstance(event, events.Terminated):
             self.terminated.inc()
         elif isinstance(event, events.Expired):

@@ -89,6 +89,21 @@ class MemoryStore:
         )
         return found[0] if found else None
 
+    async def verify_claim(self, now: float, lease: float, limit: int) -> list[Upload]:
+        due = sorted(
+            (u for u in self._rows.values()
+             if u.complete and u.verify_at is not None and u.verify_at <= now),
+            key=lambda u: u.verify_at or 0.0,
+        )[:limit]  # fmt: skip
+        for upload in due:
+            upload.verify_at = now + lease
+        return [_copy(u) for u in due]
+
+    async def verify_hold(self, upload_id: str, until: float) -> None:
+        row = self._rows.get(upload_id)
+        if row is not None and row.verify_at is not None:
+            row.verify_at = until
+
     async def usage(self, owner: str, now: float) -> Usage:
         mine = [u for u in self._rows.values() if u.owner == owner]
         files = [u for u in mine if u.concat is not ConcatKind.PARTIAL]

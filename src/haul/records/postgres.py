@@ -75,6 +75,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE uploads ADD COLUMN request_digest text;
     CREATE TABLE hook_progress (upload_id text PRIMARY KEY, at double precision NOT NULL);
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN verify_at double precision;
+    CREATE INDEX uploads_verify ON uploads (verify_at) WHERE verify_at IS NOT NULL;
+    """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order. Rows another
 # node is claiming at this moment are skipped, not waited for; the lease then keeps them its own.
@@ -96,6 +100,19 @@ _UPDATE = (
     f"UPDATE uploads SET {', '.join(f'{c}=${n}' for n, c in enumerate(UPDATABLE, 1))} "
     f"WHERE id=${len(UPDATABLE) + 1}"
 )
+
+
+# Rows another node is claiming at this moment are skipped, not waited for.
+_VERIFY_CLAIM = f"""
+    WITH due AS (
+        SELECT id FROM uploads
+        WHERE verify_at IS NOT NULL AND verify_at <= $2 AND state = 'complete'
+        ORDER BY verify_at LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE uploads u SET verify_at = $1 FROM due WHERE u.id = due.id
+    RETURNING {", ".join("u." + c.strip() for c in COLUMNS.split(","))}
+"""
 
 
 # Taken when no node took one within the interval: one statement, so nodes cannot both take it.
@@ -140,7 +157,7 @@ class PostgresStore:
             try:
                 await db.execute(
                     f"INSERT INTO uploads ({COLUMNS}) "
-                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)",
+                    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)",
                     *upload_values(upload),
                 )
             except asyncpg.UniqueViolationError:
@@ -208,6 +225,17 @@ class PostgresStore:
                 owner,
             )
         return found[0] if found else None
+
+    async def verify_claim(self, now: float, lease: float, limit: int) -> list[Upload]:
+        rows = await self.pool.fetch(_VERIFY_CLAIM, now + lease, now, limit)
+        return [row_to_upload(row) for row in rows]
+
+    async def verify_hold(self, upload_id: str, until: float) -> None:
+        await self.pool.execute(
+            "UPDATE uploads SET verify_at = $1 WHERE id = $2 AND verify_at IS NOT NULL",
+            until,
+            upload_id,
+        )
 
     async def usage(self, owner: str, now: float) -> Usage:
         row = await self.pool.fetchrow(

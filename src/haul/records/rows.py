@@ -11,12 +11,12 @@ from haul.core.models import ConcatKind, Upload, UploadState
 
 COLUMNS = (
     "id, length, state, created_at, updated_at, expires_at, metadata, concat, parts, owner, "
-    "expected_sha256, sha256, challenge, storage_key, request_digest"
+    "expected_sha256, sha256, challenge, storage_key, request_digest, verify_at"
 )
 # What a save may change (the rest is fixed at creation), in the order of update_values().
 UPDATABLE = (
     "length", "state", "updated_at", "expires_at", "metadata", "expected_sha256", "sha256",
-    "challenge",
+    "challenge", "verify_at",
 )  # fmt: skip
 GONE_STATES = tuple(s.value for s in UploadState if s.gone)
 
@@ -39,6 +39,7 @@ def row_to_upload(row: Any) -> Upload:
         challenge=row[12],
         storage_key=row[13],
         request_digest=row[14],
+        verify_at=row[15],
     )
 
 
@@ -60,6 +61,7 @@ def upload_values(upload: Upload) -> tuple[Any, ...]:
         upload.challenge,
         upload.storage_key,
         upload.request_digest,
+        upload.verify_at,
     )
 
 
@@ -74,6 +76,7 @@ def update_values(upload: Upload) -> tuple[Any, ...]:
         upload.expected_sha256,
         upload.sha256,
         upload.challenge,
+        upload.verify_at,
         upload.id,
     )
 

@@ -86,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE uploads ADD COLUMN request_digest TEXT;
     CREATE TABLE hook_progress (upload_id TEXT PRIMARY KEY, at REAL NOT NULL);
     """,
+    """
+    ALTER TABLE uploads ADD COLUMN verify_at REAL;
+    CREATE INDEX uploads_verify ON uploads (verify_at) WHERE verify_at IS NOT NULL;
+    """,
 )
 # Per upload only the oldest entry left may be claimed: its events leave in order.
 _CLAIM = f"""
@@ -98,6 +102,17 @@ _CLAIM = f"""
         ORDER BY seq LIMIT ?
     )
     RETURNING seq, {OUTBOX_COLUMNS}
+"""
+
+
+# One statement: two verifiers, in any process, never take the same upload.
+_VERIFY_CLAIM = f"""
+    UPDATE uploads SET verify_at = ? WHERE id IN (
+        SELECT id FROM uploads
+        WHERE verify_at IS NOT NULL AND verify_at <= ? AND state = 'complete'
+        ORDER BY verify_at LIMIT ?
+    )
+    RETURNING {COLUMNS}
 """
 
 
@@ -160,7 +175,7 @@ class SQLiteStore:
         async with self._transaction() as db:
             try:
                 await db.execute(
-                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO uploads ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     upload_values(upload),
                 )
             except sqlite3.IntegrityError:
@@ -233,6 +248,17 @@ class SQLiteStore:
                 (sha256, length, owner),
             )
         return found[0] if found else None
+
+    async def verify_claim(self, now: float, lease: float, limit: int) -> list[Upload]:
+        async with self._writing, self.db.execute(_VERIFY_CLAIM, (now + lease, now, limit)) as cur:
+            return [row_to_upload(row) for row in await cur.fetchall()]
+
+    async def verify_hold(self, upload_id: str, until: float) -> None:
+        async with self._writing:
+            await self.db.execute(
+                "UPDATE uploads SET verify_at = ? WHERE id = ? AND verify_at IS NOT NULL",
+                (until, upload_id),
+            )
 
     async def usage(self, owner: str, now: float) -> Usage:
         query = """

@@ -376,14 +376,19 @@ class S3Storage:
         state = await self._load_state(upload_id)
         return state.mpu if state else None
 
-    async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
+    async def presign_part(
+        self, upload_id: str, part_number: int, ttl: int, *, md5: str | None = None
+    ) -> str:
         mpu = await self.multipart_id(upload_id)
+        params: dict[str, object] = {
+            "Bucket": self.bucket, "Key": self._key(upload_id), "UploadId": mpu,
+            "PartNumber": part_number,
+        }  # fmt: skip
+        if md5 is not None:  # signed: the PUT must carry it, and the store checks the bytes
+            params["ContentMD5"] = md5
         url = await (await self._s3()).generate_presigned_url(
-            "upload_part",
-            Params={"Bucket": self.bucket, "Key": self._key(upload_id), "UploadId": mpu,
-                    "PartNumber": part_number},
-            ExpiresIn=ttl,
-        )  # fmt: skip
+            "upload_part", Params=params, ExpiresIn=ttl
+        )
         return str(url)
 
     async def list_parts(self, upload_id: str) -> list[dict[str, object]]:

@@ -90,8 +90,10 @@ class TimedDirectStorage(TimedStorage):
     async def multipart_id(self, upload_id: str) -> str | None:
         return await _timed(self.observe, "multipart_id", self.direct.multipart_id(upload_id))
 
-    async def presign_part(self, upload_id: str, part_number: int, ttl: int) -> str:
-        signing = self.direct.presign_part(upload_id, part_number, ttl)
+    async def presign_part(
+        self, upload_id: str, part_number: int, ttl: int, *, md5: str | None = None
+    ) -> str:
+        signing = self.direct.presign_part(upload_id, part_number, ttl, md5=md5)
         return await _timed(self.observe, "presign_part", signing)
 
     async def list_parts(self, upload_id: str) -> list[dict[str, object]]:
