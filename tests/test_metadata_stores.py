@@ -426,3 +426,70 @@ async def test_progress_is_taken_once_per_interval_by_all_nodes(store: MetadataS
     assert await store.progress_due("q" * 32, 100.5, 1.0)  # each upload its own
     await store.progress_forget(u)
     assert await store.progress_due(u, 101.2, 1.0)  # forgotten: taken at once again
+
+
+async def test_pending_digests_are_taken_by_one_verifier_at_a_time(store: MetadataStore) -> None:
+    pending = [record(f"{n:032x}", state=UploadState.COMPLETE, expires_at=None,
+                      verify_at=100.0 + n) for n in range(3)]  # fmt: skip
+    for upload in pending:
+        await store.insert(upload)
+    await store.insert(record("f" * 32, state=UploadState.COMPLETE, sha256="ab" * 32))
+    await store.insert(record("e" * 32, state=UploadState.FAILED, verify_at=50.0))  # gone
+    assert (await store.get(pending[0].id)) == pending[0]  # the column round-trips
+    assert await store.verify_claim(99.0, 60.0, 10) == []  # none due yet
+    first = await store.verify_claim(200.0, 60.0, 2)
+    assert [(u.id, u.verify_at) for u in first] == [(pending[0].id, 260.0), (pending[1].id, 260.0)]
+    second = await store.verify_claim(201.0, 60.0, 10)  # the leased ones are not taken twice
+    assert [u.id for u in second] == [pending[2].id]
+    await store.verify_hold(pending[0].id, 400.0)  # its verifier is still reading
+    lapsed = await store.verify_claim(300.0, 60.0, 10)  # the others' verifiers died
+    assert [u.id for u in lapsed] == [pending[1].id, pending[2].id]
+    verified = await store.get(pending[0].id)
+    assert verified is not None
+    verified.sha256, verified.verify_at = "cd" * 32, None
+    await store.save(verified)
+    await store.verify_hold(pending[0].id, 999.0)  # no longer pending: nothing to hold
+    assert (await store.get(pending[0].id)) == verified
+    assert [u.id for u in await store.verify_claim(10_000.0, 60.0, 10)] == [
+        pending[1].id, pending[2].id,
+    ]  # fmt: skip
+    found = await store.find_complete("cd" * 32, 100, None)
+    assert found is not None
+    assert found.id == pending[0].id
+
+
+async def test_a_pending_digest_is_taken_by_one_of_many_verifiers_at_once(
+    store: MetadataStore,
+) -> None:
+    for n in range(40):
+        await store.insert(record(f"{n:032x}", state=UploadState.COMPLETE, verify_at=1.0))
+    batches = await asyncio.gather(*(store.verify_claim(10.0, 60.0, 3) for _ in range(16)))
+    claimed = [upload.id for batch in batches for upload in batch]
+    assert len(claimed) == len(set(claimed)) == 40
+
+
+async def test_an_older_sqlite_database_gains_the_pending_digest_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from haul.records.sqlite import MIGRATIONS
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    for script in MIGRATIONS[:-1]:  # the schema as the release before this column left it
+        old.executescript(script)
+    old.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+    old.execute(
+        "INSERT INTO uploads (id, length, state, created_at, updated_at, sha256) "
+        "VALUES (?, 5, 'complete', 1.0, 1.0, ?)",
+        ("a" * 32, "ab" * 32),
+    )
+    old.commit()
+    old.close()
+    store = SQLiteStore(path)
+    await store.open()
+    kept = await store.get("a" * 32)
+    assert kept is not None
+    assert kept.sha256 == "ab" * 32
+    assert kept.verify_at is None
+    assert await store.verify_claim(10.0, 60.0, 10) == []  # verified before: nothing pending
+    await store.close()

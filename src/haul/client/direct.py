@@ -1,11 +1,14 @@
 """``haul upload --direct``: parts go straight to the object store through URLs the haul
 server presigns (the /s3/multipart contract), so the bytes never pass through haul. The
-server checks the store's list of parts and the file's SHA-256 before it calls it complete.
+server checks the store's list of parts before it calls it complete; each part carries its
+MD5, which the store checks, and the completion declares the file's SHA-256, which the server
+verifies (in the background on an object store, without the client waiting for a read-back).
 A rerun after an interruption asks the server which parts the store holds and sends the rest."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import mimetypes
@@ -87,8 +90,8 @@ class DirectUpload:
             async def worker() -> None:
                 for number in numbers:
                     start = (number - 1) * self.chunk
-                    data = await asyncio.to_thread(os.pread, fd, self._length(number), start)
-                    etags[number] = await self._send_part(key, upload_id, number, data)
+                    data, md5 = await asyncio.to_thread(_read_part, fd, self._length(number), start)
+                    etags[number] = await self._send_part(key, upload_id, number, data, md5)
                     self.sent += len(data)
                     if self.on_progress is not None:
                         self.on_progress(Progress(self.path, done_before + self.sent, self.size))
@@ -106,11 +109,12 @@ class DirectUpload:
             os.close(fd)
             await self.store.aclose()
         parts = [{"PartNumber": n, "ETag": etags[n]} for n in sorted(etags)]
-        complete = {"parts": parts}
+        sha256 = await digest_pass  # ran alongside the parts; declared for the server to verify
+        complete = {"parts": parts, "sha256": sha256}
         done = await self._api("POST", f"/{upload_id}/complete", params={"key": key}, json=complete)
         location = _field(done, "location", str)
-        sha256 = await digest_pass
         head = await self.session.request("HEAD", location)
+        # No Repr-Digest yet: the server verifies the declared digest in the background.
         stored = reported_sha256(head.headers.get("repr-digest"))
         if stored is not None and stored != sha256:
             raise HaulClientError(f"the server stored sha-256 {stored}, the file is {sha256}")
@@ -161,14 +165,20 @@ class DirectUpload:
                 stored[number] = str(part["ETag"])
         return stored
 
-    async def _send_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+    async def _send_part(self, key: str, upload_id: str, number: int, data: bytes, md5: str) -> str:
         """PUT one part to the store, its URL signed afresh for every attempt (so an expired
-        or refused signature is no reason to give up); the part's ETag."""
+        or refused signature is no reason to give up) with the part's MD5, which the store
+        checks the bytes against; the part's ETag."""
+        params = {"key": key, "md5": md5}
 
         async def attempt() -> str:
-            signed = await self._api("GET", f"/{upload_id}/{number}", params={"key": key})
+            signed = await self._api("GET", f"/{upload_id}/{number}", params=params)
+            headers = signed.get("headers") if isinstance(signed, dict) else None
+            if not isinstance(headers, dict) or headers.get("Content-MD5") != md5:
+                raise HaulClientError("the server signed the part without its Content-MD5")
             try:
-                answer = await self.store.put(_field(signed, "url", str), content=data)
+                url = _field(signed, "url", str)
+                answer = await self.store.put(url, content=data, headers=headers)
             except httpx.HTTPError as exc:
                 raise transport_failure(exc) from exc
             etag = answer.headers.get("etag")
@@ -184,6 +194,12 @@ class DirectUpload:
             while block := handle.read(8 << 20):
                 digest.update(block)
         return digest.hexdigest()
+
+
+def _read_part(fd: int, length: int, start: int) -> tuple[bytes, str]:
+    """One part's bytes and their MD5 as Content-MD5 wants it (base64)."""
+    data = os.pread(fd, length, start)
+    return data, base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324
 
 
 def _field(answer: Any, name: str, kind: type[str]) -> str:
