@@ -47,6 +47,7 @@ class ChaosProxy:
         self.lose_answer_to: bytes | None = None
         self.answers_lost = 0
         self.upstream_bytes = 0
+        self.downstream_bytes = 0  # what the target answered: a read-back shows here
         self.cuts = 0
         self.links: list[Link] = []
         self._events = itertools.count()
@@ -172,6 +173,7 @@ class ChaosProxy:
                 while self.stall:
                     await asyncio.sleep(0.05)
                 client_w.write(data)
+                self.downstream_bytes += len(data)
                 await client_w.drain()
             if not link.stalled:
                 client_w.close()

@@ -1,0 +1,169 @@
+"""Verification without a read-back, on a real Ceph RGW: every presigned part carries its MD5,
+which the store itself checks; a direct upload completes without haul reading it back, its
+SHA-256 pending until a background verifier (any node, or the same one after a restart) has
+read it; a declared digest that turns out wrong fails the upload, is counted, and its content
+is never shared."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.helpers import TUS, HaulServer, wait_for
+from tests.proxy import ChaosProxy
+from tests.test_direct_upload import start
+from tests.test_s3_server import bucket_listing, s3_options
+
+MiB = 1 << 20
+PART = 5 * MiB  # the store's smallest part but the last
+
+
+def md5_of(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data).digest()).decode()
+
+
+def repr_digest(data: bytes) -> str:
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
+
+
+def send_direct(
+    client: httpx.Client, server: HaulServer, data: bytes, *, sha256: str | None = None
+) -> tuple[str, httpx.Response]:
+    """Upload ``data`` in presigned, MD5-checked parts; the completion (declaring ``sha256``)
+    and the upload's key."""
+    key, upload_id = start(client, server)
+    parts = []
+    for number, first in enumerate(range(0, len(data), PART), start=1):
+        chunk = data[first : first + PART]
+        signed = client.get(f"{server.url}/s3/multipart/{upload_id}/{number}",
+                            params={"key": key, "md5": md5_of(chunk)}).json()  # fmt: skip
+        assert signed["headers"] == {"Content-MD5": md5_of(chunk)}
+        put = client.put(signed["url"], content=chunk, headers=signed["headers"])
+        assert put.status_code == 200, put.text
+        parts.append({"PartNumber": number, "ETag": put.headers["etag"]})
+    body: dict[str, object] = {"parts": parts}
+    if sha256 is not None:
+        body["sha256"] = sha256
+    done = client.post(f"{server.url}/s3/multipart/{upload_id}/complete",
+                       params={"key": key}, json=body)  # fmt: skip
+    return key, done
+
+
+def offers_instant_upload(client: httpx.Client, server: HaulServer, data: bytes) -> bool:
+    """Whether a new upload declaring ``data``'s digest completes with no byte sent."""
+    created = client.post(server.endpoint, headers={
+        **TUS, "Upload-Length": str(len(data)), "Repr-Digest": repr_digest(data)})  # fmt: skip
+    assert created.status_code == 201, created.text
+    return created.headers.get("upload-offset") == str(len(data))
+
+
+def test_the_store_refuses_a_part_whose_bytes_differ_from_the_signed_md5(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket))
+    part = os.urandom(PART)
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        key, upload_id = start(client, server)
+        sign = f"{server.url}/s3/multipart/{upload_id}/1"
+        plain = client.get(sign, params={"key": key}).json()  # Uppy's default: no md5
+        assert set(plain) == {"url", "expires"}
+        signed = client.get(sign, params={"key": key, "md5": md5_of(part)}).json()
+        flipped = bytes([part[0] ^ 1]) + part[1:]
+        refused = client.put(signed["url"], content=flipped, headers=signed["headers"])
+        assert refused.status_code == 400  # BadDigest: the store hashed the bytes itself
+        assert "BadDigest" in refused.text
+        unsent = client.put(signed["url"], content=part)  # the signed header left out
+        assert unsent.status_code == 403
+        listing = f"{server.url}/s3/multipart/{upload_id}"
+        assert client.get(listing, params={"key": key}).json() == []
+        accepted = client.put(signed["url"], content=part, headers=signed["headers"])
+        assert accepted.status_code == 200
+        assert [p["Size"] for p in client.get(listing, params={"key": key}).json()] == [PART]
+        for bad in ("not-base64!", base64.b64encode(b"short").decode()):
+            answer = client.get(sign, params={"key": key, "md5": bad})
+            assert answer.status_code == 400
+            assert answer.text.startswith("ERR_BAD_REQUEST")
+        complete = f"{server.url}/s3/multipart/{upload_id}/complete"
+        wrong = client.post(
+            complete,
+            params={"key": key},
+            json={"parts": [{"PartNumber": 1, "ETag": "x"}], "sha256": "12"},
+        )
+        assert wrong.status_code == 400  # fmt: skip
+        assert "64 hex digits" in wrong.text
+
+
+def test_a_direct_upload_completes_without_a_read_back_and_a_restart_verifies_it(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * PART + 12345)
+    link = ChaosProxy(urlsplit(rgw).port or 80).start()  # counts what the store answers
+    data_dir = tmp_path / "node"
+    try:
+        # A node that verifies nothing in the background, killed before anyone verified.
+        first = make_server(*s3_options(link.url, s3_bucket), "--anonymous-dedup",
+                            "--verify-interval", "0", data_dir=data_dir)  # fmt: skip
+        with httpx.Client(trust_env=False, timeout=60) as client:
+            key, done = send_direct(client, first, data, sha256=hashlib.sha256(data).hexdigest())
+            before = link.downstream_bytes
+            assert done.status_code == 200, done.text
+            url = f"{first.endpoint}{key}"
+            head = client.head(url, headers=TUS)
+            assert head.status_code == 200
+            assert head.headers["upload-offset"] == str(len(data))  # complete at once
+            assert "repr-digest" not in head.headers  # its SHA-256 still pending
+            assert client.get(f"{first.url}/api/uploads/{key}").json()["sha256"] is None
+            assert not offers_instant_upload(client, first, data)  # pending: never shared
+        # What the store sent haul from the completion on: no read-back of the object.
+        assert link.downstream_bytes - before < len(data) // 4
+    finally:
+        link.stop()
+    first.kill()
+    second = make_server(*s3_options(rgw, s3_bucket), "--anonymous-dedup", data_dir=data_dir)
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        url = f"{second.endpoint}{key}"
+        wait_for(lambda: "repr-digest" in client.head(url, headers=TUS).headers, timeout=60)
+        assert client.head(url, headers=TUS).headers["repr-digest"] == repr_digest(data)
+        assert client.get(url).content == data
+        assert client.get(f"{second.url}/api/uploads/{key}").json()["sha256"] == (
+            hashlib.sha256(data).hexdigest()
+        )
+        assert offers_instant_upload(client, second, data)  # verified: now it is shared
+
+
+def test_a_wrong_declared_digest_found_later_fails_the_upload_counted_and_unshared(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket), "--metrics", "--anonymous-dedup")
+    data = os.urandom(2 * PART + 7)
+    declared = hashlib.sha256(b"not these bytes").hexdigest()
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        key, done = send_direct(client, server, data, sha256=declared)
+        assert done.status_code == 200, done.text  # completes: the parts were as sent
+        url = f"{server.endpoint}{key}"
+        wait_for(lambda: client.head(url, headers=TUS).status_code == 410, timeout=60)
+        refused = client.get(url)
+        assert refused.status_code == 410
+        assert "failed verification" in refused.text
+        # Counted once the bytes are removed, just after the record says failed.
+        mismatches = "haul_digest_mismatches_total 1.0"
+        wait_for(lambda: mismatches in client.get(f"{server.url}/metrics").text, timeout=30)
+        metrics = client.get(f"{server.url}/metrics").text
+        assert 'haul_uploads_failed_total{reason="digest"} 1.0' in metrics
+        assert not offers_instant_upload(client, server, data)
+        assert not offers_instant_upload(client, server, b"not these bytes")
+        wait_for(lambda: not [k for k in bucket_listing(rgw, s3_bucket)[0] if key in k])
+        # A correct one afterwards is verified and shared as usual.
+        other = os.urandom(PART + 1)
+        key2, done2 = send_direct(client, server, other, sha256=hashlib.sha256(other).hexdigest())
+        assert done2.status_code == 200
+        url2 = f"{server.endpoint}{key2}"
+        wait_for(lambda: "repr-digest" in client.head(url2, headers=TUS).headers, timeout=60)
+        assert offers_instant_upload(client, server, other)
+        assert mismatches in client.get(f"{server.url}/metrics").text  # counted once
