@@ -66,10 +66,12 @@ def test_cli_direct_upload_never_sends_the_bytes_through_haul(
     url = result["url"].replace(proxy.url, server.url)
     with httpx.Client(trust_env=False, timeout=60) as client:
         body = client.get(url).content
+        # The server's own digest of what S3 holds, verified in the background after the
+        # completion (the client did not wait for a read-back): the file's.
+        wait_for(lambda: "repr-digest" in client.head(url, headers=TUS).headers, timeout=60)
         head = client.head(url, headers=TUS)
     assert hashlib.sha256(body).hexdigest() == sha256_file(source) == result["sha256"]
     assert head.headers["upload-length"] == str(source.stat().st_size)
-    # The server's own digest of what S3 holds, verified before completion: the file's.
     expected = base64.b64encode(hashlib.sha256(source.read_bytes()).digest()).decode()
     assert head.headers["repr-digest"] == f"sha-256=:{expected}:"
 
