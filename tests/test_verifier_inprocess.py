@@ -55,7 +55,7 @@ async def test_a_digest_needing_a_read_back_is_verified_later_and_shared_only_th
     assert pending.complete
     assert pending.sha256 is None
     assert pending.digest_pending
-    assert "Finished" in heard.kinds(upload_id)
+    assert "Finished" not in heard.kinds(upload_id)  # told once its digest is checked
     assert await two.store.find_complete(digest, len(data), "alice") is None
     # The same content declared again is sent again: pending content is never reused.
     again = await one.create(length=len(data), owner="alice", expected_sha256=digest)
@@ -65,6 +65,9 @@ async def test_a_digest_needing_a_read_back_is_verified_later_and_shared_only_th
     assert verified.sha256 == digest
     assert not verified.digest_pending
     assert await two.verify_pending() == 0  # nothing left
+    [finished] = [e for e in heard.events if isinstance(e, events.Finished)]
+    assert finished.upload.sha256 == digest
+    assert finished.upload.offset == len(data)
     instant = await two.create(length=len(data), owner="alice", expected_sha256=digest)
     assert instant.complete  # shared, now that its digest is verified
 
@@ -82,6 +85,7 @@ async def test_a_mismatch_found_later_fails_the_upload_and_never_shares_it() -> 
     assert not record.digest_pending
     rejected = [e for e in heard.events if isinstance(e, events.Rejected)]
     assert [(e.upload.id, e.reason) for e in rejected] == [(upload_id, "digest")]
+    assert "Finished" not in heard.kinds(upload_id)  # never told as finished
     with pytest.raises(Gone, match="failed verification"):
         await one.status(upload_id, owner="alice")
     for declared in (digest, "ab" * 32):

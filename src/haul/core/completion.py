@@ -96,7 +96,8 @@ class Completion:
             life.digests.ordered.completed(upload)
         finished = events.Finished(events.snapshot(upload), instant=known_sha256 is not None)
         try:
-            await life.events.publish(finished)
+            if not deferred:  # else told once verified: post-finish carries a checked digest
+                await life.events.publish(finished)
         finally:  # a final waiting for this partial is assembled whatever a listener did
             if partial:
                 await self.partial_completed(upload)

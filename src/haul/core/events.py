@@ -37,7 +37,9 @@ class Progress(Event):
 
 @dataclass(frozen=True)
 class Finished(Event):
-    """Every byte is stored and verified: the upload is complete."""
+    """Every byte is stored and verified: the upload is complete. One whose SHA-256 was
+    verified in the background (core/verifier.py) is told once it was: it was complete, and
+    served, from its completion on."""
 
     instant: bool = False  # completed from content the server already held: no byte sent
 

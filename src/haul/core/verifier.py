@@ -5,9 +5,11 @@ a final assembled there, a sequential upload finished on another node) completes
 record says the digest is pending (``Upload.verify_at``). Every node runs a verifier: it takes
 one pending upload at a time under a lease in the record store (renewed while it reads, so a
 node that dies leaves the upload to another node or to its own restart), reads the bytes at the
-store's speed and settles the record: the digest set, or, when it differs from the declared one,
-the upload failed and its bytes removed, as a mismatch found at once would be. Until then the
-upload has no digest, so instant upload never reuses it.
+store's speed and settles the record: the digest set (and the upload's Finished event told, so
+post-finish hooks always carry a checked digest), or, when it differs from the declared one,
+the upload failed and its bytes removed, as a mismatch found at once would be (a Rejected
+event, and no Finished). Until then the upload has no digest, so instant upload never reuses
+it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+from haul.core import events
 from haul.core.completion import Completion
 from haul.core.interfaces import StoredBytesMissing
 from haul.core.lifecycle import Lifecycle
@@ -89,7 +92,10 @@ class Verifier:
                 log.warning("upload %s: %s", upload.id, mismatch.message)
                 return
             await life.store.save(upload)
-        log.info("upload %s verified in the background: sha-256 %s", upload.id, sha256)
+            upload.offset = upload.length or 0
+            log.info("upload %s verified in the background: sha-256 %s", upload.id, sha256)
+            # Complete (and served) since its completion; told now, with its checked digest.
+            await life.events.publish(events.Finished(events.snapshot(upload)))
 
     async def _held(self, upload: Upload) -> AsyncIterator[bytes]:
         """The upload's bytes, renewing the lease as they pass."""
