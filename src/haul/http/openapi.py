@@ -73,12 +73,26 @@ MULTIPART_ID = {
 KEY = {"name": "key", "in": "query", "required": True, "schema": _KEY}
 _PART_NUMBER = {"type": "integer", "minimum": 1, "maximum": MAX_PARTS}
 PART_NUMBER = {"name": "partNumber", "in": "path", "required": True, "schema": _PART_NUMBER}
+MD5 = {
+    "name": "md5",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9+/]{22}==$"},
+    "description": "The part's MD5 (base64): the URL is signed with it as Content-MD5, and "
+    "the store refuses a part whose bytes hash otherwise.",
+}
 _PARTS_GIVEN = _object(
     ("parts",),
     parts={
         "type": "array",
         "minItems": 1,
         "items": _object(("PartNumber", "ETag"), PartNumber=_PART_NUMBER, ETag=_STRING),
+    },
+    sha256={
+        "type": "string",
+        "pattern": "^[0-9a-fA-F]{64}$",
+        "description": "The file's SHA-256 (hex), verified against the stored bytes "
+        "(in the background on an object store).",
     },
 )
 _PARTS_STORED = {
@@ -140,7 +154,7 @@ def _direct_paths(anonymous_allowed: bool) -> dict[str, Any]:
             },
         },
         "/s3/multipart/{uploadId}/{partNumber}": {
-            "parameters": [MULTIPART_ID, PART_NUMBER, KEY],
+            "parameters": [MULTIPART_ID, PART_NUMBER, KEY, MD5],
             "get": {
                 "summary": "A presigned URL to PUT this part to",
                 "security": security,
@@ -150,6 +164,11 @@ def _direct_paths(anonymous_allowed: bool) -> dict[str, Any]:
                             ("url", "expires"),
                             url={"type": "string", "format": "uri"},
                             expires={**_UINT, "description": "Seconds the URL is valid."},
+                            headers={
+                                "type": "object",
+                                "description": "Headers the PUT must send (Content-MD5).",
+                                "additionalProperties": _STRING,
+                            },
                         ),
                         "the URL",
                     ),
