@@ -44,7 +44,7 @@ class Metrics:
         )
         self.completed = Counter(
             "haul_uploads_completed",
-            "Uploads completed (verified, or their SHA-256 pending), by kind.", ["kind"],
+            "Uploads completed and verified, by kind.", ["kind"],
             registry=r,
         )  # fmt: skip
         self.failed = Counter(
