@@ -167,3 +167,39 @@ def test_a_wrong_declared_digest_found_later_fails_the_upload_counted_and_unshar
         wait_for(lambda: "repr-digest" in client.head(url2, headers=TUS).headers, timeout=60)
         assert offers_instant_upload(client, server, other)
         assert mismatches in client.get(f"{server.url}/metrics").text  # counted once
+
+
+def test_an_upload_finished_on_a_node_without_its_running_digest_is_verified_later(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Two nodes sharing records: one receives the first half, the other finishes it (and
+    has no running digest of the first half) and verifies nothing; the first one's verifier
+    finds the pending digest on its rounds."""
+    shared = tmp_path / "shared"
+    options = [*s3_options(rgw, s3_bucket), "--anonymous-dedup"]
+    first = make_server(*options, "--verify-interval", "1s", data_dir=shared)
+    second = make_server(*options, "--verify-interval", "0", data_dir=shared)
+    data = os.urandom(PART + 4321)
+    half = PART  # a whole part: the first request's bytes reach the store as one part
+    octets = {**TUS, "Content-Type": "application/offset+octet-stream"}
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        created = client.post(first.endpoint, headers={
+            **TUS, "Upload-Length": str(len(data)), "Repr-Digest": repr_digest(data)})  # fmt: skip
+        path = urlsplit(created.headers["location"]).path
+        sent = client.patch(f"{first.url}{path}", content=data[:half],
+                            headers={**octets, "Upload-Offset": "0"})  # fmt: skip
+        assert sent.status_code == 204, sent.text
+        done = client.patch(f"{second.url}{path}", content=data[half:],
+                            headers={**octets, "Upload-Offset": str(half)})  # fmt: skip
+        assert done.status_code == 204, done.text  # answered without a read-back
+        url = f"{second.url}{path}"
+        wait_for(lambda: "repr-digest" in client.head(url, headers=TUS).headers, timeout=60)
+        assert client.head(url, headers=TUS).headers["repr-digest"] == repr_digest(data)
+        assert offers_instant_upload(client, second, data)
+    upload_id = path.rsplit("/", 1)[1]
+    assert second.log_path is not None
+    assert first.log_path is not None
+    assert f"upload {upload_id} complete ({len(data)} bytes), its sha-256 to be verified" in (
+        second.log_path.read_text()
+    )
+    assert f"upload {upload_id} verified in the background" in first.log_path.read_text()
