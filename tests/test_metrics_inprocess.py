@@ -71,6 +71,7 @@ async def test_counters_move_with_uploads() -> None:
     assert after[("haul_uploads_completed_total", (("kind", "single"),))] == 2
     assert after[("haul_instant_uploads_total", ())] == 1
     assert after[("haul_uploads_failed_total", (("reason", "digest"),))] == 1
+    assert after[("haul_digest_mismatches_total", ())] == 1  # found at once, as on S3 later
     assert after[("haul_bytes_received_total", ())] == len(data) + len(b"other bytes")
     assert after[("haul_active_uploads", ())] == 1
     assert after[("haul_requests_total", (("method", "PATCH"), ("status", "204")))] == 1
