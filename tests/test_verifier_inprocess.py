@@ -127,3 +127,20 @@ async def test_an_upload_deleted_before_it_was_verified_is_left_alone() -> None:
     assert record is not None
     assert record.state is UploadState.TERMINATED
     assert "Rejected" not in heard.kinds(upload_id)
+
+
+async def test_a_final_upload_whose_partials_were_not_hashed_in_order_is_verified_later() -> None:
+    one, _, heard = nodes()
+    pieces = [os.urandom(70_000), os.urandom(30_001)]
+    partials = []
+    for piece in pieces:
+        partial = await one.create(length=len(piece), partial=True, owner="alice")
+        await one.append(partial.id, 0, body(piece), owner="alice")
+        partials.append(partial.id)
+    final = await one.create_final(partials, owner="alice")
+    assert final.complete
+    assert final.digest_pending  # no partial was tagged: only a read-back can tell
+    assert await one.verify_pending() == 1
+    verified = await one.status(final.id, owner="alice")
+    assert verified.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert "Finished" in heard.kinds(final.id)
