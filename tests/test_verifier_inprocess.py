@@ -13,6 +13,7 @@ from haul.core import events
 from haul.core.lifecycle import Limits
 from haul.core.models import UploadState
 from haul.core.service import UploadService
+from haul.core.verifier import Verifier
 from haul.errors import DigestMismatch, Gone
 from haul.locks.memory import MemoryLocker
 from haul.records.memory import MemoryStore
@@ -144,3 +145,30 @@ async def test_a_final_upload_whose_partials_were_not_hashed_in_order_is_verifie
     verified = await one.status(final.id, owner="alice")
     assert verified.sha256 == hashlib.sha256(b"".join(pieces)).hexdigest()
     assert "Finished" in heard.kinds(final.id)
+
+
+async def test_a_verifier_reading_a_long_upload_keeps_its_lease(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    one, two, _ = nodes()
+    data = os.urandom(90_000)
+    upload = await one.create(length=len(data), owner="alice")
+    for start in range(0, 60_000, 20_000):  # stored as several blocks, read one by one
+        await one.append(upload.id, start, body(data[start : start + 20_000]), owner="alice")
+    await two.append(upload.id, 60_000, body(data[60_000:]), owner="alice")
+    held: list[float] = []
+    keep = two.store.verify_hold
+
+    async def hold(upload_id: str, until: float) -> None:
+        held.append(until)
+        await keep(upload_id, until)
+
+    monkeypatch.setattr(two.store, "verify_hold", hold)
+    # A lease so short that every block read renews it.
+    verifier = Verifier(two._life, two._completion, lease=0.0)
+    assert await verifier.verify_pending() == 1
+    assert len(held) >= 3
+    record = await two.store.get(upload.id)
+    assert record is not None
+    assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert not record.digest_pending
