@@ -32,13 +32,12 @@ def repr_digest(data: bytes) -> str:
     return f"sha-256=:{base64.b64encode(hashlib.sha256(data).digest()).decode()}:"
 
 
-def send_direct(
-    client: httpx.Client, server: HaulServer, data: bytes, *, sha256: str | None = None
-) -> tuple[str, httpx.Response]:
-    """Upload ``data`` in presigned, MD5-checked parts; the completion (declaring ``sha256``)
-    and the upload's key."""
+def send_parts(
+    client: httpx.Client, server: HaulServer, data: bytes
+) -> tuple[str, str, list[dict[str, object]]]:
+    """Upload ``data`` in presigned, MD5-checked parts: the key, the multipart id, the parts."""
     key, upload_id = start(client, server)
-    parts = []
+    parts: list[dict[str, object]] = []
     for number, first in enumerate(range(0, len(data), PART), start=1):
         chunk = data[first : first + PART]
         signed = client.get(f"{server.url}/s3/multipart/{upload_id}/{number}",
@@ -47,12 +46,26 @@ def send_direct(
         put = client.put(signed["url"], content=chunk, headers=signed["headers"])
         assert put.status_code == 200, put.text
         parts.append({"PartNumber": number, "ETag": put.headers["etag"]})
+    return key, upload_id, parts
+
+
+def complete(
+    client: httpx.Client, server: HaulServer, key: str, upload_id: str,
+    parts: list[dict[str, object]], sha256: str | None,
+) -> httpx.Response:  # fmt: skip
     body: dict[str, object] = {"parts": parts}
     if sha256 is not None:
         body["sha256"] = sha256
-    done = client.post(f"{server.url}/s3/multipart/{upload_id}/complete",
+    return client.post(f"{server.url}/s3/multipart/{upload_id}/complete",
                        params={"key": key}, json=body)  # fmt: skip
-    return key, done
+
+
+def send_direct(
+    client: httpx.Client, server: HaulServer, data: bytes, *, sha256: str | None = None
+) -> tuple[str, httpx.Response]:
+    """The parts, then the completion (declaring ``sha256``); the upload's key and the answer."""
+    key, upload_id, parts = send_parts(client, server, data)
+    return key, complete(client, server, key, upload_id, parts, sha256)
 
 
 def offers_instant_upload(client: httpx.Client, server: HaulServer, data: bytes) -> bool:
@@ -89,13 +102,9 @@ def test_the_store_refuses_a_part_whose_bytes_differ_from_the_signed_md5(
             answer = client.get(sign, params={"key": key, "md5": bad})
             assert answer.status_code == 400
             assert answer.text.startswith("ERR_BAD_REQUEST")
-        complete = f"{server.url}/s3/multipart/{upload_id}/complete"
-        wrong = client.post(
-            complete,
-            params={"key": key},
-            json={"parts": [{"PartNumber": 1, "ETag": "x"}], "sha256": "12"},
-        )
-        assert wrong.status_code == 400  # fmt: skip
+        parts: list[dict[str, object]] = [{"PartNumber": 1, "ETag": accepted.headers["etag"]}]
+        wrong = complete(client, server, key, upload_id, parts, "12")
+        assert wrong.status_code == 400
         assert "64 hex digits" in wrong.text
 
 
@@ -109,9 +118,11 @@ def test_a_direct_upload_completes_without_a_read_back_and_a_restart_verifies_it
         # A node that verifies nothing in the background, killed before anyone verified.
         first = make_server(*s3_options(link.url, s3_bucket), "--anonymous-dedup",
                             "--verify-interval", "0", data_dir=data_dir)  # fmt: skip
+        digest = hashlib.sha256(data).hexdigest()
         with httpx.Client(trust_env=False, timeout=60) as client:
-            key, done = send_direct(client, first, data, sha256=hashlib.sha256(data).hexdigest())
+            key, upload_id, parts = send_parts(client, first, data)
             before = link.downstream_bytes
+            done = complete(client, first, key, upload_id, parts, digest)
             assert done.status_code == 200, done.text
             url = f"{first.endpoint}{key}"
             head = client.head(url, headers=TUS)
@@ -120,8 +131,14 @@ def test_a_direct_upload_completes_without_a_read_back_and_a_restart_verifies_it
             assert "repr-digest" not in head.headers  # its SHA-256 still pending
             assert client.get(f"{first.url}/api/uploads/{key}").json()["sha256"] is None
             assert not offers_instant_upload(client, first, data)  # pending: never shared
-        # What the store sent haul from the completion on: no read-back of the object.
-        assert link.downstream_bytes - before < len(data) // 4
+            # What the store sent haul from the completion on: no read-back of the object.
+            assert link.downstream_bytes - before < len(data) // 4
+            # The same measure sees the read-back of a node that waits for it.
+            waiting = make_server(*s3_options(link.url, s3_bucket), "--verify-later", "off")
+            key2, upload2, parts2 = send_parts(client, waiting, data)
+            before = link.downstream_bytes
+            assert complete(client, waiting, key2, upload2, parts2, digest).status_code == 200
+            assert link.downstream_bytes - before >= len(data)
     finally:
         link.stop()
     first.kill()
