@@ -208,8 +208,11 @@ def test_an_interrupted_append_reports_progress_without_location(
     # 4.4.2: progress 104s carry Upload-Offset and MUST NOT carry Location; an interrupted
     # append keeps what was processed, and HEAD then says Upload-Complete: ?0.
     server = _limited(make_server)
-    data = os.urandom(6 << 20)
-    sent = (4 << 20) + 17
+    data = os.urandom(12 << 20)
+    # More than the server holds in memory (4 blocks of 1 MiB): reading the rest has to wait
+    # for stored blocks, so some piece arrives once the storage offset has moved, and a 104
+    # follows however slow the machine is.
+    sent = (8 << 20) + 17
     created = create(server, 9)
     path = path_of(created.headers["location"])
     wire = Wire(server)
