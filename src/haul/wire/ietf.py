@@ -22,6 +22,9 @@ Each interop version (``Upload-Draft-Interop-Version``) and the draft revisions 
                    retrieves the offset like HEAD; ``max-age``'s implied end never moves
                    earlier; a 413 should carry the limits
 ====  ===========  =========================================================================
+
+Interop 9 is draft-12 as published (July 2026) and as its implementations speak it; the main
+branch text just before it still named 8 in its appendix.
 """
 
 from __future__ import annotations
