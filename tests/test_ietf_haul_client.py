@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import http.server
 import json
+import re
 import subprocess
 import threading
 import time
@@ -120,6 +121,41 @@ def test_an_empty_file_is_one_creation(server: HaulServer, tmp_path: Path) -> No
     assert [m for m, h in recording.seen if "upload-draft-interop-version" in h] == [
         "OPTIONS", "POST", "HEAD"]  # fmt: skip
     assert _stored(result.url).content == b""
+
+
+def test_a_lost_answer_to_the_creation_makes_no_second_upload(
+    server: HaulServer, tmp_path: Path
+) -> None:
+    source = random_file(tmp_path / "file.bin", 3 * MiB, seed=37)
+    proxy = ChaosProxy(server.port).start()
+    try:
+        proxy.lose_answer_to = b"Idempotency-Key"  # the creation, and no other request
+        result = haul.Client(proxy.url, state_dir=tmp_path / "state").upload_ietf(source)
+        assert proxy.answers_lost == 1
+    finally:
+        proxy.stop()
+    log = server.log_path.read_text()
+    assert log.count("its creation was repeated") == 1  # the retry carried the same key
+    assert len(re.findall(r"created upload \w+ length=", log)) == 1
+    got = _stored(result.url.replace(str(proxy.port), str(server.port)))
+    assert hashlib.sha256(got.content).hexdigest() == sha256_file(source)
+
+
+def test_content_the_owner_already_stored_completes_at_creation(
+    make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    server = make_server("--api-keys", "alice:alice-key-0123456789abcdef")
+    source = random_file(tmp_path / "file.bin", 2 * MiB, seed=38)
+    client = haul.Client(server.url, state_dir=tmp_path / "state",
+                         token="alice-key-0123456789abcdef")  # fmt: skip
+    first = client.upload_ietf(source)
+    assert (first.instant, first.sent) == (False, 2 * MiB)
+    again = client.upload_ietf(source)  # the declared Repr-Digest matches what alice holds
+    assert (again.instant, again.sent) == (True, 0)
+    assert again.url != first.url
+    got = httpx.get(again.url, trust_env=False, timeout=30,
+                    headers={"Authorization": "Bearer alice-key-0123456789abcdef"})  # fmt: skip
+    assert hashlib.sha256(got.content).hexdigest() == sha256_file(source)
 
 
 def test_server_killed_9_mid_upload_the_client_retries_through_the_restart(

@@ -19,6 +19,7 @@ import asyncio
 import hashlib
 import mimetypes
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -131,9 +132,10 @@ class IetfUpload:
                     offset, complete = await self._retrieve(draft, url)
                 except ServerRejected:  # gone (expired, deleted) or no longer ours: afresh
                     url = None
-            resumed = url is not None
+            resumed, instant = url is not None, False
             if url is None:
                 url, complete = await self._create(draft, digest)
+                instant = complete and size > 0  # the server had the content (dedup)
                 offset = 0
                 entry = UploadEntry(self.endpoint, identity, self.chunk_size or 0, [url],
                                     False, protocol=f"ietf-{version}")  # fmt: skip
@@ -146,7 +148,7 @@ class IetfUpload:
         self.state.remove(key)
         return UploadResult(
             url=url, path=self.path, size=size, sha256=digest, parallel=1, resumed=resumed,
-            sent=self.sent_bytes, elapsed=time.monotonic() - started,
+            sent=self.sent_bytes, elapsed=time.monotonic() - started, instant=instant,
         )  # fmt: skip
 
     # -- the steps ------------------------------------------------------------------------
@@ -209,6 +211,8 @@ class IetfUpload:
         guessed, _ = mimetypes.guess_type(self.path.name)
         if guessed:
             headers["Content-Type"] = guessed
+        # Retries of this POST carry the same key: a lost answer costs no second upload.
+        headers["Idempotency-Key"] = f'"{secrets.token_urlsafe(18)}"'
         extra = {k: v.encode() for k, v in self.metadata.items() if k != "filename"}
         if extra:  # as tus-js-client sends it; haul keeps it as the upload's metadata
             headers["Upload-Metadata"] = encode_metadata(extra)

@@ -32,6 +32,7 @@ from haul.http.auth import Principal
 from haul.http.body import request_body
 from haul.wire import ietf
 from haul.wire.digest import format_repr_digest, parse_repr_digest, sha256_from_repr_digest
+from haul.wire.http import parse_idempotency_key
 from haul.wire.tus import encode_metadata, parse_metadata
 
 # The ASGI scope extension haul's transports offer for 1xx responses (haul.transport.http1).
@@ -190,6 +191,7 @@ class IetfEndpoint:
             expected_sha256=self._repr_digest(request),
             owner=principal.owner,
             quota=principal.quota,
+            idempotency_key=self._idempotency_key(request),
         )
         logs.tag(upload_id=upload.id)
         location = self.location(request, upload.id)
@@ -200,7 +202,9 @@ class IetfEndpoint:
             limits = self._limits(draft, upload)
             first += [(k.lower().encode(), v.encode()) for k, v in limits.items()]
             await inform(UPLOAD_RESUMPTION_SUPPORTED, first)
-        if content_length != 0 or complete:
+        # An instant upload needs none of the body; a creation repeated with its Idempotency-Key
+        # whose upload holds bytes answers with its offset, from where the client goes on.
+        if (content_length != 0 or complete) and not upload.complete and upload.offset == 0:
             upload = await self._write(request, draft, upload, 0, complete, content_length)
         headers = {"Location": location, **self._state(draft, upload)}
         headers.update(self._limits(draft, upload))
@@ -355,6 +359,15 @@ class IetfEndpoint:
                 raise Problem(400, ietf.inconsistent_length(), {})
             raise InvalidHeader("Upload-Length and the request's length disagree")
         return declared if declared is not None else from_body
+
+    @staticmethod
+    def _idempotency_key(request: Request) -> str | None:
+        """``Idempotency-Key`` (as on tus creations): a retried creation is the same upload."""
+        value = request.headers.get("idempotency-key")
+        try:
+            return None if value is None else parse_idempotency_key(value)
+        except ValueError as exc:
+            raise InvalidHeader(str(exc)) from None
 
     @staticmethod
     def _repr_digest(request: Request) -> str | None:
