@@ -77,6 +77,14 @@ def said_complete(draft: ietf.Draft, response: httpx.Response) -> bool | None:
     return (value == "?1") is (draft.version >= 4)
 
 
+def _saved_version(entry: UploadEntry | None) -> int | None:
+    """The interop version a saved upload was created with; None for none (or a tus one)."""
+    number = entry.protocol.removeprefix("ietf-") if entry is not None else ""
+    if not number.isdigit() or int(number) not in ietf.VERSIONS:
+        return None
+    return int(number)
+
+
 class IetfUpload:
     def __init__(
         self,
@@ -112,10 +120,11 @@ class IetfUpload:
         size = self._size = identity.size
         key = identity.key(f"ietf {self.endpoint}")
         entry = self.state.load(key) if self.resume else None
-        if entry is not None and not entry.protocol.startswith("ietf-"):
-            entry = None
         # An upload goes on in the version it was created with.
-        version = int(entry.protocol[5:]) if entry else await self._choose()
+        saved = _saved_version(entry)
+        if saved is None:
+            entry = None
+        version = saved if saved is not None else await self._choose()
         draft = ietf.Draft(version)
         limits = await self._limits(draft)
         if "max-size" in limits and size > limits["max-size"]:
