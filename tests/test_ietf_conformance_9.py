@@ -233,3 +233,28 @@ def test_an_interrupted_append_reports_progress_without_location(
     assert rest.status == 204
     assert rest.headers["upload-complete"] == "?1"
     assert download(server, created.headers["location"]).content == data
+
+
+def test_the_offset_never_passes_the_length(server: HaulServer) -> None:
+    # 4.4.2: with the length known, the server MUST keep the offset from exceeding it, and
+    # Content-Length is not enough to rely on: a chunked body is held to it too.
+    created = request(server, "POST", "/files/", {**V9, "Upload-Complete": "?0",
+                                                  "Upload-Length": "10"}, b"abc")  # fmt: skip
+    path = path_of(created.headers["location"])
+    declared = request(server, "PATCH", path, append_headers(9, 3, False), b"x" * 12)
+    assert declared.status == 413
+    assert declared.headers["upload-complete"] == "?0"
+    wire = Wire(server)
+    try:
+        wire.send("PATCH", path, {**append_headers(9, 3, False), "Transfer-Encoding": "chunked"},
+                  b"c\r\n" + b"y" * 12 + b"\r\n0\r\n\r\n")  # fmt: skip
+        chunked = wire.answer()
+    finally:
+        wire.close()
+    assert chunked.status == 413
+    state = request(server, "HEAD", path, V9)
+    assert state.headers["upload-offset"] == "3"
+    assert state.headers["upload-complete"] == "?0"
+    done = request(server, "PATCH", path, append_headers(9, 3, True), b"defghij")
+    assert done.status == 204
+    assert download(server, created.headers["location"]).content == b"abcdefghij"
