@@ -258,3 +258,38 @@ def test_the_offset_never_passes_the_length(server: HaulServer) -> None:
     done = request(server, "PATCH", path, append_headers(9, 3, True), b"defghij")
     assert done.status == 204
     assert download(server, created.headers["location"]).content == b"abcdefghij"
+
+
+def test_max_append_size_is_announced_and_held_to(make_server: Callable[..., HaulServer]) -> None:
+    # 4.1.4: max-append-size bounds one append's content and, from draft-12 on, a creation's;
+    # the server might reject larger requests, and says so with its limits in the 413.
+    cap = 64 << 10
+    server = make_server("--max-size", "64MiB", "--expiration", "1h",
+                         "--ietf-max-append-size", "64KiB")  # fmt: skip
+    limits = f"max-size={64 << 20}, max-append-size={cap}, max-age=3600"
+    assert request(server, "OPTIONS", "/files/", V9).headers["upload-limit"] == limits
+    created = create(server, 9)
+    assert created.headers["upload-limit"] == limits
+    path = path_of(created.headers["location"])
+    data = os.urandom(cap + 1)
+    declared = request(server, "PATCH", path, append_headers(9, 0, False), data)
+    assert declared.status == 413
+    assert declared.headers["upload-limit"] == limits
+    assert declared.headers["upload-complete"] == "?0"
+    wire = Wire(server)
+    try:
+        wire.send("PATCH", path, {**append_headers(9, 0, False), "Transfer-Encoding": "chunked"},
+                  b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n")  # fmt: skip
+        assert wire.answer().status == 413
+    finally:
+        wire.close()
+    assert request(server, "HEAD", path, V9).headers["upload-offset"] == "0"  # none of it kept
+    assert request(server, "PATCH", path, append_headers(9, 0, False), data[:cap]).status == 204
+    last = request(server, "PATCH", path, append_headers(9, cap, True), data[cap:])
+    assert last.status == 204
+    assert download(server, created.headers["location"]).content == data
+    # A creation's content is held to it from draft-12 on; before, only appends were.
+    whole = {"Upload-Complete": "?1"}
+    assert request(server, "POST", "/files/", {**V9, **whole}, data).status == 413
+    older = request(server, "POST", "/files/", {"Upload-Draft-Interop-Version": "8", **whole}, data)
+    assert older.status == 201

@@ -114,6 +114,17 @@ def test_a_pinned_version_in_appends_of_a_chosen_size(
     assert typed == ({"application/partial-upload"} if version >= 6 else {None})
 
 
+def test_the_servers_max_append_size_is_kept_to(
+    make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    server = make_server("--ietf-max-append-size", "1MiB")
+    source = random_file(tmp_path / "data.bin", 3 * MiB + MiB // 2, seed=39)
+    result, recording = _upload(server, source, tmp_path / "state")  # no --chunk-size
+    patches = [h for m, h in recording.seen if m == "PATCH"]
+    assert [int(h["content-length"]) for h in patches] == [MiB, MiB, MiB, MiB // 2]
+    assert hashlib.sha256(_stored(result.url).content).hexdigest() == sha256_file(source)
+
+
 def test_an_empty_file_is_one_creation(server: HaulServer, tmp_path: Path) -> None:
     source = tmp_path / "empty.txt"
     source.write_bytes(b"")

@@ -45,6 +45,7 @@ def test_what_each_version_adds(version: int, partial: bool, limits: bool, age: 
     assert draft.upload_length is (version >= 6)
     assert draft.age_key == age
     assert draft.limit_value(1000000000, 3600) == f"max-size=1000000000, {age}=3600"
+    assert draft.limit_value(None, 60, 1 << 20) == f"max-append-size=1048576, {age}=60"
     # draft-12 (interop 9): never an empty Upload-Limit, but min-size=0 (its section 4.1.4).
     assert draft.limit_value(None, None) == ("min-size=0" if version >= 9 else None)
 

@@ -48,6 +48,13 @@ class RequestInterrupted(HaulError):
     code = "ERR_REQUEST_INTERRUPTED"
 
 
+class AppendTooLarge(HaulError):
+    """A request body longer than the announced ``max-append-size``."""
+
+    status = 413
+    code = "ERR_APPEND_TOO_LARGE"
+
+
 class RequestTimeout(HaulError):
     status = 408
     code = "ERR_REQUEST_TIMEOUT"
@@ -205,7 +212,9 @@ class IetfEndpoint:
         # An instant upload needs none of the body; a creation repeated with its Idempotency-Key
         # whose upload holds bytes answers with its offset, from where the client goes on.
         if (content_length != 0 or complete) and not upload.complete and upload.offset == 0:
-            upload = await self._write(request, draft, upload, 0, complete, content_length)
+            upload = await self._write(
+                request, draft, upload, 0, complete, content_length, creation=True
+            )
         headers = {"Location": location, **self._state(draft, upload)}
         headers.update(self._limits(draft, upload))
         return Response(status_code=201, headers=headers)
@@ -269,10 +278,15 @@ class IetfEndpoint:
         complete: bool,
         content_length: int | None,
         length: int | None = None,
+        *,
+        creation: bool = False,
     ) -> Upload:
         """The request body appended at ``offset``; a complete request without a length ends the
         upload where its body ends. Errors the draft types become its problem bodies."""
         body = request_body(request, self.settings.body_timeout, self.settings.min_speed)
+        cap = self.settings.ietf_max_append_size
+        if cap and (not creation or draft.version >= 9):  # draft-12 counts creations too
+            body = _capped(body, cap, content_length)
         inform = _informational(request)
         if inform is not None and self.settings.ietf_progress_interval:
             stored = functools.partial(self.service.storage.offset, upload.stored_as)
@@ -405,8 +419,24 @@ class IetfEndpoint:
         if draft.always_limits and upload is not None:
             left = None if upload.expires_at is None else upload.expires_at - time.time()
             age = None if left is None else max(0, math.ceil(left))
-        value = draft.limit_value(self.settings.max_size or None, age)
+        append = self.settings.ietf_max_append_size or None
+        value = draft.limit_value(self.settings.max_size or None, age, append)
         return {"Upload-Limit": value} if value else {}
+
+
+async def _capped(
+    body: AsyncIterator[bytes], cap: int, content_length: int | None
+) -> AsyncIterator[bytes]:
+    """The body, refused (413) once it is longer than ``cap``: at once when Content-Length
+    says so, else when the byte past it arrives (the core then keeps none of the request)."""
+    if content_length is not None and content_length > cap:
+        raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+    received = 0
+    async for piece in body:
+        received += len(piece)
+        if received > cap:
+            raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+        yield piece
 
 
 async def _nothing() -> AsyncIterator[bytes]:

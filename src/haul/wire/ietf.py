@@ -118,8 +118,10 @@ class Draft:
         value = parse_boolean(raw, self.complete_field)
         return value if self.version >= 4 else not value
 
-    def limit_value(self, max_size: int | None, max_age: int | None) -> str | None:
-        members = {"max-size": max_size, self.age_key: max_age}
+    def limit_value(
+        self, max_size: int | None, max_age: int | None, max_append: int | None = None
+    ) -> str | None:
+        members = {"max-size": max_size, "max-append-size": max_append, self.age_key: max_age}
         value = format_dictionary({k: v for k, v in members.items() if v is not None})
         if not value and self.always_limits:
             return "min-size=0"  # draft-12: never an empty Upload-Limit
