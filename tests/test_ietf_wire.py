@@ -19,7 +19,7 @@ def test_interop_3_speaks_upload_incomplete_with_the_opposite_sense() -> None:
     assert draft.complete_value(True) == "?0"
 
 
-@pytest.mark.parametrize("version", [4, 5, 6, 7, 8])
+@pytest.mark.parametrize("version", [4, 5, 6, 7, 8, 9])
 def test_interop_4_on_speaks_upload_complete(version: int) -> None:
     draft = ietf.parse_interop_version(str(version))
     assert draft.complete_field == "Upload-Complete"
@@ -36,6 +36,7 @@ def test_interop_4_on_speaks_upload_complete(version: int) -> None:
         (6, True, True, "expires"),
         (7, True, True, "max-age"),
         (8, True, True, "max-age"),
+        (9, True, True, "max-age"),
     ],
 )
 def test_what_each_version_adds(version: int, partial: bool, limits: bool, age: str) -> None:
@@ -44,10 +45,31 @@ def test_what_each_version_adds(version: int, partial: bool, limits: bool, age: 
     assert draft.upload_length is (version >= 6)
     assert draft.age_key == age
     assert draft.limit_value(1000000000, 3600) == f"max-size=1000000000, {age}=3600"
-    assert draft.limit_value(None, None) is None
+    assert draft.limit_value(None, 60, 1 << 20) == f"max-append-size=1048576, {age}=60"
+    # draft-12 (interop 9): never an empty Upload-Limit, but min-size=0 (its section 4.1.4).
+    assert draft.limit_value(None, None) == ("min-size=0" if version >= 9 else None)
 
 
-@pytest.mark.parametrize("value", ["2", "9", "x", "", "-6", "06 7"])
+@pytest.mark.parametrize("version", [6, 7, 8, 9])
+def test_what_draft_12_changes(version: int) -> None:
+    draft = ietf.Draft(version)
+    before = version < 9
+    # draft-10 required Accept-Patch on OPTIONS; draft-12 removed it, and the completed-upload
+    # problem type with it; every answer of draft-12 says Upload-Complete, GET reads the offset.
+    assert draft.accept_patch is before
+    assert draft.completed_problem is before
+    assert draft.response_complete is not before
+    assert draft.offset_by_get is not before
+    assert draft.always_limits is not before
+
+
+def test_the_offered_versions_are_a_structured_list() -> None:
+    assert ietf.offered_versions() == "3, 4, 5, 6, 7, 8, 9"
+    assert ietf.parse_integer_list(ietf.offered_versions()) == list(ietf.VERSIONS)
+    assert ietf.parse_integer_list("8, x, -1, 9;a=1, ") == [8, 9]
+
+
+@pytest.mark.parametrize("value", ["2", "10", "x", "", "-6", "06 7"])
 def test_unknown_interop_versions_are_refused(value: str) -> None:
     with pytest.raises(InvalidHeader):
         ietf.parse_interop_version(value)

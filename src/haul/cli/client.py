@@ -28,6 +28,7 @@ from haul.client import AsyncClient, HaulClientError
 from haul.client import Progress as UploadProgress
 from haul.client.api import endpoint_for
 from haul.client.headers import safe_filename
+from haul.client.ietf import PROTOCOLS, pinned_version
 from haul.client.state import StateStore
 from haul.wire.units import parse_size
 
@@ -105,12 +106,15 @@ def _client_options(f: Any) -> Any:
 @click.option("--direct", is_flag=True,
               help="Send the parts straight to the server's object store (S3) through URLs "
                    "it presigns; the bytes never pass through haul.")  # fmt: skip
+@click.option("--protocol", type=click.Choice(PROTOCOLS), default="tus", show_default=True,
+              help="tus, or IETF Resumable Uploads for HTTP: ietf (the newest interop version "
+                   "the server offers) or ietf-N (that interop version).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
 @_client_options
 def upload(
     paths: tuple[Path, ...], server: str, parallel: int, chunk_size: str | None,
-    metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, direct: bool, as_json: bool,
-    connection: dict[str, Any],
+    metadata: tuple[str, ...], no_resume: bool, no_dedup: bool, direct: bool, protocol: str,
+    as_json: bool, connection: dict[str, Any],
 ) -> None:  # fmt: skip
     """Upload files and directories (recursively); rerun the same command to resume."""
     try:
@@ -127,6 +131,9 @@ def upload(
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--metadata")
         extra[key] = value
+    if direct and protocol != "tus":
+        raise click.BadParameter("--direct sends to the object store, not over --protocol ietf",
+                                 param_hint="--protocol")  # fmt: skip
     files = _files(paths)
     console = Console(stderr=True, soft_wrap=True)  # never break a URL across lines
     show_bar = not as_json and console.is_terminal
@@ -151,7 +158,12 @@ def upload(
                             bar.update(overall, completed=before + p.sent)
 
                     try:
-                        if direct:
+                        if protocol != "tus":
+                            result = await client.upload_ietf(
+                                path, version=pinned_version(protocol), on_progress=progress,
+                                metadata={"filename": name, **extra}, resume=not no_resume,
+                            )  # fmt: skip
+                        elif direct:
                             result = await client.upload_direct(
                                 path, on_progress=progress, resume=not no_resume
                             )

@@ -17,6 +17,7 @@ import httpx
 from haul.client.direct import DirectUpload
 from haul.client.errors import HaulClientError, ServerRejected, reported_as_client_errors
 from haul.client.headers import decode_metadata, header_int
+from haul.client.ietf import IetfUpload
 from haul.client.retry import RetryPolicy
 from haul.client.session import Session, failure, transport_failure
 from haul.client.state import StateStore
@@ -138,6 +139,27 @@ class AsyncClient:
             dedup=dedup,
         )
         job = FileUpload(self._session, self.endpoint, Path(path), options, self.state, on_progress)
+        with reported_as_client_errors(f"upload of {path}"):
+            return await job.run()
+
+    async def upload_ietf(
+        self,
+        path: str | Path,
+        *,
+        version: int | None = None,
+        chunk_size: int | None = None,
+        metadata: dict[str, str] | None = None,
+        on_progress: ProgressCallback | None = None,
+        resume: bool = True,
+    ) -> UploadResult:
+        """Upload one file over IETF "Resumable Uploads for HTTP" (client.ietf), in interop
+        ``version``, or the newest one the server offers. Appends are ``chunk_size`` bytes
+        (default: the whole rest in one request); a rerun after an interruption resumes."""
+        job = IetfUpload(
+            self._session, self.endpoint, Path(path), version=version, state=self.state,
+            chunk_size=chunk_size or self.chunk_size, metadata=metadata, resume=resume,
+            on_progress=on_progress,
+        )  # fmt: skip
         with reported_as_client_errors(f"upload of {path}"):
             return await job.run()
 
@@ -276,6 +298,9 @@ class Client:
 
     def upload(self, path: str | Path, **options: object) -> UploadResult:
         return self._run(lambda c: c.upload(path, **options))  # type: ignore[arg-type]
+
+    def upload_ietf(self, path: str | Path, **options: object) -> UploadResult:
+        return self._run(lambda c: c.upload_ietf(path, **options))  # type: ignore[arg-type]
 
     def upload_direct(self, path: str | Path, **options: object) -> UploadResult:
         return self._run(lambda c: c.upload_direct(path, **options))  # type: ignore[arg-type]

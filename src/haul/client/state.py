@@ -58,6 +58,9 @@ class UploadEntry:
     created_at: float = field(default_factory=time.time)
     # A direct upload's S3 object key and multipart id, whose stored parts a rerun skips.
     multipart: list[str] | None = None
+    # How the upload is sent: tus, or ietf-<interop version> (client.ietf), kept so a rerun
+    # speaks the version the upload was created with.
+    protocol: str = "tus"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -121,6 +121,13 @@ class Settings:
         "append (e.g. 8MiB). 0 = none.",
         parse_size,
     )
+    ietf_max_append_size: int = setting(
+        0,
+        "IETF resumable uploads: most bytes one append (from interop 9 also a creation) may "
+        "carry, announced as Upload-Limit max-append-size (e.g. 100MiB, under a proxy's body "
+        "limit). 0 = no limit.",
+        parse_size,
+    )
     max_metadata_size: int = setting(
         4096, "Largest accepted Upload-Metadata header, in bytes.", parse_size
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,7 @@ from haul.core.models import Upload
 from haul.core.pump import BodyInterrupted
 from haul.core.service import UploadService
 from haul.errors import (
+    DigestMismatch,
     HaulError,
     InvalidHeader,
     InvalidMetadata,
@@ -29,7 +31,8 @@ from haul.http import logs
 from haul.http.auth import Principal
 from haul.http.body import request_body
 from haul.wire import ietf
-from haul.wire.digest import parse_repr_digest, sha256_from_repr_digest
+from haul.wire.digest import format_repr_digest, parse_repr_digest, sha256_from_repr_digest
+from haul.wire.http import parse_idempotency_key
 from haul.wire.tus import encode_metadata, parse_metadata
 
 # The ASGI scope extension haul's transports offer for 1xx responses (haul.transport.http1).
@@ -43,6 +46,13 @@ Locate = Callable[[Request, str], str]
 class RequestInterrupted(HaulError):
     status = 400
     code = "ERR_REQUEST_INTERRUPTED"
+
+
+class AppendTooLarge(HaulError):
+    """A request body longer than the announced ``max-append-size``."""
+
+    status = 413
+    code = "ERR_APPEND_TOO_LARGE"
 
 
 class RequestTimeout(HaulError):
@@ -87,9 +97,47 @@ class IetfEndpoint:
         value = request.headers.get(ietf.INTEROP_HEADER)
         return None if value is None else ietf.parse_interop_version(value)
 
+    @staticmethod
+    def draft_of_get(request: Request) -> ietf.Draft | None:
+        """The draft a GET on an upload speaks: only draft-12 on defines one (an offset
+        retrieval); any other GET is haul's download, whatever its headers say."""
+        value = request.headers.get(ietf.INTEROP_HEADER, "")
+        try:
+            draft = ietf.parse_interop_version(value)
+        except InvalidHeader:
+            return None
+        return draft if draft.offset_by_get else None
+
     # -- routing --------------------------------------------------------------------------
 
     async def collection(
+        self, request: Request, draft: ietf.Draft, principal: Callable[[], Principal]
+    ) -> Response:
+        try:
+            return await self._collection(request, draft, principal)
+        except HaulError as exc:
+            raise self._answered(draft, exc) from None
+
+    async def resource(
+        self, request: Request, draft: ietf.Draft, upload_id: str, principal: Principal
+    ) -> Response:
+        try:
+            return await self._resource(request, draft, upload_id, principal)
+        except HaulError as exc:
+            raise self._answered(draft, exc) from None
+
+    def _answered(self, draft: ietf.Draft, exc: HaulError) -> HaulError:
+        """An error as the draft answers it. From draft-12 on every answer says whether it is
+        the finished upload's (a digest that does not match: resuming cannot help) or the
+        protocol's, and a 413 names the limits the request broke."""
+        if draft.response_complete:
+            exc.headers.setdefault("Upload-Complete", ietf.format_boolean(
+                isinstance(exc, DigestMismatch)))  # fmt: skip
+            if exc.status == 413:
+                exc.headers.update(self._limits(draft))
+        return exc
+
+    async def _collection(
         self, request: Request, draft: ietf.Draft, principal: Callable[[], Principal]
     ) -> Response:
         if request.method == "OPTIONS":
@@ -100,12 +148,12 @@ class IetfEndpoint:
             )
         return await self.create(request, draft, principal())
 
-    async def resource(
+    async def _resource(
         self, request: Request, draft: ietf.Draft, upload_id: str, principal: Principal
     ) -> Response:
         if request.method == "OPTIONS":
             return self.options(draft)
-        if request.method == "HEAD":
+        if request.method == "HEAD" or (request.method == "GET" and draft.offset_by_get):
             return await self.head(request, draft, upload_id, principal)
         if request.method == "PATCH":
             return await self.append(request, draft, upload_id, principal)
@@ -120,7 +168,8 @@ class IetfEndpoint:
     # -- handlers -------------------------------------------------------------------------
 
     def options(self, draft: ietf.Draft) -> Response:
-        headers = {"Accept-Patch": ietf.PARTIAL_UPLOAD_TYPE} if draft.partial_upload_type else {}
+        headers = {"Accept-Patch": ietf.PARTIAL_UPLOAD_TYPE} if draft.accept_patch else {}
+        headers[ietf.VERSIONS_HEADER] = ietf.offered_versions()
         headers.update(self._limits(draft))
         return Response(status_code=204, headers=headers)
 
@@ -149,6 +198,7 @@ class IetfEndpoint:
             expected_sha256=self._repr_digest(request),
             owner=principal.owner,
             quota=principal.quota,
+            idempotency_key=self._idempotency_key(request),
         )
         logs.tag(upload_id=upload.id)
         location = self.location(request, upload.id)
@@ -156,11 +206,17 @@ class IetfEndpoint:
         if inform is not None:  # the client can resume from here even if this request dies
             first = [(b"location", location.encode())]
             first += [(b"upload-draft-interop-version", str(draft.version).encode())]
-            first += [(k.lower().encode(), v.encode()) for k, v in self._limits(draft).items()]
+            limits = self._limits(draft, upload)
+            first += [(k.lower().encode(), v.encode()) for k, v in limits.items()]
             await inform(UPLOAD_RESUMPTION_SUPPORTED, first)
-        if content_length != 0 or complete:
-            upload = await self._write(request, draft, upload, 0, complete, content_length)
-        headers = {"Location": location, **self._state(draft, upload), **self._limits(draft)}
+        # An instant upload needs none of the body; a creation repeated with its Idempotency-Key
+        # whose upload holds bytes answers with its offset, from where the client goes on.
+        if (content_length != 0 or complete) and not upload.complete and upload.offset == 0:
+            upload = await self._write(
+                request, draft, upload, 0, complete, content_length, creation=True
+            )
+        headers = {"Location": location, **self._state(draft, upload)}
+        headers.update(self._limits(draft, upload))
         return Response(status_code=201, headers=headers)
 
     async def head(
@@ -174,7 +230,7 @@ class IetfEndpoint:
         headers = {"Cache-Control": "no-store", **self._state(draft, upload)}
         if draft.upload_length and upload.length is not None:
             headers["Upload-Length"] = str(upload.length)
-        headers.update(self._limits(draft))
+        headers.update(self._limits(draft, upload))
         return Response(status_code=204, headers=headers)
 
     async def append(
@@ -189,10 +245,27 @@ class IetfEndpoint:
         content_length = _header_integer(request, "content-length")
         length = self._length(request, draft, complete, content_length, offset)
         upload = await self.service.status(upload_id, owner=principal.owner)
-        if upload.complete and draft.problems:
+        if upload.complete and draft.completed_problem:
             raise Problem(400, ietf.completed_upload(), {})
+        if upload.complete and draft.response_complete:
+            return self._completed(upload, offset, content_length)
         upload = await self._write(request, draft, upload, offset, complete, content_length, length)
         return Response(status_code=204, headers=self._state(draft, upload))
+
+    @staticmethod
+    def _completed(upload: Upload, offset: int, content_length: int | None) -> Response:
+        """An append to a completed upload (draft-12). A valid one, empty at its end, is a
+        client whose final answer was lost: that answer again. Any other is an invalid
+        operation, answered by the protocol (Upload-Complete: ?0)."""
+        if offset != upload.offset:
+            headers = {"Upload-Offset": str(upload.offset), "Upload-Complete": "?0"}
+            raise Problem(409, ietf.mismatching_offset(upload.offset, offset), headers)
+        if content_length != 0:  # bytes past the length
+            raise Problem(400, ietf.inconsistent_length(), {"Upload-Complete": "?0"})
+        headers = {"Upload-Offset": str(upload.offset), "Upload-Complete": "?1"}
+        if upload.sha256 is not None:
+            headers["Repr-Digest"] = format_repr_digest(upload.sha256)
+        return Response(status_code=204, headers=headers)
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -205,10 +278,15 @@ class IetfEndpoint:
         complete: bool,
         content_length: int | None,
         length: int | None = None,
+        *,
+        creation: bool = False,
     ) -> Upload:
         """The request body appended at ``offset``; a complete request without a length ends the
         upload where its body ends. Errors the draft types become its problem bodies."""
         body = request_body(request, self.settings.body_timeout, self.settings.min_speed)
+        cap = self.settings.ietf_max_append_size
+        if cap and (not creation or draft.version >= 9):  # draft-12 counts creations too
+            body = _capped(body, cap, content_length)
         inform = _informational(request)
         if inform is not None and self.settings.ietf_progress_interval:
             stored = functools.partial(self.service.storage.offset, upload.stored_as)
@@ -236,7 +314,7 @@ class IetfEndpoint:
             raise RequestInterrupted(str(exc), headers=headers) from None
         except OffsetMismatch:
             current = await self.service.status(upload.id, owner=upload.owner)
-            if current.complete and draft.problems:
+            if current.complete and draft.completed_problem:
                 raise Problem(400, ietf.completed_upload(), {}) from None
             headers = {"Upload-Offset": str(current.offset)}
             if not draft.problems:
@@ -297,6 +375,15 @@ class IetfEndpoint:
         return declared if declared is not None else from_body
 
     @staticmethod
+    def _idempotency_key(request: Request) -> str | None:
+        """``Idempotency-Key`` (as on tus creations): a retried creation is the same upload."""
+        value = request.headers.get("idempotency-key")
+        try:
+            return None if value is None else parse_idempotency_key(value)
+        except ValueError as exc:
+            raise InvalidHeader(str(exc)) from None
+
+    @staticmethod
     def _repr_digest(request: Request) -> str | None:
         value = request.headers.get("repr-digest")
         return sha256_from_repr_digest(value) if value else None
@@ -313,17 +400,43 @@ class IetfEndpoint:
 
     @staticmethod
     def _state(draft: ietf.Draft, upload: Upload) -> dict[str, str]:
-        return {
+        state = {
             "Upload-Offset": str(upload.offset),
             draft.complete_field: draft.complete_value(upload.complete),
         }
+        if upload.complete and upload.sha256 is not None:  # RFC 9530: what was stored
+            state["Repr-Digest"] = format_repr_digest(upload.sha256)
+        return state
 
-    def _limits(self, draft: ietf.Draft) -> dict[str, str]:
+    def _limits(self, draft: ietf.Draft, upload: Upload | None = None) -> dict[str, str]:
+        """``Upload-Limit``. ``max-age`` is the upload's remaining life; before draft-12 the
+        configured expiration, from draft-12 on counted down from the upload's own expiry
+        (renewed by each write), so the end it implies never moves earlier. A complete upload
+        does not expire."""
         if not draft.limits:
             return {}
         age = math.ceil(self.settings.expiration) if self.settings.expiration else None
-        value = draft.limit_value(self.settings.max_size or None, age)
+        if draft.always_limits and upload is not None:
+            left = None if upload.expires_at is None else upload.expires_at - time.time()
+            age = None if left is None else max(0, math.ceil(left))
+        append = self.settings.ietf_max_append_size or None
+        value = draft.limit_value(self.settings.max_size or None, age, append)
         return {"Upload-Limit": value} if value else {}
+
+
+async def _capped(
+    body: AsyncIterator[bytes], cap: int, content_length: int | None
+) -> AsyncIterator[bytes]:
+    """The body, refused (413) once it is longer than ``cap``: at once when Content-Length
+    says so, else when the byte past it arrives (the core then keeps none of the request)."""
+    if content_length is not None and content_length > cap:
+        raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+    received = 0
+    async for piece in body:
+        received += len(piece)
+        if received > cap:
+            raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+        yield piece
 
 
 async def _nothing() -> AsyncIterator[bytes]:

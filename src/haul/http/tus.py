@@ -35,6 +35,7 @@ from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
 from haul.http.ietf import IetfEndpoint
 from haul.http.links import LinkSigner
+from haul.wire import ietf
 from haul.wire.checksums import ALGORITHMS
 from haul.wire.digest import format_repr_digest, sha256_from_metadata, sha256_from_repr_digest
 from haul.wire.http import content_disposition, parse_idempotency_key, parse_range
@@ -145,7 +146,8 @@ class TusEndpoint:
             "DELETE": self.delete,
             "GET": self.download,
         }
-        draft = self.ietf.draft(request) if request.method != "GET" else None
+        get = request.method == "GET"
+        draft = self.ietf.draft_of_get(request) if get else self.ietf.draft(request)
         if request.method == "OPTIONS":
             return self.ietf.options(draft) if draft else await self.options(request)
         handler = handlers.get(request.method)
@@ -200,6 +202,7 @@ class TusEndpoint:
             "Tus-Version": TUS_VERSION,
             "Tus-Extension": ",".join(EXTENSIONS),
             "Tus-Checksum-Algorithm": ",".join(ALGORITHMS),
+            ietf.VERSIONS_HEADER: ietf.offered_versions(),  # the same endpoint's other protocol
         }
         if self.settings.max_size:
             headers["Tus-Max-Size"] = str(self.settings.max_size)

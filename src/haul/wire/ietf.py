@@ -1,7 +1,8 @@
 """IETF "Resumable Uploads for HTTP" (draft-ietf-httpbis-resumable-upload): what differs per
 interop version, and the structured fields (RFC 8941) and problem bodies it sends.
 
-The interop versions, from the draft texts (``Upload-Draft-Interop-Version``):
+Each interop version (``Upload-Draft-Interop-Version``) and the draft revisions that define it
+(httpwg/http-extensions, draft-ietf-httpbis-resumable-upload.md at each revision's tag):
 
 ====  ===========  =========================================================================
  3    draft-01     ``Upload-Incomplete: ?1`` marks an unfinished request
@@ -11,8 +12,19 @@ The interop versions, from the draft texts (``Upload-Draft-Interop-Version``):
                    (``expires``); problem type ``mismatching-upload-offset``; ``Upload-Length``
                    and limits on OPTIONS (draft-05)
  7    draft-06/08  limit ``expires`` renamed ``max-age``; problem ``inconsistent-upload-length``
- 8    draft-09/11  limits announced on every creation; 104 described in its own section
+ 8    draft-09/11  limits announced on every creation; 104 described in its own section;
+                   ``Accept-Patch`` on OPTIONS (draft-10)
+ 9    draft-12     ``Upload-Complete`` in responses says whether the answer is the target's
+                   (?1) or the protocol's (?0): errors such as a wrong offset carry ?0; the
+                   ``completed-upload`` problem type is gone (a valid request to a completed
+                   upload may replay its final answer); OPTIONS drops ``Accept-Patch`` and
+                   must carry ``Upload-Limit`` (``min-size=0`` when nothing is limited); GET
+                   retrieves the offset like HEAD; ``max-age``'s implied end never moves
+                   earlier; a 413 should carry the limits
 ====  ===========  =========================================================================
+
+Interop 9 is draft-12 as published (July 2026) and as its implementations speak it; the main
+branch text just before it still named 8 in its appendix.
 """
 
 from __future__ import annotations
@@ -28,7 +40,10 @@ INTEROP_HEADER = "upload-draft-interop-version"
 PARTIAL_UPLOAD_TYPE = "application/partial-upload"
 PROBLEM_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://iana.org/assignments/http-problem-types#"
-VERSIONS = (3, 4, 5, 6, 7, 8)
+VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+# haul's own OPTIONS answer header listing VERSIONS, so a client can pick the newest it shares
+# (the drafts define no such discovery; haul's client reads it).
+VERSIONS_HEADER = "Upload-Draft-Interop-Versions"
 _INTEGER = re.compile(r"-?[0-9]{1,15}")
 
 
@@ -62,6 +77,33 @@ class Draft:
         return self.version >= 6
 
     @property
+    def accept_patch(self) -> bool:
+        """OPTIONS names ``application/partial-upload`` in Accept-Patch (dropped in draft-12)."""
+        return 6 <= self.version < 9
+
+    @property
+    def completed_problem(self) -> bool:
+        """Appending to a completed upload is the ``completed-upload`` problem (draft-04..-11)."""
+        return 6 <= self.version < 9
+
+    @property
+    def response_complete(self) -> bool:
+        """Every answer says ``Upload-Complete``: ?1 when it comes from the finished upload's
+        processing, ?0 from the protocol, errors included (draft-12)."""
+        return self.version >= 9
+
+    @property
+    def offset_by_get(self) -> bool:
+        """GET on an upload retrieves its offset as HEAD does (draft-12)."""
+        return self.version >= 9
+
+    @property
+    def always_limits(self) -> bool:
+        """``Upload-Limit`` on OPTIONS, HEAD and creations even when nothing is limited, as
+        ``min-size=0``; ``max-age`` counted down from the upload's own expiry (draft-12)."""
+        return self.version >= 9
+
+    @property
     def age_key(self) -> str:
         return "expires" if self.version < 7 else "max-age"
 
@@ -76,9 +118,29 @@ class Draft:
         value = parse_boolean(raw, self.complete_field)
         return value if self.version >= 4 else not value
 
-    def limit_value(self, max_size: int | None, max_age: int | None) -> str | None:
-        members = {"max-size": max_size, self.age_key: max_age}
-        return format_dictionary({k: v for k, v in members.items() if v is not None}) or None
+    def limit_value(
+        self, max_size: int | None, max_age: int | None, max_append: int | None = None
+    ) -> str | None:
+        members = {"max-size": max_size, "max-append-size": max_append, self.age_key: max_age}
+        value = format_dictionary({k: v for k, v in members.items() if v is not None})
+        if not value and self.always_limits:
+            return "min-size=0"  # draft-12: never an empty Upload-Limit
+        return value or None
+
+
+def offered_versions() -> str:
+    return ", ".join(map(str, VERSIONS))
+
+
+def parse_integer_list(value: str) -> list[int]:
+    """An RFC 8941 List of Integers (``Upload-Draft-Interop-Versions``); members that are not
+    non-negative integers are left out, as a reader of someone else's answer should."""
+    found = []
+    for member in value.split(","):
+        item = member.split(";", 1)[0].strip()
+        if _INTEGER.fullmatch(item) and not item.startswith("-"):
+            found.append(int(item))
+    return found
 
 
 def parse_interop_version(value: str) -> Draft:
