@@ -15,6 +15,7 @@
  * @property {number} chunkSize
  * @property {boolean} single one plain upload; no concatenation needed
  * @property {(string | null)[]} parts
+ * @property {boolean} [checked] every byte stored so far went with a checksum the server verified
  * @property {number} createdAt
  * @property {number | null} expiresAt the latest Upload-Expires the server gave
  */

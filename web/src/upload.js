@@ -3,10 +3,13 @@
 // as parallel tus partial uploads and join them with a final concatenation that declares the
 // file's SHA-256, which the server checks before it calls the upload complete.
 //
-// Chunks carry no per-request checksum on purpose: the whole-file digest catches corruption,
-// and a chunk cut off halfway keeps what the server received, so a resume sends only the rest.
+// Each PATCH also carries `Upload-Checksum` (the cheapest algorithm the server offers, computed
+// in the worker), so a piece damaged on the way is refused (460) and only it is sent again. The
+// server keeps all of a checksummed PATCH or none of it, so PATCHes are at most PIECE bytes: a
+// request cut off costs at most that much to send again.
+import { algorithmFor, checksumHeader } from "./checksum.js";
 import { NetworkError, ServerError } from "./errors.js";
-import { answerChallenge, hashFile } from "./hasher.js";
+import { answerChallenge, checksum, hashFile } from "./hasher.js";
 import { request } from "./http.js";
 import { refusal } from "./limits.js";
 import { pool } from "./pool.js";
@@ -37,6 +40,7 @@ const MiB = 1 << 20;
 const MIN_CHUNK = 8 * MiB;
 const MAX_CHUNK = 64 * MiB;
 const TARGET_CHUNKS = 1000; // keeps the final request's header list short
+const PIECE = 4 * MiB; // the most one checksummed PATCH carries
 
 /** About TARGET_CHUNKS chunks, each a whole number of MiB within [8 MiB, 64 MiB].
  * @param {number} size */
@@ -78,6 +82,8 @@ export class FileUpload extends EventTarget {
     this.entry = /** @type {Unfinished} */ (/** @type {unknown} */ (null)); // set by #run
     /** @type {string | null} */
     this.group = null; // names this page load's partials (see #createChunk)
+    /** @type {string | null} */
+    this.algorithm = null; // the Upload-Checksum algorithm, null when the server offers none
     this.controller = new AbortController();
     /** @type {Promise<void> | null} */
     this.task = null;
@@ -156,6 +162,7 @@ export class FileUpload extends EventTarget {
     this.#layOutChunks();
     if (!this.resumed && (await this.#tryInstant(signal))) return;
     await store.save(this.entry);
+    this.algorithm = await algorithmFor(this.endpoint, this.info.tus);
     this.#set(UploadState.UPLOADING, this.resumed ? "Continuing where the upload stopped." : "");
     await this.#syncOffsets(signal);
     await this.#sendChunks(signal);
@@ -179,6 +186,7 @@ export class FileUpload extends EventTarget {
       chunkSize: size,
       single: count === 1, // one plain upload; no concatenation needed
       parts: new Array(count).fill(null),
+      checked: true, // nothing stored yet
       createdAt: Date.now(),
       expiresAt: null,
     };
@@ -246,7 +254,7 @@ export class FileUpload extends EventTarget {
   /** After a reload or an interruption: what the server holds of each chunk.
    * @param {AbortSignal} signal */
   async #syncOffsets(signal) {
-    const known = this.chunks.filter((chunk) => chunk.url && chunk.state !== ChunkState.STORED);
+    const known = this.chunks.filter((chunk) => chunk.url && !states.isHeld(chunk.state));
     await pool(known, 4, (chunk) => this.#resync(chunk, signal), this.#stopOthers);
   }
 
@@ -261,13 +269,13 @@ export class FileUpload extends EventTarget {
       chunk.url = this.entry.parts[chunk.index] = null; // expired or removed: start it again
       chunk.offset = 0;
     }
-    chunk.state = states.chunkStateAt(chunk.offset, chunk.length);
+    chunk.state = states.chunkStateAt(chunk.offset, chunk.length, this.#checked);
     this.#emit();
   }
 
   /** @param {AbortSignal} signal */
   async #sendChunks(signal) {
-    const pending = this.chunks.filter((chunk) => chunk.state !== ChunkState.STORED);
+    const pending = this.chunks.filter((chunk) => !states.isHeld(chunk.state));
     const send = (/** @type {Chunk} */ chunk) => this.#sendChunk(chunk, signal);
     await pool(pending, this.concurrency, send, this.#stopOthers);
   }
@@ -282,7 +290,7 @@ export class FileUpload extends EventTarget {
         else if (resync) await this.#resync(chunk, signal);
         resync = true;
         while (chunk.offset < chunk.length) await this.#patch(chunk, signal);
-        chunk.state = ChunkState.STORED;
+        chunk.state = states.storedState(this.#checked);
         this.#emit();
         await store.save(this.entry); // keeps the expiry the server just extended
         return;
@@ -342,9 +350,22 @@ export class FileUpload extends EventTarget {
     chunk.state = ChunkState.SENDING;
     this.#emit();
     const from = chunk.start + chunk.offset;
+    const rest = chunk.length - chunk.offset;
+    // Unchecked, a cut-off PATCH keeps what arrived: then one PATCH sends the whole rest.
+    const size = this.algorithm ? Math.min(PIECE, rest) : rest;
+    const body = this.file.slice(from, from + size);
+    /** @type {Record<string, string>} */
+    const headers = { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS };
+    if (this.algorithm) {
+      const digest = await checksum(body, this.algorithm, signal);
+      headers["Upload-Checksum"] = checksumHeader(this.algorithm, digest);
+    } else if (this.entry.checked) {
+      this.entry.checked = false; // these bytes are stored unchecked
+      await store.save(this.entry);
+    }
     const answer = await request("PATCH", /** @type {string} */ (chunk.url), {
-      headers: { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS },
-      body: this.file.slice(from, chunk.start + chunk.length),
+      headers,
+      body,
       onProgress: (loaded) => {
         chunk.inflight = loaded;
         this.#emit();
@@ -352,7 +373,7 @@ export class FileUpload extends EventTarget {
       signal,
     });
     chunk.inflight = 0;
-    chunk.offset = tus.offsetOf(answer, chunk.length);
+    chunk.offset = tus.offsetOf(answer, chunk.offset + size);
     this.#noteExpiry(answer);
   }
 
@@ -398,7 +419,9 @@ export class FileUpload extends EventTarget {
     // With credentials, a plain link would not open in a browser tab: the server signs one.
     const link = answer.header("Haul-Download-Link");
     this.downloadUrl = link ? new URL(link, this.endpoint).href : url;
-    for (const chunk of this.chunks) chunk.state = states.confirmedChunkState(Boolean(reported));
+    for (const chunk of this.chunks) {
+      chunk.state = states.confirmedChunkState(chunk.state, Boolean(reported));
+    }
     await store.remove(this.key);
     await store.save({
       key: `done|${url}`,
@@ -415,6 +438,11 @@ export class FileUpload extends EventTarget {
   }
 
   // -- helpers ----------------------------------------------------------------------------
+
+  /** Whether what the server holds of this upload was checked as it was stored. */
+  get #checked() {
+    return this.entry.checked === true;
+  }
 
   /** A chunk failed for real: the others stop too (the failure is what the user sees). */
   #stopOthers = (/** @type {unknown} */ error) => {
