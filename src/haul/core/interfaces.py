@@ -181,6 +181,11 @@ class MetadataStore(Protocol):
         """A complete upload of ``owner`` (of anyone for None) with this digest and length."""
         ...
 
+    async def find_file(self, sha256: str, owner: str) -> Upload | None:
+        """A complete upload of ``owner`` with this digest, of any length, that is a file of
+        its own (not a partial upload waiting to be joined)."""
+        ...
+
 
 @dataclass(frozen=True)
 class OutboxEntry:

@@ -3,6 +3,8 @@
     POST /upload-chunk  multipart: chunk (file), index (0-based), fileHash, chunkHash?,
                         totalChunks?, fileName?          -> {"index", "size"}
     GET  /exist?fileHash=H                               -> {"exists", "url", "uploadedChunks"}
+                        (exists: the caller holds this content already: merged from
+                        chunks under this fileHash, or, for a SHA-256, uploaded any way)
     POST /merge         {"fileHash", "fileName", "totalChunks"?} -> {"url", "size", "sha256"}
 
 Each chunk is a tus partial upload whose id is derived from (owner, fileHash, index), so any
@@ -248,9 +250,12 @@ class ChunkApi:
     async def exist(self, request: Request) -> Response:
         principal = self._principal(request)
         file_hash = parse_file_hash(request.query_params.get("fileHash"))
-        merged = await self._merged(principal.owner, file_hash)
-        if merged is not None:
-            url = self.locate(request, merged.id)
+        held_already = await self._merged(principal.owner, file_hash)
+        if held_already is None and len(file_hash) == 64:
+            # A SHA-256 names the content however it came: tus, /flow, or a merge.
+            held_already = await self.service.store.find_file(file_hash, principal.owner)
+        if held_already is not None:
+            url = self.locate(request, held_already.id)
             return JSONResponse({"exists": True, "url": url, "uploadedChunks": []})
         held = await self._held(principal.owner, file_hash)
         return JSONResponse({"exists": False, "url": None, "uploadedChunks": held})
