@@ -94,3 +94,18 @@ def test_without_instant_upload_the_file_is_hashed_alongside_and_the_digest_decl
     head = httpx.head(server.url + final, headers={"Tus-Resumable": "1.0.0"}, trust_env=False)
     digest = base64.b64encode(bytes.fromhex(sha256_file(source))).decode()
     assert head.headers["repr-digest"] == f"sha-256=:{digest}:"
+
+
+def test_on_s3_the_page_uploads_final_first_with_checksummed_chunks(
+    context: BrowserContext, make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    from tests.test_s3_server import bucket_listing, s3_options
+
+    server = make_server("--log-format", "json", "--access-log", *s3_options(rgw, s3_bucket))
+    source = random_file(tmp_path / "on-s3.bin", 24 * MiB, seed=43)
+    final, log = upload_through_the_page(context, server, source)
+    assert_final_before_bytes(log, final, chunks=3, probes=1)
+    assert {status for method, _, status in log if method == "PATCH"} == {204}
+    _, unfinished = bucket_listing(rgw, s3_bucket)
+    assert unfinished == []  # every multipart upload was completed
