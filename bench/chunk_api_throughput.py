@@ -7,8 +7,8 @@ one file in 5 MiB chunks, 3 at a time, each way from the same Node process type.
   as the note sketches it (fetch + FormData, the chunk part first in the form, so the server
   spools it to a temporary file until the fields say where it belongs), with chunkHash too
   (SparkMD5 of each chunk), then with the same multipart bytes built as one Blob (Node's
-  FormData encoder is a bottleneck of its own that a browser's is not), and with the fields
-  first (the chunk then streams straight into storage);
+  FormData encoder is slower than a browser's: this row shows what it costs here), and with
+  the fields first (the chunk then streams straight into storage);
 - tus: tus-js-client, chunkSize 5 MiB, parallelUploads 3 (three partials sent in 5 MiB PATCHes,
   then a final concatenation; the server hashes SHA-256 as the bytes arrive).
 
