@@ -44,27 +44,28 @@ def logged(make_server: Callable[..., HaulServer]) -> Iterator[tuple[HaulServer,
 
 
 def patch_answers(server: HaulServer) -> list[tuple[str, int]]:
-    """(path, status) of every PATCH the server answered, in order."""
+    """(path, status) of every PATCH with bytes the server answered, in order (an empty PATCH,
+    such as a digest declared to a final upload, carries no chunk)."""
     assert server.log_path is not None
     answers = []
     for line in server.log_path.read_text().splitlines():
-        if line.startswith("{") and (entry := json.loads(line)).get("message", "").startswith(
-            "PATCH "
-        ):
+        entry = json.loads(line) if line.startswith("{") else {}
+        if entry.get("message", "").startswith("PATCH ") and entry["bytes_received"] > 0:
             answers.append((entry["message"].split()[1], int(entry["status"])))
     return answers
 
 
 def checksums(proxy: ChaosProxy) -> list[str]:
-    """The Upload-Checksum algorithm of each PATCH that went through ('' when it had none)."""
+    """The Upload-Checksum algorithm of each PATCH with a body that went through ('' when it
+    had none)."""
     found = []
     for head in proxy.patch_heads:
-        value = ""
+        fields = {}
         for line in head.split(b"\r\n")[1:]:
             name, _, rest = line.partition(b":")
-            if name.strip().lower() == b"upload-checksum":
-                value = rest.strip().decode().split(" ")[0]
-        found.append(value)
+            fields[name.strip().lower()] = rest.strip().decode()
+        if int(fields.get(b"content-length", "0")) > 0:
+            found.append(fields.get(b"upload-checksum", "").split(" ")[0])
     return found
 
 
