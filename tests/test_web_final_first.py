@@ -16,8 +16,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
 from tests.browser import chromium
-from tests.helpers import HaulServer, random_file, sha256_file
-from tests.test_web_page import DONE, card, download_sha256, open_page, uploaded_url
+from tests.helpers import HaulServer, random_file, sha256_file, wait_for
+from tests.proxy import ChaosProxy
+from tests.test_web_page import DONE, card, download_sha256, open_page, settle, uploaded_url
 
 MiB = 1 << 20
 
@@ -109,3 +110,39 @@ def test_on_s3_the_page_uploads_final_first_with_checksummed_chunks(
     assert {status for method, _, status in log if method == "PATCH"} == {204}
     _, unfinished = bucket_listing(rgw, s3_bucket)
     assert unfinished == []  # every multipart upload was completed
+
+
+def test_a_reload_while_hashing_alongside_resumes_into_the_same_final_upload(
+    context: BrowserContext, make_server: Callable[..., HaulServer], tmp_path: Path
+) -> None:
+    server = make_server("--log-format", "json", "--access-log", "--no-instant-upload")
+    proxy = ChaosProxy(server.port, rate=16 * MiB).start()  # about three seconds for the file
+    try:
+        size = 48 * MiB
+        source = random_file(tmp_path / "reloaded.bin", size, seed=44)
+        page = open_page(context, proxy.url)
+        page.set_input_files("#picker", str(source))
+        wait_for(lambda: proxy.upstream_bytes > size * 0.3, timeout=60)
+        page.reload()
+        expect(page.locator("body[data-ready=true]")).to_have_count(1)
+        assert proxy.upstream_bytes < size * 0.9  # really interrupted mid-upload
+        proxy.rate = None
+        settle(proxy)
+        page.set_input_files("#picker", str(source))
+        expect(page.locator(DONE)).to_have_count(1, timeout=120_000)
+        expect(card(page, source.name).locator(".message")).to_contain_text(
+            "SHA-256 verified by the server"
+        )
+        url = uploaded_url(page, source.name)
+        assert download_sha256(url.replace(proxy.url, server.url)) == sha256_file(source)
+        assert proxy.upstream_bytes < size + 8 * MiB  # the rest, not the file again
+        final = httpx.URL(url).path
+        declared = [s for m, p, s in requests(server) if (m, p) == ("PATCH", final)]
+        # The digest, once known, to the final (again after the reload: the same one is 204).
+        assert declared
+        assert set(declared) == {204}
+        assert server.log_path is not None
+        made = server.log_path.read_text().count("created final upload")
+        assert made == 1  # made before the reload, found again after it
+    finally:
+        proxy.stop()
