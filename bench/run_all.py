@@ -265,10 +265,11 @@ def main() -> None:
     parser.add_argument("--tmpfs", default="/dev/shm")
     parser.add_argument("--disk", default="/var/tmp")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sections "
-                        "(single parallel memory clients instant asgi client)")  # fmt: skip
+                        "(single parallel memory clients instant asgi client "
+                        "chunkapi)")  # fmt: skip
     args = parser.parse_args()
     wanted = set(args.only or ["single", "parallel", "memory", "clients", "instant", "asgi",
-                               "client"])  # fmt: skip
+                               "client", "chunkapi"])  # fmt: skip
     quick = args.quick
     size = 512 * MiB if quick else 2 * GiB
     rounds = args.rounds or (1 if quick else 2)
@@ -311,6 +312,18 @@ def main() -> None:
         ).stdout.split("\n", 2)[2]  # fmt: skip
         report.append(
             "### Client throughput: haul vs tus-js-client, same server\n\n" + client_md.strip()
+        )
+    if "chunkapi" in wanted:
+        print("running the chunk API against tus ...", file=sys.stderr, flush=True)
+        chunk_md = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "chunk_api_throughput.py"),
+             "--size", "256MiB" if quick else "1GiB", "--rounds", str(rounds),
+             "--dir", args.disk, "--source-dir", args.tmpfs],
+            capture_output=True, text=True, check=True,
+        ).stdout.split("\n", 2)[2]  # fmt: skip
+        report.append(
+            "### The design note's chunk API vs tus, same server, 5 MiB chunks, 3 at a time\n\n"
+            + chunk_md.strip()
         )
     text = "\n\n".join(report) + "\n"
     print(text)

@@ -23,6 +23,7 @@ class Link:
     awaiting_answer: bool = False  # request bytes went up since the last answer came down
     stalled: bool = False
     client_closed: int | None = None  # when the client closed or reset its side
+    flip_pending: bool = False  # the next body byte up is to be damaged (see corrupt_patch)
     closed_event: threading.Event = field(default_factory=threading.Event)
 
 
@@ -33,8 +34,11 @@ class ChaosProxy:
     limit); ``cut_probability`` is the chance, per forwarded piece of upstream data, that the
     connection is reset; ``stall`` makes every connection stop forwarding (without closing);
     ``lose_answer_to`` (bytes, one shot) lets the first request containing them reach the server
-    but cuts its connection before the answer comes back. ``upstream_bytes`` counts what
-    reached the server. ``stall_busy()`` stalls, for good, the connections that are in the
+    but cuts its connection before the answer comes back. ``corrupt_patch`` (one shot) flips
+    the first body byte of the next PATCH request with a body, as a faulty network would;
+    ``corrupted`` counts the bodies so damaged. With ``record_patches`` the head of every PATCH
+    request is kept in ``patch_heads``. ``upstream_bytes`` counts what reached the
+    server. ``stall_busy()`` stalls, for good, the connections that are in the
     middle of a request: only their client can end them.
     """
 
@@ -46,6 +50,10 @@ class ChaosProxy:
         self.stall = False
         self.lose_answer_to: bytes | None = None
         self.answers_lost = 0
+        self.corrupt_patch = False
+        self.corrupted = 0
+        self.record_patches = False
+        self.patch_heads: list[bytes] = []
         self.upstream_bytes = 0
         self.downstream_bytes = 0  # what the target answered: a read-back shows here
         self.cuts = 0
@@ -99,6 +107,29 @@ class ChaosProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def _inspect(self, link: Link, data: bytes) -> bytes:
+        """``data`` with its first PATCH body byte flipped, when corrupt_patch asks for it; the
+        PATCH heads noted. Clients write a request's head before its body, in one piece."""
+        flip = 0
+        if (self.corrupt_patch or self.record_patches) and not link.flip_pending:
+            start = data.find(b"PATCH ")
+            head_end = data.find(b"\r\n\r\n", start) if start >= 0 else -1
+            if head_end < 0:
+                return data
+            if self.record_patches:
+                self.patch_heads.append(data[start:head_end])
+            if not self.corrupt_patch or _content_length(data[start:head_end]) == 0:
+                return data
+            self.corrupt_patch, link.flip_pending = False, True
+            flip = head_end + 4
+        if not link.flip_pending or flip >= len(data):
+            return data
+        damaged = bytearray(data)
+        damaged[flip] ^= 0xFF
+        link.flip_pending = False
+        self.corrupted += 1
+        return bytes(damaged)
+
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         try:
             server_r, server_w = await asyncio.open_connection("127.0.0.1", self.target_port)
@@ -136,6 +167,7 @@ class ChaosProxy:
                 link.awaiting_answer = True
                 if self.lose_answer_to and self.lose_answer_to in data:
                     self.lose_answer_to, answer_lost = None, True
+                data = self._inspect(link, data)
                 while self.stall:
                     await asyncio.sleep(0.05)
                 if self.cut_probability and self._random.random() < self.cut_probability:
@@ -186,3 +218,11 @@ class ChaosProxy:
             cut()
         finally:
             self._writers -= {client_w, server_w}
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip() or 0)
+    return 0

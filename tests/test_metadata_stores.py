@@ -129,6 +129,22 @@ async def test_content_lookup_is_scoped_by_owner(store: MetadataStore) -> None:
     assert (await store.find_complete(digest, 100, None)) is not None
 
 
+async def test_a_file_is_found_by_its_digest_alone_for_its_owner(store: MetadataStore) -> None:
+    digest = "ab" * 32
+    complete = {"state": UploadState.COMPLETE, "sha256": digest}
+    await store.insert(record("b1" * 16, **complete, owner="dan", concat=ConcatKind.PARTIAL))
+    assert await store.find_file(digest, "dan") is None  # a partial is not a file of its own
+    await store.insert(record("b2" * 16, **complete, owner="dan", length=12345))
+    await store.insert(record("b3" * 16, sha256=digest, owner="erin"))  # not complete
+    found = await store.find_file(digest, "dan")
+    assert found is not None
+    assert found.id == "b2" * 16
+    assert await store.find_file(digest, "erin") is None
+    assert await store.find_file("cd" * 32, "dan") is None
+    await store.insert(record("b4" * 16, **complete, owner="erin", concat=ConcatKind.FINAL))
+    assert (await store.find_file(digest, "erin")).id == "b4" * 16  # type: ignore[union-attr]
+
+
 async def test_usage_counts_what_quotas_need(store: MetadataStore) -> None:
     now = 100_000.0
     await store.insert(record("a1" * 16, owner="o", length=10, created_at=now - 10))

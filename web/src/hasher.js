@@ -1,48 +1,84 @@
 // @ts-check
-// The main thread's side of hash.worker.js: one worker per job, ended when the job ends.
+// The main thread's side of hash.worker.js: a worker of its own for each whole-file job, ended
+// when the job ends; one long-lived worker for the many small checksum jobs, taking them in turn.
 
 /**
  * @typedef {{ kind: "hash", file: Blob }
- *   | { kind: "prove", file: Blob, nonce: Uint8Array, ranges: number[][] }} Job
+ *   | { kind: "prove", file: Blob, nonce: Uint8Array, ranges: number[][] }
+ *   | { kind: "checksum", file: Blob, algorithm: string }} Job
  * @typedef {{ kind: "progress", done: number }
  *   | { kind: "done", result: unknown }
  *   | { kind: "error", message: string }} Report
  */
 
+const spawn = () => new Worker(new URL("hash.worker.js", import.meta.url), { type: "module" });
+
+/** The checksum worker, while it lives; and the end of its queue of jobs. */
+/** @type {Worker | null} */
+let shared = null;
+/** @type {Promise<unknown>} */
+let queue = Promise.resolve();
+
 /**
  * @param {Job} message
  * @param {((done: number) => void) | undefined} onProgress
  * @param {AbortSignal | undefined} signal
+ * @param {Worker} [worker] a worker that outlives the job (default: one of its own)
  * @returns {Promise<unknown>}
  */
-function run(message, onProgress, signal) {
+function run(message, onProgress, signal, worker) {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL("hash.worker.js", import.meta.url), { type: "module" });
+    if (signal?.aborted) {
+      reject(new DOMException("hashing stopped", "AbortError"));
+      return;
+    }
+    const keep = worker !== undefined;
+    const thread = worker ?? spawn();
+    // A stopped or broken worker is ended: a job's late answer must never reach the next job.
+    const finish = (/** @type {boolean} */ kept) => {
+      signal?.removeEventListener("abort", stop);
+      thread.onmessage = thread.onerror = null;
+      if (kept) return;
+      thread.terminate();
+      if (thread === shared) shared = null;
+    };
     const stop = () => {
-      worker.terminate();
+      finish(false);
       reject(new DOMException("hashing stopped", "AbortError"));
     };
     signal?.addEventListener("abort", stop, { once: true });
-    const finish = () => {
-      signal?.removeEventListener("abort", stop);
-      worker.terminate();
-    };
-    worker.onmessage = (/** @type {MessageEvent<Report>} */ { data }) => {
+    thread.onmessage = (/** @type {MessageEvent<Report>} */ { data }) => {
       if (data.kind === "progress") onProgress?.(data.done);
       else if (data.kind === "done") {
-        finish();
+        finish(keep);
         resolve(data.result);
       } else {
-        finish();
+        finish(keep);
         reject(new Error(`cannot read the file: ${data.message}`));
       }
     };
-    worker.onerror = (event) => {
-      finish();
+    thread.onerror = (event) => {
+      finish(false);
       reject(new Error(`the hashing worker failed: ${event.message}`));
     };
-    worker.postMessage(message);
+    thread.postMessage(message);
   });
+}
+
+/**
+ * The raw digest of `piece` with a tus checksum algorithm, computed in the checksum worker.
+ * @param {Blob} piece
+ * @param {string} algorithm
+ * @param {AbortSignal} signal
+ * @returns {Promise<Uint8Array>}
+ */
+export function checksum(piece, algorithm, signal) {
+  const job = queue.then(() => {
+    shared ??= spawn();
+    return run({ kind: "checksum", file: piece, algorithm }, undefined, signal, shared);
+  });
+  queue = job.catch(() => undefined);
+  return /** @type {Promise<Uint8Array>} */ (job);
 }
 
 /**

@@ -6,7 +6,7 @@ import { formatBytes } from "./format.js";
 /**
  * What GET /api/info tells (the fields the page reads).
  * @typedef {object} Info
- * @property {{ endpoint: string }} tus
+ * @property {{ endpoint: string, extensions?: string[], checksum_algorithms?: string[] }} tus
  * @property {number | null} [max_size]
  * @property {string[]} [allowed_types]
  * @property {string[]} [denied_types]

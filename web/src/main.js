@@ -112,7 +112,7 @@ async function showSaved() {
       const forget = document.createElement("button");
       forget.textContent = "Forget";
       forget.addEventListener("click", async () => {
-        const urls = entry.parts.filter((url) => url !== null);
+        const urls = [...entry.parts, entry.final ?? null].filter((url) => url !== null);
         await Promise.allSettled(urls.map((url) => request("DELETE", url)));
         await store.remove(entry.key);
         showSaved();

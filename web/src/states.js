@@ -20,7 +20,9 @@ export const ChunkState = Object.freeze({
   WAITING: "waiting",
   SENDING: "sending",
   STORED: "stored",
-  VERIFIED: "verified", // stored, and the server reported the file's SHA-256 we declared
+  // stored, each byte checked by the server as it stored it (against the checksum sent with
+  // it), or the server reported the file's SHA-256 we declared
+  VERIFIED: "verified",
   FAILED: "failed",
 });
 
@@ -65,14 +67,29 @@ export const isOver = (state) => state === S.DONE || state === S.CANCELLED;
  * A chunk after the server told how much of it it holds.
  * @param {number} offset
  * @param {number} length
+ * @param {boolean} checked its bytes went with checksums the server verified
  * @returns {ChunkStateName}
  */
-export const chunkStateAt = (offset, length) =>
-  offset === length ? ChunkState.STORED : ChunkState.WAITING;
+export const chunkStateAt = (offset, length, checked) =>
+  offset === length ? storedState(checked) : ChunkState.WAITING;
 
 /**
- * Every chunk once the whole upload is confirmed: verified when the server reported our digest.
- * @param {boolean} verified
+ * A chunk whose bytes the server holds: verified when checked on their way into storage.
+ * @param {boolean} checked
  * @returns {ChunkStateName}
  */
-export const confirmedChunkState = (verified) => (verified ? ChunkState.VERIFIED : ChunkState.STORED);
+export const storedState = (checked) => (checked ? ChunkState.VERIFIED : ChunkState.STORED);
+
+/** The server holds all of this chunk.
+ * @param {ChunkStateName} state */
+export const isHeld = (state) => state === ChunkState.STORED || state === ChunkState.VERIFIED;
+
+/**
+ * A chunk once the whole upload is confirmed: verified when the server reported our digest,
+ * or when it was verified as it was stored.
+ * @param {ChunkStateName} state
+ * @param {boolean} reported
+ * @returns {ChunkStateName}
+ */
+export const confirmedChunkState = (state, reported) =>
+  reported || state === ChunkState.VERIFIED ? ChunkState.VERIFIED : ChunkState.STORED;

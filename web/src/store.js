@@ -11,10 +11,12 @@
  * @property {number} size
  * @property {string} type
  * @property {number} lastModified
- * @property {string} sha256 hex, of the whole file
+ * @property {string | null} sha256 hex, of the whole file (null while it is being computed)
  * @property {number} chunkSize
  * @property {boolean} single one plain upload; no concatenation needed
  * @property {(string | null)[]} parts
+ * @property {string | null} [final] the final upload joining them, once made
+ * @property {boolean} [checked] every byte stored so far went with a checksum the server verified
  * @property {number} createdAt
  * @property {number | null} expiresAt the latest Upload-Expires the server gave
  */

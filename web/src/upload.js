@@ -1,13 +1,22 @@
 // @ts-check
 // One file's upload: hash it (in a worker), try an instant upload, otherwise send its chunks
-// as parallel tus partial uploads and join them with a final concatenation that declares the
-// file's SHA-256, which the server checks before it calls the upload complete.
+// as parallel tus partial uploads joined by a final concatenation that declares the file's
+// SHA-256, which the server checks before it calls the upload complete. The final upload is
+// created before any chunk's bytes are sent, its chunks a multiple of 8 MiB long: an S3 store
+// then writes them straight into the final object (no second copy). When the server offers no
+// instant upload the file is hashed while its chunks travel, and the digest is declared to the
+// final upload once known (an empty PATCH with Repr-Digest).
 //
-// Chunks carry no per-request checksum on purpose: the whole-file digest catches corruption,
-// and a chunk cut off halfway keeps what the server received, so a resume sends only the rest.
+// Each PATCH also carries `Upload-Checksum` (the cheapest algorithm the server offers, computed
+// in the worker), so a piece damaged on the way is refused (460) and only it is sent again. The
+// server keeps all of a checksummed PATCH or none of it, so PATCHes are at most PIECE bytes: a
+// request cut off costs at most that much to send again.
+import { algorithmFor, checksumHeader } from "./checksum.js";
 import { NetworkError, ServerError } from "./errors.js";
-import { answerChallenge, hashFile } from "./hasher.js";
+import * as finals from "./finals.js";
+import { checksum, hashFile } from "./hasher.js";
 import { request } from "./http.js";
+import * as instant from "./instant.js";
 import { refusal } from "./limits.js";
 import { pool } from "./pool.js";
 import * as retry from "./retry.js";
@@ -34,14 +43,16 @@ import * as tus from "./tus.js";
  */
 
 const MiB = 1 << 20;
-const MIN_CHUNK = 8 * MiB;
-const MAX_CHUNK = 64 * MiB;
+const UNIT = 8 * MiB; // chunks are a multiple of this (S3 parts of the final object)
+const MIN_CHUNK = UNIT;
+const MAX_CHUNK = 8 * UNIT;
 const TARGET_CHUNKS = 1000; // keeps the final request's header list short
+const PIECE = 4 * MiB; // the most one checksummed PATCH carries
 
-/** About TARGET_CHUNKS chunks, each a whole number of MiB within [8 MiB, 64 MiB].
+/** At most about TARGET_CHUNKS chunks, each a multiple of 8 MiB within [8 MiB, 64 MiB].
  * @param {number} size */
 export function chunkSize(size) {
-  const wanted = Math.ceil(size / TARGET_CHUNKS / MiB) * MiB;
+  const wanted = Math.ceil(size / TARGET_CHUNKS / UNIT) * UNIT;
   return Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, wanted));
 }
 
@@ -78,6 +89,8 @@ export class FileUpload extends EventTarget {
     this.entry = /** @type {Unfinished} */ (/** @type {unknown} */ (null)); // set by #run
     /** @type {string | null} */
     this.group = null; // names this page load's partials (see #createChunk)
+    /** @type {string | null} */
+    this.algorithm = null; // the Upload-Checksum algorithm, null when the server offers none
     this.controller = new AbortController();
     /** @type {Promise<void> | null} */
     this.task = null;
@@ -120,7 +133,7 @@ export class FileUpload extends EventTarget {
     this.#set(UploadState.CANCELLED, "Cancelled; the server's copy is deleted.");
     this.controller.abort();
     await this.task;
-    const urls = this.chunks.map((chunk) => chunk.url).filter((url) => url !== null);
+    const urls = [...this.chunks.map((c) => c.url), this.entry?.final ?? null].filter((u) => u !== null);
     await Promise.allSettled(urls.map((url) => request("DELETE", url)));
     await store.remove(this.key);
     this.#emit();
@@ -148,23 +161,53 @@ export class FileUpload extends EventTarget {
     if (saved && !saved.done) {
       this.entry = saved;
       this.resumed = true;
-    } else {
+    } else if (this.info.instant_upload || this.file.size <= chunkSize(this.file.size)) {
+      // The digest first: it asks for an instant upload, or goes with the single upload.
       this.#set(UploadState.HASHING, "Hashing the file…");
       const sha256 = await hashFile(this.file, (done) => this.#hashed(done), signal);
       this.entry = this.#newEntry(sha256);
+    } else {
+      this.entry = this.#newEntry(null);
     }
+    const hashing = this.entry.sha256 === null ? this.#hashAlongside(signal) : null;
     this.#layOutChunks();
     if (!this.resumed && (await this.#tryInstant(signal))) return;
     await store.save(this.entry);
+    this.algorithm = await algorithmFor(this.endpoint, this.info.tus);
     this.#set(UploadState.UPLOADING, this.resumed ? "Continuing where the upload stopped." : "");
     await this.#syncOffsets(signal);
+    if (this.entry.single) {
+      await this.#sendChunks(signal);
+      this.#set(UploadState.FINISHING, "Checking the server's copy…");
+      await this.#confirm(/** @type {string} */ (this.chunks[0].url), signal);
+      return;
+    }
+    // Every partial, then the final upload, and only then the bytes.
+    await this.#sendChunks(signal, true);
+    let final = await this.#concatenate(signal);
+    const declared = hashing?.then((sha256) => this.#declare(final, sha256, signal)) ?? null;
+    declared?.catch(() => {}); // awaited below; a failure before then is not left unheard
     await this.#sendChunks(signal);
+    if (this.#joined !== this.#finalOf()) final = await this.#concatenate(signal); // a chunk expired
     this.#set(UploadState.FINISHING, "Checking the server's copy…");
-    const url = this.entry.single ? this.chunks[0].url : await this.#concatenate(signal);
-    await this.#confirm(/** @type {string} */ (url), signal);
+    await declared;
+    const digest = hashing ? await hashing : this.entry.sha256;
+    if (digest && this.#declaredTo !== final) await this.#declare(final, digest, signal);
+    await this.#confirm(final, signal);
   }
 
-  /** @param {string} sha256 @returns {Unfinished} */
+  /** The file's SHA-256, computed while its chunks travel, kept with the entry once known.
+   * @param {AbortSignal} signal */
+  #hashAlongside(signal) {
+    const kept = hashFile(this.file, (done) => this.#hashed(done), signal).then(async (sha256) => {
+      await store.save(Object.assign(this.entry, { sha256 }));
+      return sha256;
+    });
+    kept.catch(() => {}); // awaited where the digest is needed
+    return kept;
+  }
+
+  /** @param {string | null} sha256 null: not known yet @returns {Unfinished} */
   #newEntry(sha256) {
     const { file } = this;
     const size = chunkSize(file.size);
@@ -179,6 +222,7 @@ export class FileUpload extends EventTarget {
       chunkSize: size,
       single: count === 1, // one plain upload; no concatenation needed
       parts: new Array(count).fill(null),
+      checked: true, // nothing stored yet
       createdAt: Date.now(),
       expiresAt: null,
     };
@@ -195,37 +239,13 @@ export class FileUpload extends EventTarget {
     this.#emit();
   }
 
-  /** Declares the digest at creation: the server completes at once when it holds the bytes,
-   * or asks for proof (a few ranges hashed with its nonce) when another owner stored them.
+  /** An instant upload, when the server holds the file already (see instant.js).
    * @param {AbortSignal} signal */
   async #tryInstant(signal) {
     const { file, entry } = this;
-    if (!this.info.instant_upload || file.size === 0) return false;
+    if (!this.info.instant_upload || file.size === 0 || entry.sha256 === null) return false;
     this.#set(UploadState.CHECKING, "Asking the server whether it has this file already…");
-    const created = await request("POST", this.endpoint, {
-      headers: {
-        "Upload-Length": String(file.size),
-        "Upload-Metadata": tus.fileMetadata(file),
-        "Repr-Digest": tus.reprDigest(entry.sha256),
-      },
-      signal,
-    });
-    const url = tus.locationOf(created, this.endpoint);
-    let offset = tus.offsetOf(created);
-    const challenge = created.header("Haul-Challenge");
-    if (offset !== file.size && challenge) {
-      try {
-        const proof = await answerChallenge(file, challenge);
-        const proved = await request("PATCH", url, {
-          headers: { "Upload-Offset": "0", "Content-Type": tus.OCTETS, "Haul-Proof": proof },
-          signal,
-        });
-        offset = tus.offsetOf(proved);
-      } catch (error) {
-        if (retry.isAbort(error)) throw error;
-        offset = 0; // an unanswerable challenge or a refused proof: send the bytes instead
-      }
-    }
+    const { url, offset } = await instant.ask(this.endpoint, file, entry.sha256, signal);
     if (offset === file.size) {
       this.instant = true;
       for (const chunk of this.chunks) {
@@ -246,7 +266,7 @@ export class FileUpload extends EventTarget {
   /** After a reload or an interruption: what the server holds of each chunk.
    * @param {AbortSignal} signal */
   async #syncOffsets(signal) {
-    const known = this.chunks.filter((chunk) => chunk.url && chunk.state !== ChunkState.STORED);
+    const known = this.chunks.filter((chunk) => chunk.url && !states.isHeld(chunk.state));
     await pool(known, 4, (chunk) => this.#resync(chunk, signal), this.#stopOthers);
   }
 
@@ -261,19 +281,21 @@ export class FileUpload extends EventTarget {
       chunk.url = this.entry.parts[chunk.index] = null; // expired or removed: start it again
       chunk.offset = 0;
     }
-    chunk.state = states.chunkStateAt(chunk.offset, chunk.length);
+    chunk.state = states.chunkStateAt(chunk.offset, chunk.length, this.#checked);
     this.#emit();
   }
 
-  /** @param {AbortSignal} signal */
-  async #sendChunks(signal) {
-    const pending = this.chunks.filter((chunk) => chunk.state !== ChunkState.STORED);
-    const send = (/** @type {Chunk} */ chunk) => this.#sendChunk(chunk, signal);
+  /** Sends what the server lacks of each chunk; with `createOnly`, only creates the chunks'
+   * partial uploads.
+   * @param {AbortSignal} signal @param {boolean} [createOnly] */
+  async #sendChunks(signal, createOnly = false) {
+    const pending = this.chunks.filter((chunk) => !states.isHeld(chunk.state));
+    const send = (/** @type {Chunk} */ chunk) => this.#sendChunk(chunk, signal, createOnly);
     await pool(pending, this.concurrency, send, this.#stopOthers);
   }
 
-  /** @param {Chunk} chunk @param {AbortSignal} signal */
-  async #sendChunk(chunk, signal) {
+  /** @param {Chunk} chunk @param {AbortSignal} signal @param {boolean} createOnly */
+  async #sendChunk(chunk, signal, createOnly) {
     let attempts = 0;
     let resync = false;
     for (;;) {
@@ -281,8 +303,9 @@ export class FileUpload extends EventTarget {
         if (!chunk.url) await this.#createChunk(chunk, signal);
         else if (resync) await this.#resync(chunk, signal);
         resync = true;
+        if (createOnly) return;
         while (chunk.offset < chunk.length) await this.#patch(chunk, signal);
-        chunk.state = ChunkState.STORED;
+        chunk.state = states.storedState(this.#checked);
         this.#emit();
         await store.save(this.entry); // keeps the expiry the server just extended
         return;
@@ -319,7 +342,7 @@ export class FileUpload extends EventTarget {
     const headers = { "Upload-Length": String(chunk.length) };
     if (this.entry.single) {
       headers["Upload-Metadata"] = tus.fileMetadata(this.file);
-      headers["Repr-Digest"] = tus.reprDigest(this.entry.sha256);
+      if (this.entry.sha256) headers["Repr-Digest"] = tus.reprDigest(this.entry.sha256);
     } else {
       headers["Upload-Concat"] = "partial";
       this.group ??= tus.randomHex(12);
@@ -342,9 +365,22 @@ export class FileUpload extends EventTarget {
     chunk.state = ChunkState.SENDING;
     this.#emit();
     const from = chunk.start + chunk.offset;
+    const rest = chunk.length - chunk.offset;
+    // Unchecked, a cut-off PATCH keeps what arrived: then one PATCH sends the whole rest.
+    const size = this.algorithm ? Math.min(PIECE, rest) : rest;
+    const body = this.file.slice(from, from + size);
+    /** @type {Record<string, string>} */
+    const headers = { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS };
+    if (this.algorithm) {
+      const digest = await checksum(body, this.algorithm, signal);
+      headers["Upload-Checksum"] = checksumHeader(this.algorithm, digest);
+    } else if (this.entry.checked) {
+      this.entry.checked = false; // these bytes are stored unchecked
+      await store.save(this.entry);
+    }
     const answer = await request("PATCH", /** @type {string} */ (chunk.url), {
-      headers: { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS },
-      body: this.file.slice(from, chunk.start + chunk.length),
+      headers,
+      body,
       onProgress: (loaded) => {
         chunk.inflight = loaded;
         this.#emit();
@@ -352,44 +388,48 @@ export class FileUpload extends EventTarget {
       signal,
     });
     chunk.inflight = 0;
-    chunk.offset = tus.offsetOf(answer, chunk.length);
+    chunk.offset = tus.offsetOf(answer, chunk.offset + size);
     this.#noteExpiry(answer);
   }
 
-  /** @param {AbortSignal} signal */
+  /** The final upload joining the chunks, with the file's digest when it is known.
+   * @param {AbortSignal} signal */
   async #concatenate(signal) {
-    const concat = tus.finalConcat(this.chunks.map((chunk) => /** @type {string} */ (chunk.url)));
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        const created = await request("POST", this.endpoint, {
-          headers: {
-            "Upload-Concat": concat,
-            "Upload-Metadata": tus.fileMetadata(this.file),
-            "Repr-Digest": tus.reprDigest(this.entry.sha256),
-          },
-          stallTimeout: 600_000, // the server hashes the whole file before it answers
-          signal,
-        });
-        return tus.locationOf(created, this.endpoint);
-      } catch (error) {
-        if (error instanceof ServerError && error.status === 422) {
-          await store.remove(this.key); // the file changed: a retry starts over
-          throw error;
-        }
-        if (!retry.isTransient(error) || attempt >= retry.MAX_FINAL_ATTEMPTS) throw error;
-        await retry.sleep(retry.backoff(attempt, retry.retryAfterOf(error)), signal);
-      }
+    const concat = this.#finalOf();
+    const { sha256 } = this.entry;
+    const url = await this.#unlessChanged(finals.create(this.endpoint, this.file, concat, sha256, signal));
+    this.#joined = concat;
+    // A final made before (resumed) is answered as it is: it may not have the digest yet.
+    if (sha256 && !this.resumed) this.#declaredTo = url;
+    this.entry.final = url; // deleted with the chunks when the upload is cancelled
+    await store.save(this.entry);
+    return url;
+  }
+
+  /** @param {string} url @param {string} sha256 @param {AbortSignal} signal */
+  async #declare(url, sha256, signal) {
+    await this.#unlessChanged(finals.declare(url, sha256, signal));
+    this.#declaredTo = url;
+  }
+
+  /** A 422 means the file's bytes are not what the server holds: a retry starts over.
+   * @template T @param {Promise<T>} work */
+  async #unlessChanged(work) {
+    try {
+      return await work;
+    } catch (error) {
+      if (error instanceof ServerError && error.status === 422) await store.remove(this.key);
+      throw error;
     }
   }
 
   /** End to end: the server must hold all the bytes, and report our SHA-256 for them.
    * @param {string} url @param {AbortSignal} signal */
   async #confirm(url, signal) {
-    const answer = await request("HEAD", url, { signal });
+    // A final upload is assembled (and its digest checked) before HEAD answers.
+    const answer = await this.#unlessChanged(request("HEAD", url, { stallTimeout: 600_000, signal }));
     const offset = tus.offsetOf(answer);
-    if (offset !== this.file.size) {
-      throw new Error(`The server holds ${offset} of ${this.file.size} bytes.`);
-    }
+    if (offset !== this.file.size) throw new Error(`The server holds ${offset} of ${this.file.size} bytes.`);
     const reported = tus.sha256FromReprDigest(answer.header("Repr-Digest"));
     if (reported && reported !== this.entry.sha256) {
       throw new Error("The server's copy has a different SHA-256 than the file.");
@@ -398,7 +438,7 @@ export class FileUpload extends EventTarget {
     // With credentials, a plain link would not open in a browser tab: the server signs one.
     const link = answer.header("Haul-Download-Link");
     this.downloadUrl = link ? new URL(link, this.endpoint).href : url;
-    for (const chunk of this.chunks) chunk.state = states.confirmedChunkState(Boolean(reported));
+    for (const chunk of this.chunks) chunk.state = states.confirmedChunkState(chunk.state, Boolean(reported));
     await store.remove(this.key);
     await store.save({
       key: `done|${url}`,
@@ -406,7 +446,7 @@ export class FileUpload extends EventTarget {
       url,
       name: this.file.name,
       size: this.file.size,
-      sha256: this.entry.sha256,
+      sha256: /** @type {string} */ (this.entry.sha256),
       instant: this.instant,
       doneAt: Date.now(),
     });
@@ -415,6 +455,19 @@ export class FileUpload extends EventTarget {
   }
 
   // -- helpers ----------------------------------------------------------------------------
+
+  /** The Upload-Concat of the final upload these chunks make. */
+  #finalOf() {
+    return tus.finalConcat(this.chunks.map((chunk) => /** @type {string} */ (chunk.url)));
+  }
+
+  #joined = ""; // the Upload-Concat of the final upload made last
+  #declaredTo = ""; // the final upload told the digest last
+
+  /** Whether what the server holds of this upload was checked as it was stored. */
+  get #checked() {
+    return this.entry.checked === true;
+  }
 
   /** A chunk failed for real: the others stop too (the failure is what the user sees). */
   #stopOthers = (/** @type {unknown} */ error) => {

@@ -9,6 +9,7 @@ import {
   chunkStateAt,
   CONTROLS,
   confirmedChunkState,
+  isHeld,
   isOver,
   offers,
   UploadState,
@@ -64,16 +65,22 @@ test("each state shows the buttons that work in it", () => {
   }
 });
 
-test("a chunk is stored once the server holds all of it", () => {
-  assert.equal(chunkStateAt(0, 10), ChunkState.WAITING);
-  assert.equal(chunkStateAt(9, 10), ChunkState.WAITING);
-  assert.equal(chunkStateAt(10, 10), ChunkState.STORED);
-  assert.equal(chunkStateAt(0, 0), ChunkState.STORED);
+test("a chunk is stored once the server holds all of it; verified when checked on the way in", () => {
+  for (const checked of [false, true]) {
+    assert.equal(chunkStateAt(0, 10, checked), ChunkState.WAITING);
+    assert.equal(chunkStateAt(9, 10, checked), ChunkState.WAITING);
+  }
+  assert.equal(chunkStateAt(10, 10, false), ChunkState.STORED);
+  assert.equal(chunkStateAt(0, 0, false), ChunkState.STORED);
+  assert.equal(chunkStateAt(10, 10, true), ChunkState.VERIFIED);
+  assert.deepEqual(Object.values(ChunkState).filter(isHeld), ["stored", "verified"]);
 });
 
-test("a confirmed upload's chunks are verified only when the server reported the digest", () => {
-  assert.equal(confirmedChunkState(true), ChunkState.VERIFIED);
-  assert.equal(confirmedChunkState(false), ChunkState.STORED);
+test("a confirmed upload's chunks are verified when the server reported the digest or checked them", () => {
+  assert.equal(confirmedChunkState(ChunkState.STORED, true), ChunkState.VERIFIED);
+  assert.equal(confirmedChunkState(ChunkState.STORED, false), ChunkState.STORED);
+  assert.equal(confirmedChunkState(ChunkState.VERIFIED, false), ChunkState.VERIFIED);
+  assert.equal(confirmedChunkState(ChunkState.VERIFIED, true), ChunkState.VERIFIED);
 });
 
 test("the speed counts the last five seconds only", () => {

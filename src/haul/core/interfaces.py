@@ -195,6 +195,11 @@ class MetadataStore(Protocol):
         """Extend a verifier's lease on a still pending upload to ``until``."""
         ...
 
+    async def find_file(self, sha256: str, owner: str) -> Upload | None:
+        """A complete upload of ``owner`` with this digest, of any length, that is a file of
+        its own (not a partial upload waiting to be joined)."""
+        ...
+
 
 @dataclass(frozen=True)
 class OutboxEntry:

@@ -49,6 +49,7 @@ class UploadService:
         self.limits = limits
         self.events = events or Events()
         policy = policy or TypePolicy()
+        self.policy = policy  # for surfaces that judge a file's first chunk as it arrives
         self._life = Lifecycle(storage, store, locker, limits, self.events, gate)
         quotas = Quotas(store, limits)
         self._completion = Completion(self._life, quotas, policy, scanner)

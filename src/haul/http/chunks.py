@@ -3,6 +3,8 @@
     POST /upload-chunk  multipart: chunk (file), index (0-based), fileHash, chunkHash?,
                         totalChunks?, fileName?          -> {"index", "size"}
     GET  /exist?fileHash=H                               -> {"exists", "url", "uploadedChunks"}
+                        (exists: the caller holds this content already: merged from
+                        chunks under this fileHash, or, for a SHA-256, uploaded any way)
     POST /merge         {"fileHash", "fileName", "totalChunks"?} -> {"url", "size", "sha256"}
 
 Each chunk is a tus partial upload whose id is derived from (owner, fileHash, index), so any
@@ -27,9 +29,10 @@ from starlette.routing import BaseRoute
 
 from haul.core.lifecycle import keyed_upload_id
 from haul.core.models import Upload, UploadState
+from haul.core.policy import SNIFF_BYTES, TypePolicy
 from haul.core.pump import BodyInterrupted
 from haul.core.service import UploadService
-from haul.errors import BadRequest, DigestMismatch, Gone
+from haul.errors import BadRequest, DigestMismatch, Gone, TypeNotAllowed
 from haul.http import logs
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
@@ -79,6 +82,58 @@ class Counted:
             self.md5.update(piece)
             self.size += len(piece)
             yield piece
+
+
+class Sniffed:
+    """A file's first chunk passed on as it is, its first bytes judged by the type policy as
+    soon as they are here: a refused kind is not stored beyond them. The rest of the body is
+    still read (and dropped), so the client hears the refusal instead of a cut connection."""
+
+    def __init__(self, source: AsyncIterator[bytes], policy: TypePolicy, name: str | None) -> None:
+        self.source = source
+        self.policy = policy
+        self.name = name
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        head = bytearray()
+        judged = not self.policy.active
+        refused: TypeNotAllowed | None = None
+        async for piece in self.source:
+            if refused is not None:
+                continue
+            if not judged:
+                head += piece[: SNIFF_BYTES - len(head)]
+                if len(head) >= SNIFF_BYTES:
+                    judged, refused = True, self._judge(bytes(head))
+                    if refused is not None:
+                        continue
+            yield piece
+        if not judged:
+            refused = self._judge(bytes(head))
+        if refused is not None:
+            raise refused
+
+    def _judge(self, head: bytes) -> TypeNotAllowed | None:
+        try:
+            self.policy.check_content(head, self.name, None)
+        except TypeNotAllowed as refused:
+            return refused
+        return None
+
+
+async def judged_first(
+    service: UploadService, data: AsyncIterator[bytes], first: bool, name: str | None
+) -> AsyncIterator[bytes]:
+    """A chunk's bytes, judged as they arrive when they begin the file; the file's name judged
+    before anything is stored."""
+    if name:
+        try:
+            service.policy.check(name, None)
+        except TypeNotAllowed:
+            async for _ in data:  # read all the same, so the client hears the refusal
+                pass
+            raise
+    return aiter(Sniffed(data, service.policy, name)) if first else data
 
 
 async def spooled(data: AsyncIterator[bytes]) -> IO[bytes]:
@@ -188,6 +243,7 @@ class ChunkApi:
         ):
             raise BadRequest("index must be less than totalChunks")
         key = f"chunk\0{file_hash}\0{index}"
+        data = await judged_first(self.service, data, index == 0, fields.get("fileName"))
         upload = await self._fresh_chunk(principal, key)
         logs.tag(upload_id=upload.id)
         counted = Counted(data)
@@ -195,7 +251,11 @@ class ChunkApi:
             async for _ in counted:
                 pass
             return upload.id, counted
-        await self.service.append(upload.id, 0, aiter(counted), owner=principal.owner)
+        try:
+            await self.service.append(upload.id, 0, aiter(counted), owner=principal.owner)
+        except TypeNotAllowed:
+            await self._drop(principal, upload.id)
+            raise
         return upload.id, counted
 
     async def _fresh_chunk(self, principal: Principal, key: str) -> Upload:
@@ -248,9 +308,12 @@ class ChunkApi:
     async def exist(self, request: Request) -> Response:
         principal = self._principal(request)
         file_hash = parse_file_hash(request.query_params.get("fileHash"))
-        merged = await self._merged(principal.owner, file_hash)
-        if merged is not None:
-            url = self.locate(request, merged.id)
+        held_already = await self._merged(principal.owner, file_hash)
+        if held_already is None and len(file_hash) == 64:
+            # A SHA-256 names the content however it came: tus, /flow, or a merge.
+            held_already = await self.service.store.find_file(file_hash, principal.owner)
+        if held_already is not None:
+            url = self.locate(request, held_already.id)
             return JSONResponse({"exists": True, "url": url, "uploadedChunks": []})
         held = await self._held(principal.owner, file_hash)
         return JSONResponse({"exists": False, "url": None, "uploadedChunks": held})

@@ -25,11 +25,11 @@ from haul.core.lifecycle import keyed_upload_id
 from haul.core.models import Upload, UploadState
 from haul.core.pump import BodyInterrupted
 from haul.core.service import UploadService
-from haul.errors import BadRequest, ExceedsLength, Gone, InvalidConcat
+from haul.errors import BadRequest, ExceedsLength, Gone, InvalidConcat, TypeNotAllowed
 from haul.http import logs
 from haul.http.auth import Authenticator, Principal
 from haul.http.body import request_body
-from haul.http.chunks import Counted, replay, spooled
+from haul.http.chunks import Counted, judged_first, replay, spooled
 from haul.http.form_stream import FormStream, boundary_of
 from haul.http.routing import ExactRoute
 from haul.http.tus import RequestInterrupted, RequestTimeout
@@ -198,6 +198,7 @@ class FlowEndpoint:
     ) -> FlowChunk:
         """The chunk's bytes into its partial upload; a chunk held already is accepted again."""
         key = chunk.key(chunk.number)
+        data = await judged_first(self.service, data, chunk.number == 1, chunk.filename)
         counted = Counted(data)
         if await self._assembled(principal, chunk) is not None:
             async for _ in counted:  # the whole file is here: nothing to keep
@@ -214,6 +215,9 @@ class FlowEndpoint:
         except ExceedsLength:
             await self._drop(principal, upload.id)
             raise BadRequest(f"the chunk carries more than its {chunk.size} bytes") from None
+        except TypeNotAllowed:
+            await self._drop(principal, upload.id)
+            raise
         if not upload.complete:
             await self._drop(principal, upload.id)
             raise BadRequest(f"the chunk carries {counted.size} of its {chunk.size} bytes")

@@ -104,6 +104,18 @@ class MemoryStore:
         if row is not None and row.verify_at is not None:
             row.verify_at = until
 
+    async def find_file(self, sha256: str, owner: str) -> Upload | None:
+        found = self._select(
+            lambda u: (
+                u.complete
+                and u.sha256 == sha256
+                and u.owner == owner
+                and u.concat is not ConcatKind.PARTIAL
+            ),
+            1,
+        )
+        return found[0] if found else None
+
     async def usage(self, owner: str, now: float) -> Usage:
         mine = [u for u in self._rows.values() if u.owner == owner]
         files = [u for u in mine if u.concat is not ConcatKind.PARTIAL]

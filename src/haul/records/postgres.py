@@ -237,6 +237,15 @@ class PostgresStore:
             upload_id,
         )
 
+    async def find_file(self, sha256: str, owner: str) -> Upload | None:
+        found = await self._select(
+            "sha256 = $1 AND owner = $2 AND state = 'complete'"
+            " AND concat IS DISTINCT FROM 'partial' LIMIT 1",
+            sha256,
+            owner,
+        )
+        return found[0] if found else None
+
     async def usage(self, owner: str, now: float) -> Usage:
         row = await self.pool.fetchrow(
             """

@@ -260,6 +260,13 @@ class SQLiteStore:
                 (until, upload_id),
             )
 
+    async def find_file(self, sha256: str, owner: str) -> Upload | None:
+        found = await self._select(
+            "sha256 = ? AND owner = ? AND state = 'complete' AND concat IS NOT 'partial' LIMIT 1",
+            (sha256, owner),
+        )
+        return found[0] if found else None
+
     async def usage(self, owner: str, now: float) -> Usage:
         query = """
             SELECT
