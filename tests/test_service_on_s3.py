@@ -26,7 +26,7 @@ MiB = 1 << 20
 @pytest.fixture
 async def service(rgw: str, s3_bucket: str, tmp_path: Path) -> AsyncIterator[UploadService]:
     storage = S3Storage(bucket=s3_bucket, endpoint=rgw, region="us-east-1",
-                        access_key=S3_ACCESS, secret_key=S3_SECRET, temp_dir=tmp_path)  # fmt: skip
+                        access_key=S3_ACCESS, secret_key=S3_SECRET)  # fmt: skip
     made = UploadService(storage, MemoryStore(), MemoryLocker(), Limits())
     yield made
     await made.close()
