@@ -30,6 +30,7 @@ from botocore.exceptions import ClientError
 
 from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
+from haul.storage import s3_concat
 from haul.storage.s3_state import Part, S3State
 from haul.storage.s3_writer import ByteBudget, S3Writer, cut
 
@@ -209,6 +210,9 @@ class S3Storage:
         if state is None:
             return  # finished already
         s3 = await self._s3()
+        if state.placed:  # its bytes are parts of the final's upload, which completes it
+            await self._finish_placed(upload_id, state)
+            return
         key = self._key(upload_id)
         if await self._object_size(key) is not None:
             # Completed by an earlier attempt (on any node) that died before removing its state.
@@ -242,6 +246,21 @@ class S3Storage:
                 raise
         await self._forget_state(upload_id, state)
 
+    async def _finish_placed(self, upload_id: str, state: S3State) -> None:
+        """The leftover (only the last partial has one) goes up as the final's last part."""
+        if not state.tail_data:
+            return
+        assert state.placed is not None
+        number = state.next_number
+        etag = await self.upload_part(state.placed.key, state.placed.mpu, number, state.tail_data)
+        parts = (*state.parts, Part(number, len(state.tail_data), etag))
+        await self._save_state(upload_id, state.with_parts(parts))
+
+    async def place(
+        self, part_name: str, final_name: str, layout: Sequence[int], index: int
+    ) -> bool:
+        return await s3_concat.place(self, part_name, final_name, layout, index)
+
     async def _forget_state(self, upload_id: str, state: S3State) -> None:
         # The tail first: a crash between the two leaves a state naming a missing tail (which
         # the next delete cleans up), never a tail no state names.
@@ -261,6 +280,8 @@ class S3Storage:
                 yield block
 
     async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        if await s3_concat.concatenate_placed(self, upload_id, part_ids):
+            return
         sizes = []
         for part in part_ids:
             size = await self._object_size(self._key(part))
