@@ -40,7 +40,8 @@ def through_haul(rgw: str, bucket: str, data: bytes, chunk: int, extra: list[str
         assert server.proc is not None
         if profile:
             spy_bin = str(Path(sys.executable).parent / "py-spy")
-            spy = subprocess.Popen([spy_bin, "record", "-o", profile, "-r", "200",
+            kind = "raw" if profile.endswith(".txt") else "flamegraph"  # raw: collapsed stacks
+            spy = subprocess.Popen([spy_bin, "record", "-o", profile, "-r", "200", "-f", kind,
                                     "--pid", str(server.proc.pid)])  # fmt: skip
             time.sleep(1)
         with httpx.Client(trust_env=False, timeout=300) as client:
