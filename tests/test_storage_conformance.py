@@ -4,6 +4,7 @@ rules)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from haul.core.interfaces import Storage, StoredBytesMissing
 from haul.errors import OffsetMismatch
@@ -324,5 +326,67 @@ async def test_s3_finish_after_a_node_died_between_completing_and_cleaning_up(
         assert await read_all(storage, A, 0, len(data)) == data
         assert {k async for k, _ in storage.stored_ids()} == {A}
         assert await storage._load_state(A) is None
+    finally:
+        await storage.close()
+
+
+def s3_storage(rgw: str, bucket: str, **options: int) -> S3Storage:
+    return S3Storage(bucket=bucket, endpoint=rgw, region="us-east-1", access_key=S3_ACCESS,
+                     secret_key=S3_SECRET, part_size=5 * MiB, **options)  # fmt: skip
+
+
+async def test_s3_a_failed_part_fails_the_request_and_counts_nothing_more(
+    s3_bucket: str, rgw: str
+) -> None:
+    storage = s3_storage(rgw, s3_bucket)
+    try:
+        await storage.create(A)
+        await append(storage, A, 0, b"kept")
+        state = await storage._load_state(A)
+        assert state is not None
+        # The multipart upload vanishes behind the writer's back: every part it sends fails.
+        s3 = await storage._s3()
+        await s3.abort_multipart_upload(Bucket=s3_bucket, Key=storage._key(A), UploadId=state.mpu)
+        writer = await storage.open_writer(A, 4, atomic=False)
+
+        async def send_and_commit() -> int:
+            for _ in range(12):  # two parts' worth: the failure shows by the end at the latest
+                await writer.write([os.urandom(MiB)])
+            return await writer.commit()
+
+        with pytest.raises(ClientError, match="NoSuchUpload"):
+            await send_and_commit()
+        await writer.discard()
+        assert await storage.offset(A) == 4  # what the state says, not what was sent
+    finally:
+        await storage.close()
+
+
+async def test_s3_parts_in_flight_stay_within_the_node_budget(s3_bucket: str, rgw: str) -> None:
+    storage = s3_storage(rgw, s3_bucket, memory=12 * MiB, parts_in_flight=4)
+    most = 0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal most
+        while not stop.is_set():
+            most = max(most, storage.budget.used)
+            await asyncio.sleep(0)
+
+    try:
+        data = {name: os.urandom(26 * MiB) for name in (A, B, C)}
+        for name in data:
+            await storage.create(name)
+        watcher = asyncio.create_task(watch())
+        ends = await asyncio.gather(*(append(storage, n, 0, d) for n, d in data.items()))
+        stop.set()
+        await watcher
+        assert ends == [26 * MiB] * 3
+        # Three uploads, four parts in flight each allowed: yet never more than the budget.
+        assert 0 < most <= 12 * MiB
+        assert storage.budget.used == 0
+        for name, payload in data.items():
+            await storage.finish(name)
+            assert await read_all(storage, name, 0, len(payload)) == payload
     finally:
         await storage.close()

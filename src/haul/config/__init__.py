@@ -76,7 +76,7 @@ class Settings:
     s3_memory: int = setting(
         512 * 1024 * 1024,
         "Memory for parts on their way to S3, across every upload of the node; an upload waits "
-        "for room (each may always send one part).",
+        "for room (a part larger than this goes alone).",
         parse_size,
     )
     direct_url_ttl: float = setting(

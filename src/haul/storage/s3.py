@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
@@ -136,7 +137,7 @@ class S3Storage:
         _JUST_READ.set(None)
         await (await self._s3()).delete_object(Bucket=self.bucket, Key=key)
 
-    async def upload_part(self, key: str, mpu: str, number: int, body: bytes) -> str:
+    async def upload_part(self, key: str, mpu: str, number: int, body: bytes | bytearray) -> str:
         """Send part ``number`` of ``key``'s multipart upload ``mpu``; its ETag."""
         answer = await (await self._s3()).upload_part(
             Bucket=self.bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body,
@@ -353,7 +354,7 @@ class S3Storage:
         """Re-part small pieces: stream them through memory into parts of ``part_size``."""
         s3 = await self._s3()
         parts: list[dict[str, Any]] = []
-        pieces: list[bytes] = []
+        pieces: deque[bytes | memoryview] = deque()
         held = 0
 
         async def send(size: int) -> None:

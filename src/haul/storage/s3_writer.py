@@ -4,8 +4,9 @@ parts of one upload on their way at once. What is left when the request ends is 
 kept inside the state object.
 
 Memory: per upload, the part being filled plus at most ``parts_in_flight`` parts in flight
-(K x part size); across the node, parts in flight take from one byte budget (``memory``), and
-an upload waits for room before sending one more (each may always send one, so none starves).
+(K x part size); across the node, parts in flight take from one byte budget (``memory``): an
+upload waits for room before sending one more, so the node's parts in flight never exceed the
+budget (or one part, if larger). Waiting slows the request's reading, so its sender slows.
 
 The offset is what the state object says, and it is written only after the bytes it counts:
 parts finish in any order, and a state lists only the unbroken run of finished parts, so it can
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -34,10 +36,11 @@ class ByteBudget:
         self.used = 0
         self._waiting: list[asyncio.Future[None]] = []
 
-    async def take(self, size: int, *, alone: bool) -> None:
-        """Wait for room for ``size`` bytes; a writer with nothing in flight (``alone``) is let
-        through whatever the budget says, so a part larger than the budget still goes."""
-        while not alone and self.used + size > self.limit:
+    async def take(self, size: int) -> None:
+        """Wait for room for ``size`` bytes. With nothing in flight on the node a part goes
+        whatever its size (so a part larger than the budget still goes, and nobody waits
+        for ever: while anything is in flight, it ends and makes room)."""
+        while self.used and self.used + size > self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
             try:
@@ -54,21 +57,22 @@ class ByteBudget:
                 waiter.set_result(None)
 
 
-def cut(pieces: list[bytes], size: int) -> bytes:
-    """Take exactly ``size`` bytes off the front of ``pieces`` as one body (one copy)."""
-    taken: list[bytes | memoryview] = []
-    need = size
-    while need:
+def cut(pieces: deque[bytes | memoryview], size: int) -> bytearray:
+    """Take exactly ``size`` bytes off the front of ``pieces`` as one part body: one copy.
+    A bytearray, not bytes: botocore wraps a bytes body in a BytesIO, which aiohttp then
+    copies once more (getbuffer() unshares it) on the event loop."""
+    body = bytearray(size)
+    at = 0
+    while at < size:
         first = pieces[0]
-        if len(first) <= need:
-            taken.append(pieces.pop(0))
-            need -= len(first)
+        take = min(len(first), size - at)
+        body[at : at + take] = memoryview(first)[:take] if take < len(first) else first
+        if take < len(first):
+            pieces[0] = memoryview(first)[take:]  # the rest stays where it is, uncopied
         else:
-            view = memoryview(first)
-            taken.append(view[:need])
-            pieces[0] = bytes(view[need:])
-            need = 0
-    return b"".join(taken)
+            pieces.popleft()
+        at += take
+    return body
 
 
 class S3Writer:
@@ -88,7 +92,7 @@ class S3Writer:
         self.expected = state.next_number  # of the part that continues the unbroken run
         self.finished: dict[int, Part] = {}  # finished out of order, waiting for a gap
         self.old_tail: str | None = state.tail.key if state.tail else None
-        self.pieces: list[bytes] = [tail] if tail else []
+        self.pieces: deque[bytes | memoryview] = deque([tail] if tail else [])
         self.buffered = len(tail)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.room = asyncio.Semaphore(max(1, storage.parts_in_flight))
@@ -112,11 +116,11 @@ class S3Writer:
         if self.failure is not None:
             raise self.failure
 
-    async def _send(self, body: bytes) -> None:
+    async def _send(self, body: bytearray) -> None:
         """Hand one part to a background upload, once there is room for it."""
         await self.room.acquire()
         try:
-            await self.storage.budget.take(len(body), alone=not self.in_flight)
+            await self.storage.budget.take(len(body))
         except BaseException:
             self.room.release()
             raise
@@ -125,7 +129,7 @@ class S3Writer:
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
-    async def _upload(self, number: int, body: bytes) -> None:
+    async def _upload(self, number: int, body: bytearray) -> None:
         try:
             etag = await self.storage.upload_part(self.key, self.mpu, number, body)
         except BaseException as exc:  # handed to the request by its next write or commit
@@ -178,10 +182,10 @@ class S3Writer:
             await self._save(state)
             return state.held
         finally:
-            self.pieces = []
+            self.pieces.clear()
 
     async def discard(self) -> None:
         for task in list(self.in_flight):
             task.cancel()
         await asyncio.shield(self._settle())
-        self.pieces = []
+        self.pieces.clear()
