@@ -101,6 +101,9 @@ def test_partials_written_after_the_final_land_in_its_place(
             worker.join()
         for url, size in zip(urls, (10 * MiB, 10 * MiB, 5 * MiB), strict=True):
             assert client.head(url, headers=TUS).headers["upload-offset"] == str(size)
+        # A complete placed partial has no object of its own: a clear answer, not a 500.
+        alone = client.get(urls[0])
+        assert alone.status_code == 410, alone.text
         # Every byte so far sits in the final's multipart upload, at its place (5 MiB parts:
         # partial 0 is parts 1-2, partial 1 parts 3-4, partial 2 begins at part 5); the
         # partials have no object of their own and nothing will be copied.

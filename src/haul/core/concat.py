@@ -29,6 +29,7 @@ from haul.errors import (
 )
 
 log = logging.getLogger("haul")
+PLACE_LOCK_WAIT = 1.0  # seconds a final's creation waits for one partial's lock to place it
 
 
 class Concatenation:
@@ -114,7 +115,8 @@ class Concatenation:
             if part.complete or part.expected_sha256 or not part.length:
                 continue
             try:
-                async with self.life.lock(part.id):
+                # Not the usual lock wait: a partial being written holds bytes, so it stays out.
+                async with self.life.locker.lock(part.id, PLACE_LOCK_WAIT):
                     if await storage.offset(part.stored_as) != 0:
                         continue
                     placed = await storage.place(part.stored_as, final.stored_as, layout, index)
