@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--part", default="8MiB")
     parser.add_argument("--profile", help="write a py-spy flame graph of the server here")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--in-flight", type=int, nargs="*", default=[0],
+                        help="--s3-parts-in-flight values to try (0: the default)")  # fmt: skip
     parser.add_argument("extra", nargs="*", help="more `haul serve` options (after --)")
     args = parser.parse_args()
     size, chunk, part = parse_size(args.size), parse_size(args.chunk), parse_size(args.part)
@@ -105,11 +107,15 @@ def main() -> None:
             took = min(asyncio.run(straight(rgw, "bench", data, part, parallel))
                        for _ in range(args.runs))  # fmt: skip
             print(f"store, {parallel} part(s) at a time: {size / took / MiB:.0f} MiB/s")
-        extra = ["--s3-part-size", args.part, *args.extra]
-        for run in range(args.runs):
-            profile = args.profile if run == args.runs - 1 else None
-            took = through_haul(rgw, "bench", data, chunk, extra, profile)
-            print(f"haul PATCH x{-(-size // chunk)} of {args.chunk}: {size / took / MiB:.0f} MiB/s")
+        for flight in args.in_flight:
+            extra = ["--s3-part-size", args.part, *args.extra]
+            if flight:
+                extra += ["--s3-parts-in-flight", str(flight)]
+            for run in range(args.runs):
+                profile = args.profile if run == args.runs - 1 else None
+                took = through_haul(rgw, "bench", data, chunk, extra, profile)
+                print(f"haul PATCH x{-(-size // chunk)} of {args.chunk}, parts in flight "
+                      f"{flight or 'default'}: {size / took / MiB:.0f} MiB/s")  # fmt: skip
 
 
 if __name__ == "__main__":
