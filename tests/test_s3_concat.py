@@ -163,3 +163,21 @@ def test_a_partial_with_bytes_before_the_final_is_copied_into_its_place(
         assert final_parts(rgw, s3_bucket, whole) == [(3, 5 * MiB), (4, 5 * MiB)]
         send_all(urls[2], pieces[2])
         assert client.get(whole).content == b"".join(pieces)
+
+
+def test_deleting_a_placed_partial_keeps_the_finals_upload_deleting_the_final_ends_it(
+    s3_server: HaulServer, rgw: str, s3_bucket: str
+) -> None:
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        urls = [partial(client, s3_server, 10 * MiB), partial(client, s3_server, 3 * MiB)]
+        whole = final(client, s3_server, urls)
+        send_all(urls[0], os.urandom(10 * MiB))
+        send_all(urls[1], os.urandom(MiB))
+        assert client.delete(urls[1], headers=TUS).status_code == 204
+        # The final's multipart upload, with the other partial's parts, is still there.
+        assert final_parts(rgw, s3_bucket, whole) == [(1, 5 * MiB), (2, 5 * MiB)]
+        assert client.delete(whole, headers=TUS).status_code == 204
+        final_key = "haul/" + whole.rsplit("/", 1)[1]
+        assert final_key not in bucket_listing(rgw, s3_bucket)[1]  # aborted with the final
+        assert client.delete(urls[0], headers=TUS).status_code == 204
+    assert bucket_listing(rgw, s3_bucket) == ([], [])
