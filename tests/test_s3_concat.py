@@ -181,3 +181,18 @@ def test_deleting_a_placed_partial_keeps_the_finals_upload_deleting_the_final_en
         assert final_key not in bucket_listing(rgw, s3_bucket)[1]  # aborted with the final
         assert client.delete(urls[0], headers=TUS).status_code == 204
     assert bucket_listing(rgw, s3_bucket) == ([], [])
+
+
+def test_a_second_final_of_the_same_partials_does_not_take_them_from_the_first(
+    s3_server: HaulServer, rgw: str, s3_bucket: str
+) -> None:
+    pieces = [os.urandom(5 * MiB), os.urandom(5 * MiB)]
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        urls = [partial(client, s3_server, len(p)) for p in pieces]
+        first = final(client, s3_server, urls)
+        second = final(client, s3_server, urls[::-1])  # another order: another final upload
+        for url, data in zip(urls, pieces, strict=True):
+            send_all(url, data)
+        assert client.get(first).content == b"".join(pieces)
+        # The partials were consumed by the first one, as with copying.
+        assert client.head(second, headers=TUS).status_code == 410
