@@ -68,10 +68,10 @@ async def place(
     if final is None or part is None or part.held:
         return False  # too late: bytes went to the partial's own upload
     target = Placement(storage._key(final_name), final.mpu, layout[index] // unit + 1, unit)
-    if part.placed and part.placed != target:
-        # Another final upload of the same partials came first: it keeps them while it lives.
-        if await storage._object_size(part.placed.key + ".state") is not None:
-            return False
+    earlier = part.placed
+    # Another final upload of the same partials came first: it keeps them while it lives.
+    if earlier and earlier != target and await storage._object_size(earlier.key + ".state"):
+        return False
     if part.placed != target:
         await storage._save_state(part_name, replace(part, placed=target))
     return True
