@@ -4,6 +4,7 @@ rules)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from haul.core.interfaces import Storage, StoredBytesMissing
 from haul.errors import OffsetMismatch
@@ -38,8 +40,7 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
             access_key=S3_ACCESS,
             secret_key=S3_SECRET,
             part_size=5 * MiB,  # S3's minimum: the tests cross part boundaries quickly
-            buffer_memory=MiB,  # and spill to a temp file beyond 1 MiB
-            temp_dir=tmp_path,
+            memory=12 * MiB,  # two parts in flight at once across the node, no more
         )
     yield made
     await made.close()
@@ -256,6 +257,46 @@ def test_s3_state_keeps_its_json_shape() -> None:
     assert json.loads(state.to_json()) == json.loads(written)
 
 
+def test_s3_state_keeps_its_tail_inside() -> None:
+    """The tail's bytes follow the JSON line, so the parts and the tail change in one PUT."""
+    state = S3State("m1", (Part(1, 5 * MiB, '"e1"'),), tail_data=b"\n tail {bytes}\n")
+    body = state.encode()
+    assert json.loads(body.partition(b"\n")[0])["inline"] == 15
+    assert S3State.decode(body) == state
+    assert state.held == 5 * MiB + 15
+    with pytest.raises(ValueError, match="tail bytes"):  # truncated: never a shorter tail
+        S3State.decode(body[:-1])
+
+
+async def test_s3_reads_a_separate_tail_of_earlier_releases(
+    s3_bucket: str, rgw: str, tmp_path: Path
+) -> None:
+    """An upload in flight across an upgrade: its state names a tail object of its own."""
+    storage = S3Storage(bucket=s3_bucket, endpoint=rgw, region="us-east-1",
+                        access_key=S3_ACCESS, secret_key=S3_SECRET, part_size=5 * MiB)  # fmt: skip
+    try:
+        data = os.urandom(11 * MiB + 5)
+        await storage.create(A)
+        await append(storage, A, 0, data[: 6 * MiB])  # one part, and 1 MiB of tail
+        state = await storage._load_state(A)
+        assert state is not None
+        assert len(state.tail_data) == MiB
+        old_tail = storage._key(A) + ".tail.0123"
+        await storage._put(old_tail, state.tail_data)
+        old = S3State(state.mpu, state.parts, Tail(old_tail, MiB))
+        await storage._put(storage._key(A) + ".state", old.to_json())  # as they wrote it
+        assert await storage.offset(A) == 6 * MiB
+        assert await append(storage, A, 6 * MiB, data[6 * MiB :]) == len(data)
+        keys = [k async for k, _ in storage.stored_ids()]
+        assert keys == [A]
+        listing = await (await storage._s3()).list_objects_v2(Bucket=s3_bucket)
+        assert old_tail not in [o["Key"] for o in listing["Contents"]]  # dropped once replaced
+        await storage.finish(A)
+        assert await read_all(storage, A, 0, len(data)) == data
+    finally:
+        await storage.close()
+
+
 def test_s3_part_sizes_reach_five_tib_within_10000_parts() -> None:
     storage = S3Storage(bucket="unused", part_size=8 * MiB)
     total = sum(storage.part_size_for(n) for n in range(1, 10_001))
@@ -277,14 +318,75 @@ async def test_s3_finish_after_a_node_died_between_completing_and_cleaning_up(
         state = await storage._load_state(A)
         assert state is not None
         await storage.finish(A)
-        # The node that finished died before removing its state (and tail): put them back.
+        # The node that finished died before removing its state (tail inside): put it back.
+        assert state.tail_data == data[5 * MiB :]
         await storage._save_state(A, state)
-        assert state.tail is not None
-        await storage._put(state.tail.key, data[6 * MiB :])
         await storage.finish(A)  # another node finishes it again: no error, nothing lost
         assert await storage.offset(A) == len(data)
         assert await read_all(storage, A, 0, len(data)) == data
         assert {k async for k, _ in storage.stored_ids()} == {A}
         assert await storage._load_state(A) is None
+    finally:
+        await storage.close()
+
+
+def s3_storage(rgw: str, bucket: str, **options: int) -> S3Storage:
+    return S3Storage(bucket=bucket, endpoint=rgw, region="us-east-1", access_key=S3_ACCESS,
+                     secret_key=S3_SECRET, part_size=5 * MiB, **options)  # fmt: skip
+
+
+async def test_s3_a_failed_part_fails_the_request_and_counts_nothing_more(
+    s3_bucket: str, rgw: str
+) -> None:
+    storage = s3_storage(rgw, s3_bucket)
+    try:
+        await storage.create(A)
+        await append(storage, A, 0, b"kept")
+        state = await storage._load_state(A)
+        assert state is not None
+        # The multipart upload vanishes behind the writer's back: every part it sends fails.
+        s3 = await storage._s3()
+        await s3.abort_multipart_upload(Bucket=s3_bucket, Key=storage._key(A), UploadId=state.mpu)
+        writer = await storage.open_writer(A, 4, atomic=False)
+
+        async def send_and_commit() -> int:
+            for _ in range(12):  # two parts' worth: the failure shows by the end at the latest
+                await writer.write([os.urandom(MiB)])
+            return await writer.commit()
+
+        with pytest.raises(ClientError, match="NoSuchUpload"):
+            await send_and_commit()
+        await writer.discard()
+        assert await storage.offset(A) == 4  # what the state says, not what was sent
+    finally:
+        await storage.close()
+
+
+async def test_s3_parts_in_flight_stay_within_the_node_budget(s3_bucket: str, rgw: str) -> None:
+    storage = s3_storage(rgw, s3_bucket, memory=12 * MiB, parts_in_flight=4)
+    most = 0
+    stop = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal most
+        while not stop.is_set():
+            most = max(most, storage.budget.used)
+            await asyncio.sleep(0)
+
+    try:
+        data = {name: os.urandom(26 * MiB) for name in (A, B, C)}
+        for name in data:
+            await storage.create(name)
+        watcher = asyncio.create_task(watch())
+        ends = await asyncio.gather(*(append(storage, n, 0, d) for n, d in data.items()))
+        stop.set()
+        await watcher
+        assert ends == [26 * MiB] * 3
+        # Three uploads, four parts in flight each allowed: yet never more than the budget.
+        assert 0 < most <= 12 * MiB
+        assert storage.budget.used == 0
+        for name, payload in data.items():
+            await storage.finish(name)
+            assert await read_all(storage, name, 0, len(payload)) == payload
     finally:
         await storage.close()

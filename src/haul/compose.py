@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 
 from starlette.applications import Starlette
@@ -58,8 +57,8 @@ def build_storage(settings: Settings) -> Storage:
         access_key=settings.s3_access_key or None,
         secret_key=settings.s3_secret_key or None,
         part_size=settings.s3_part_size,
-        buffer_memory=settings.s3_buffer_memory,
-        temp_dir=Path(settings.s3_temp_dir) if settings.s3_temp_dir else None,
+        parts_in_flight=settings.s3_parts_in_flight,
+        memory=settings.s3_memory,
     )
     return storage
 

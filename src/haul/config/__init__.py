@@ -67,9 +67,16 @@ class Settings:
         "First multipart part size (at least 5MiB); doubles every 1,000 parts.",
         parse_size,
     )
-    s3_buffer_memory: int = setting(
-        16 * 1024 * 1024,
-        "Memory per upload for bytes not yet sent as a part; beyond, a temp file is used.",
+    s3_parts_in_flight: int = setting(
+        4,
+        "Parts of one upload sent to S3 at once while its request goes on (memory: this many "
+        "parts per upload, within --s3-memory).",
+        parse_int,
+    )
+    s3_memory: int = setting(
+        512 * 1024 * 1024,
+        "Memory for parts on their way to S3, across every upload of the node; an upload waits "
+        "for room (a part larger than this goes alone).",
         parse_size,
     )
     direct_url_ttl: float = setting(
@@ -77,7 +84,6 @@ class Settings:
         "How long a presigned part URL of a direct upload (/s3/multipart) stays valid.",
         parse_duration,
     )
-    s3_temp_dir: str = setting("", "Directory for those temp files (empty = the system's).")
     db: str = setting(
         "",
         "Where upload records live: empty = SQLite in the data dir; postgresql://user@host/db "
@@ -390,6 +396,8 @@ class Settings:
             raise ConfigError("--storage s3 needs --s3-bucket")
         if self.s3_part_size < 5 * 1024 * 1024:
             raise ConfigError("--s3-part-size must be at least 5MiB (S3's smallest part)")
+        if self.s3_parts_in_flight < 1:
+            raise ConfigError("--s3-parts-in-flight must be at least 1")
         if self.db and not self.db.startswith(("postgresql://", "postgres://")):
             raise ConfigError("--db takes a postgresql:// URL (or nothing, for SQLite)")
         if self.lock_backend == "postgres" and not self.db:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from haul.core import events
 from haul.core.completion import Completion
 from haul.core.gate import decide
-from haul.core.interfaces import StoredBytesMissing
+from haul.core.interfaces import InPlaceConcat, StoredBytesMissing
 from haul.core.lifecycle import Lifecycle, each, new_upload_id
 from haul.core.models import ConcatKind, Quota, Upload, UploadState
 from haul.core.policy import NAME_KEYS, TYPE_KEYS, TypePolicy
@@ -22,12 +22,14 @@ from haul.errors import (
     Gone,
     HaulError,
     InvalidConcat,
+    Locked,
     NotFound,
     ScanRejected,
     TypeNotAllowed,
 )
 
 log = logging.getLogger("haul")
+PLACE_LOCK_WAIT = 1.0  # seconds a final's creation waits for one partial's lock to place it
 
 
 class Concatenation:
@@ -90,9 +92,38 @@ class Concatenation:
         self.policy.check(final.text_metadata(*NAME_KEYS), final.text_metadata(*TYPE_KEYS))
         await life.store.insert(final)
         await life.storage.create(final.stored_as)
+        await self._place(final, parts)
         log.info("created final upload %s from %d partials", final.id, len(part_ids))
         await life.tell(events.Created, final)
         return await self.assemble(final.id)
+
+    async def _place(self, final: Upload, parts: Sequence[Upload]) -> None:
+        """Have the partials that hold no byte yet write straight into the final's place, when
+        the storage can (the concatenation then copies nothing). Best effort: a partial not
+        placed is copied when the final is assembled. Not for partials that must stay readable
+        on their own: one that declared its own SHA-256 (hashed from storage when this process
+        did not see every byte), or any partial when they are kept after concatenation."""
+        storage = self.life.storage
+        if not isinstance(storage, InPlaceConcat) or self.life.limits.keep_partials:
+            return
+        if any(part.length is None for part in parts):
+            return
+        layout = [0]
+        for part in parts:
+            layout.append(layout[-1] + (part.length or 0))
+        for index, part in enumerate(parts):
+            if part.complete or part.expected_sha256 or not part.length:
+                continue
+            try:
+                # Not the usual lock wait: a partial being written holds bytes, so it stays out.
+                async with self.life.locker.lock(part.id, PLACE_LOCK_WAIT):
+                    if await storage.offset(part.stored_as) != 0:
+                        continue
+                    placed = await storage.place(part.stored_as, final.stored_as, layout, index)
+            except Locked:  # a request is writing to it: it holds bytes already
+                continue
+            if not placed:  # at offset 0 under its lock: the layout allows none
+                return
 
     async def _same_final(
         self, part_ids: Sequence[str], owner: str, expected_sha256: str | None

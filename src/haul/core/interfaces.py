@@ -123,6 +123,22 @@ class DirectUploads(Protocol):
         ...
 
 
+@runtime_checkable
+class InPlaceConcat(Protocol):
+    """A storage that can write partial uploads straight into their final upload's place,
+    so that the concatenation copies nothing (S3: parts of the final's multipart upload)."""
+
+    async def place(
+        self, part_name: str, final_name: str, layout: Sequence[int], index: int
+    ) -> bool:
+        """Before any byte of partial ``index`` is written, make its bytes land at
+        ``[layout[index], layout[index + 1])`` of the final's bytes; ``layout`` is the
+        cumulative offsets ``[0, L1, L1 + L2, ..., total]``. False when the layout does not
+        allow it (then for every index) or the partial holds bytes already. The caller holds
+        the partial's lock; the partial stays readable for its offset and resumable alone."""
+        ...
+
+
 class MetadataStore(Protocol):
     async def open(self) -> None: ...
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
+from haul.core.interfaces import StoredBytesMissing
 from haul.core.models import Upload
 from haul.core.pump import digest_stream
 from haul.wire.checksums import Hasher
@@ -101,6 +102,11 @@ class OrderedDigests:
                 return None
             del self._groups[key]  # its hasher now belongs to this final upload
             ahead = len(group.hashed)
-            for part in parts[ahead:]:
-                await digest_stream(self._read(part), group.hasher)
+            try:
+                for part in parts[ahead:]:
+                    await digest_stream(self._read(part), group.hasher)
+            except StoredBytesMissing:
+                # A partial with no bytes of its own (written straight into the final's place
+                # by the storage): the final upload's bytes are read instead.
+                return None
             return group.hasher.digest().hex(), ahead

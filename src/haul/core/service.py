@@ -15,7 +15,7 @@ from haul.core.dedup import Dedup
 from haul.core.events import Events
 from haul.core.gate import Gate
 from haul.core.gc import Collector, GcReport
-from haul.core.interfaces import Locker, MetadataStore, Storage
+from haul.core.interfaces import Locker, MetadataStore, Storage, StoredBytesMissing
 from haul.core.lifecycle import Lifecycle, Limits, is_upload_id
 from haul.core.models import Upload, UploadState
 from haul.core.policy import TypePolicy
@@ -23,7 +23,7 @@ from haul.core.quotas import Quotas
 from haul.core.scan import Scanner
 from haul.core.verifier import Verifier
 from haul.core.writing import Writing
-from haul.errors import UploadIncomplete
+from haul.errors import Gone, UploadIncomplete
 
 __all__ = ["GcReport", "Limits", "UploadService", "is_upload_id"]
 
@@ -132,4 +132,21 @@ class UploadService:
         size = upload.length or 0
         first = start or 0
         stop = size if end is None else end
-        return upload, self.storage.read(upload.stored_as, first, stop)
+        stream = self.storage.read(upload.stored_as, first, stop)
+        if first >= stop:
+            return upload, stream
+        try:  # a missing object shows now, as an answer, not as a response broken midway
+            head = await anext(stream)
+        except StoredBytesMissing:
+            raise Gone(f"the bytes of upload {upload_id} are not stored on their own") from None
+        except StopAsyncIteration:
+            head = b""
+        return upload, _after(head, stream)
+
+
+async def _after(head: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """``head``, then the rest of the stream it was taken from."""
+    if head:
+        yield head
+    async for block in rest:
+        yield block

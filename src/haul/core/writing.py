@@ -65,14 +65,15 @@ class Writing:
                 return await self._declare_final(
                     upload, offset, body, content_length, checksum, new_length, declared_sha256
                 )
+            # Read once per request: the storage may keep what it read for the writer.
+            current = await life.storage.offset(upload.stored_as)
             if new_length is not None:
-                await self._declare_length(upload, new_length)
+                await self._declare_length(upload, new_length, current)
             if declared_sha256 is not None and declared_sha256 != upload.expected_sha256:
                 if upload.expected_sha256 is not None:
                     raise DigestConflict("the upload already declares a different SHA-256")
                 upload.expected_sha256 = declared_sha256
                 await life.store.save(upload)
-            current = await life.storage.offset(upload.stored_as)
             if upload.complete or (upload.length is not None and current == upload.length):
                 current = upload.length or 0
             if offset != current:
@@ -149,13 +150,12 @@ class Writing:
         upload.offset = current
         return upload
 
-    async def _declare_length(self, upload: Upload, length: int) -> None:
+    async def _declare_length(self, upload: Upload, length: int, current: int) -> None:
         if upload.length is not None:
             if upload.length != length:
                 raise LengthAlreadySet(f"the upload's length is already {upload.length}")
             return
         self.quotas.check_size(length)
-        current = await self.life.storage.offset(upload.stored_as)
         if length < current:
             raise InvalidHeader(f"Upload-Length {length} is less than the {current} bytes stored")
         upload.length = length

@@ -2,16 +2,16 @@
 only what they all implement: multipart uploads, UploadPartCopy, ranged GET.
 
 An unfinished upload is a multipart upload plus a small JSON state object that S3 itself
-holds: the parts committed so far (number, size, ETag) and the key of the tail, the last
-bytes too few to be a part yet. The offset is what that state says, so a node that dies
-between sending a part and recording it can only under-report, never lie upward: the client
-sends those bytes again. Part sizes grow with the part number (doubling every 1,000 parts
-from ``part_size``), so 10,000 parts always reach S3's 5 TiB object limit. A request's bytes
-are spooled (in memory up to ``buffer_memory``, then in a temp file) until a part is full;
-per upload at most one part is held.
+holds: the parts committed so far (number, size, ETag) and the tail, the last bytes too few
+to be a part yet. The offset is what that state says, so a node that dies between sending a
+part and recording it can only under-report, never lie upward: the client sends those bytes
+again. Part sizes grow with the part number (doubling every 1,000 parts from ``part_size``),
+so 10,000 parts always reach S3's 5 TiB object limit. A request's full parts go up in the
+background while its next bytes arrive (s3_writer: at most ``parts_in_flight`` per upload,
+``memory`` bytes in flight per node).
 
-Finished, the multipart upload is completed (the tail joins as the last part by a
-server-side copy) and the object is read with ranged GETs. Concatenation and instant-upload
+Finished, the multipart upload is completed (the tail joins as the last part) and the object
+is read with ranged GETs. Concatenation and instant-upload
 sharing are server-side copies (UploadPartCopy): no byte of them passes through haul.
 """
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import re
-import tempfile
+from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack
-from pathlib import Path
-from typing import IO, Any
+from contextvars import ContextVar
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
@@ -31,8 +31,9 @@ from botocore.exceptions import ClientError
 
 from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
+from haul.storage import s3_concat
 from haul.storage.s3_state import Part, S3State
-from haul.storage.s3_writer import PartSpool, S3Writer
+from haul.storage.s3_writer import ByteBudget, S3Writer, cut
 
 MiB = 1 << 20
 MIN_PART = 5 * MiB  # S3's smallest part but the last
@@ -41,6 +42,10 @@ _ID = re.compile(r"[0-9a-f]{32}")
 # What the stores answer for an object or multipart upload that is not there (AWS, MinIO and
 # Ceph RGW differ: a HEAD carries no body, so only the status is left as its code).
 _MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
+# The state a request's offset() just read, for its open_writer() right after (the caller holds
+# the upload's lock in between): one GET of the state per request, not two. Per task, so no
+# other request ever sees it; taken once, and dropped by anything this task changes.
+_JUST_READ: ContextVar[tuple[S3Storage, str, S3State] | None] = ContextVar("s3_state", default=None)
 
 
 def _is_missing(error: ClientError) -> bool:
@@ -73,8 +78,8 @@ class S3Storage:
         access_key: str | None = None,
         secret_key: str | None = None,
         part_size: int = 8 * MiB,
-        buffer_memory: int = 16 * MiB,
-        temp_dir: Path | None = None,
+        parts_in_flight: int = 4,
+        memory: int = 512 * MiB,
     ) -> None:
         self.bucket = bucket
         self.endpoint = endpoint
@@ -84,8 +89,8 @@ class S3Storage:
         self.access_key = access_key
         self.secret_key = secret_key
         self.part_size = max(MIN_PART, part_size)
-        self.buffer_memory = buffer_memory
-        self.temp_dir = temp_dir
+        self.parts_in_flight = max(1, parts_in_flight)
+        self.budget = ByteBudget(memory)
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
 
@@ -121,18 +126,24 @@ class S3Storage:
     def _key(self, upload_id: str) -> str:
         return f"{self.prefix}{upload_id}"
 
-    def _spool(self) -> IO[bytes]:
-        folder = str(self.temp_dir) if self.temp_dir else None
-        return tempfile.SpooledTemporaryFile(max_size=self.buffer_memory, dir=folder)
-
     def part_size_for(self, number: int) -> int:
         return int(self.part_size * 2 ** ((number - 1) // 1000))
 
     async def _put(self, key: str, body: bytes) -> None:
+        _JUST_READ.set(None)
         await (await self._s3()).put_object(Bucket=self.bucket, Key=key, Body=body)
 
     async def _delete_key(self, key: str) -> None:
+        _JUST_READ.set(None)
         await (await self._s3()).delete_object(Bucket=self.bucket, Key=key)
+
+    async def upload_part(self, key: str, mpu: str, number: int, body: bytes | bytearray) -> str:
+        """Send part ``number`` of ``key``'s multipart upload ``mpu``; its ETag."""
+        answer = await (await self._s3()).upload_part(
+            Bucket=self.bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body,
+            ContentLength=len(body),
+        )  # fmt: skip
+        return str(answer["ETag"])
 
     async def _load_state(self, upload_id: str) -> S3State | None:
         try:
@@ -144,10 +155,10 @@ class S3Storage:
                 return None
             raise
         async with answer["Body"] as body:
-            return S3State.from_json(await body.read())
+            return S3State.decode(await body.read())
 
     async def _save_state(self, upload_id: str, state: S3State) -> None:
-        await self._put(self._key(upload_id) + ".state", state.to_json())
+        await self._put(self._key(upload_id) + ".state", state.encode())
 
     async def _object_size(self, key: str) -> int | None:
         try:
@@ -172,17 +183,23 @@ class S3Storage:
         state = await self._load_state(upload_id)
         if state is None:  # finished (or never created)
             return await self._object_size(self._key(upload_id)) or 0
+        _JUST_READ.set((self, upload_id, state))
         return state.held
 
     async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
-        state = await self._load_state(upload_id)
+        just_read, state = _JUST_READ.get(), None
+        _JUST_READ.set(None)
+        if just_read is not None and just_read[:2] == (self, upload_id):
+            state = just_read[2]
+        else:
+            state = await self._load_state(upload_id)
         if state is None:
             raise OffsetMismatch(f"upload {upload_id} is already complete")
         current = state.held
         if offset != current:
             raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
-        tail = b""
-        if state.tail:  # fetched only for a request that will append to it
+        tail = state.tail_data
+        if state.tail:  # a separate tail (earlier releases): fetched to append to it
             with _missing_as_contract(f"the tail of upload {upload_id}"):
                 answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state.tail.key)
             async with answer["Body"] as body:
@@ -194,13 +211,20 @@ class S3Storage:
         if state is None:
             return  # finished already
         s3 = await self._s3()
+        if state.placed:  # its bytes are parts of the final's upload, which completes it
+            await self._finish_placed(upload_id, state)
+            return
         key = self._key(upload_id)
         if await self._object_size(key) is not None:
             # Completed by an earlier attempt (on any node) that died before removing its state.
             await self._forget_state(upload_id, state)
             return
         parts = list(state.parts)
-        if state.tail:
+        if state.tail_data:
+            number = state.next_number
+            etag = await self.upload_part(key, state.mpu, number, state.tail_data)
+            parts.append(Part(number, len(state.tail_data), etag))
+        elif state.tail:
             copied = await s3.upload_part_copy(
                 Bucket=self.bucket, Key=key, UploadId=state.mpu, PartNumber=len(parts) + 1,
                 CopySource={"Bucket": self.bucket, "Key": state.tail.key},
@@ -223,6 +247,21 @@ class S3Storage:
                 raise
         await self._forget_state(upload_id, state)
 
+    async def _finish_placed(self, upload_id: str, state: S3State) -> None:
+        """The leftover (only the last partial has one) goes up as the final's last part."""
+        if not state.tail_data:
+            return
+        assert state.placed is not None
+        number = state.next_number
+        etag = await self.upload_part(state.placed.key, state.placed.mpu, number, state.tail_data)
+        parts = (*state.parts, Part(number, len(state.tail_data), etag))
+        await self._save_state(upload_id, state.with_parts(parts))
+
+    async def place(
+        self, part_name: str, final_name: str, layout: Sequence[int], index: int
+    ) -> bool:
+        return await s3_concat.place(self, part_name, final_name, layout, index)
+
     async def _forget_state(self, upload_id: str, state: S3State) -> None:
         # The tail first: a crash between the two leaves a state naming a missing tail (which
         # the next delete cleans up), never a tail no state names.
@@ -242,6 +281,8 @@ class S3Storage:
                 yield block
 
     async def concatenate(self, upload_id: str, part_ids: Sequence[str]) -> None:
+        if await s3_concat.concatenate_placed(self, upload_id, part_ids):
+            return
         sizes = []
         for part in part_ids:
             size = await self._object_size(self._key(part))
@@ -310,30 +351,31 @@ class S3Storage:
     async def _copy_through(
         self, sources: list[tuple[str, int]], target: str, mpu: str
     ) -> list[dict[str, Any]]:
-        """Re-part small pieces: stream them through a spool into parts of ``part_size``."""
+        """Re-part small pieces: stream them through memory into parts of ``part_size``."""
         s3 = await self._s3()
         parts: list[dict[str, Any]] = []
-        spool = PartSpool(self)
+        pieces: deque[bytes | memoryview] = deque()
+        held = 0
 
-        async def send() -> None:
+        async def send(size: int) -> None:
             number = len(parts) + 1
-            parts.append({"PartNumber": number, "ETag": await spool.send(target, mpu, number)})
+            etag = await self.upload_part(target, mpu, number, cut(pieces, size))
+            parts.append({"PartNumber": number, "ETag": etag})
 
-        try:
-            for key, size in sources:
-                if not size:
-                    continue
-                with _missing_as_contract(key):
-                    answer = await s3.get_object(Bucket=self.bucket, Key=key)
-                async with answer["Body"] as body:
-                    while block := await body.read(MiB):
-                        spool.add(block)
-                        if spool.full(len(parts) + 1):
-                            await send()
-            if spool.size or not parts:
-                await send()
-        finally:
-            spool.close()
+        for key, size in sources:
+            if not size:
+                continue
+            with _missing_as_contract(key):
+                answer = await s3.get_object(Bucket=self.bucket, Key=key)
+            async with answer["Body"] as body:
+                while block := await body.read(MiB):
+                    pieces.append(block)
+                    held += len(block)
+                    if held >= (full := self.part_size_for(len(parts) + 1)):
+                        await send(full)
+                        held -= full
+        if held or not parts:
+            await send(held)
         return parts
 
     async def _discard_progress(self, upload_id: str) -> None:

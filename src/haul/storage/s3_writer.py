@@ -1,53 +1,78 @@
-"""Appending to an unfinished S3 upload: a request's bytes are spooled (in memory up to the
-storage's ``buffer_memory``, then in a temp file) until a part is full, then sent as the next
-part of the multipart upload; what is left when the request ends becomes the new tail object.
-The state object is written after the bytes, so it can under-report but never over-report."""
+"""Appending to an unfinished S3 upload, pipelined: as soon as a part is full it is handed to a
+background upload while the request's next bytes keep arriving, with at most ``parts_in_flight``
+parts of one upload on their way at once. What is left when the request ends is the new tail,
+kept inside the state object.
+
+Memory: per upload, the part being filled plus at most ``parts_in_flight`` parts in flight
+(K x part size); across the node, parts in flight take from one byte budget (``memory``): an
+upload waits for room before sending one more, so the node's parts in flight never exceed the
+budget (or one part, if larger). Waiting slows the request's reading, so its sender slows.
+
+The offset is what the state object says, and it is written only after the bytes it counts:
+parts finish in any order, and a state lists only the unbroken run of finished parts, so it can
+under-report but never over-report. A failed part fails the request; discarding cancels the
+parts still in flight (a part that landed anyway is never listed, so S3 drops it).
+"""
 
 from __future__ import annotations
 
-import uuid
+import asyncio
+import contextlib
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from haul.storage.s3_state import Part, S3State, Tail
+from haul.storage.s3_state import Part, S3State
 
 if TYPE_CHECKING:
     from haul.storage.s3 import S3Storage
 
 
-class PartSpool:
-    """The bytes of the next multipart part, in memory up to ``buffer_memory``, then in a
-    temp file; sent as a part when full."""
+class ByteBudget:
+    """Bytes of parts in flight across every upload of a node."""
 
-    def __init__(self, storage: S3Storage) -> None:
-        self.storage = storage
-        self.file = storage._spool()
-        self.size = 0
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._waiting: list[asyncio.Future[None]] = []
 
-    def add(self, data: bytes) -> None:
-        self.file.write(data)
-        self.size += len(data)
+    async def take(self, size: int) -> None:
+        """Wait for room for ``size`` bytes. With nothing in flight on the node a part goes
+        whatever its size (so a part larger than the budget still goes, and nobody waits
+        for ever: while anything is in flight, it ends and makes room)."""
+        while self.used and self.used + size > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(waiter)
+        self.used += size
 
-    def full(self, number: int) -> bool:
-        return self.size >= self.storage.part_size_for(number)
+    def give(self, size: int) -> None:
+        self.used -= size
+        for waiter in self._waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
-    def read(self) -> bytes:
-        self.file.seek(0)
-        return self.file.read()
 
-    async def send(self, key: str, mpu: str, number: int) -> str:
-        """Upload what is held as part ``number`` of ``key``; its ETag. Starts over empty."""
-        self.file.seek(0)
-        answer = await (await self.storage._s3()).upload_part(
-            Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
-            Body=self.file, ContentLength=self.size,
-        )  # fmt: skip
-        self.close()
-        self.file, self.size = self.storage._spool(), 0
-        return str(answer["ETag"])
-
-    def close(self) -> None:
-        self.file.close()
+def cut(pieces: deque[bytes | memoryview], size: int) -> bytearray:
+    """Take exactly ``size`` bytes off the front of ``pieces`` as one part body: one copy.
+    A bytearray, not bytes: botocore wraps a bytes body in a BytesIO, which aiohttp then
+    copies once more (getbuffer() unshares it) on the event loop."""
+    body = bytearray(size)
+    at = 0
+    while at < size:
+        first = pieces[0]
+        take = min(len(first), size - at)
+        body[at : at + take] = memoryview(first)[:take] if take < len(first) else first
+        if take < len(first):
+            pieces[0] = memoryview(first)[take:]  # the rest stays where it is, uncopied
+        else:
+            pieces.popleft()
+        at += take
+    return body
 
 
 class S3Writer:
@@ -58,53 +83,109 @@ class S3Writer:
         self.upload_id = upload_id
         self.state = state
         self.atomic = atomic
-        self.parts: list[Part] = list(state.parts)  # committed + sent by this writer
+        placed = state.placed
+        self.key = placed.key if placed else storage._key(upload_id)
+        self.mpu = placed.mpu if placed else state.mpu
+        self.unit = placed.unit if placed else 0
+        self.parts: list[Part] = list(state.parts)  # the unbroken run of finished parts
+        self.number = state.next_number  # of the next part to send
+        self.expected = state.next_number  # of the part that continues the unbroken run
+        self.finished: dict[int, Part] = {}  # finished out of order, waiting for a gap
         self.old_tail: str | None = state.tail.key if state.tail else None
-        self.tail_consumed = False  # the old tail's bytes went into a part
-        self.spool = PartSpool(storage)
-        if tail:
-            self.spool.add(tail)
+        self.pieces: deque[bytes | memoryview] = deque([tail] if tail else [])
+        self.buffered = len(tail)
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self.room = asyncio.Semaphore(max(1, storage.parts_in_flight))
+        self.failure: BaseException | None = None
+        self.saved = len(self.parts)  # parts the state object lists
+        self.saving: asyncio.Task[None] | None = None
+
+    def _size(self, number: int) -> int:
+        return self.unit or self.storage.part_size_for(number)
 
     async def write(self, pieces: Sequence[bytes]) -> None:
+        self._raise_failure()
         for piece in pieces:
-            self.spool.add(piece)
-        if self.spool.full(len(self.parts) + 1):
-            await self._send_part()
+            self.pieces.append(piece)
+            self.buffered += len(piece)
+        while self.buffered >= (size := self._size(self.number)):
+            await self._send(cut(self.pieces, size))
+            self.buffered -= size
 
-    async def _send_part(self) -> None:
-        number, size = len(self.parts) + 1, self.spool.size
-        key = self.storage._key(self.upload_id)
-        etag = await self.spool.send(key, self.state.mpu, number)
-        self.parts.append(Part(number, size, etag))
-        self.tail_consumed = True
-        if not self.atomic:  # what reached the storage counts at once
-            await self.storage._save_state(self.upload_id, self.state.with_parts(self._sent, None))
-            await self._drop_old_tail()
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
 
-    @property
-    def _sent(self) -> tuple[Part, ...]:
-        return tuple(self.parts)
+    async def _send(self, body: bytearray) -> None:
+        """Hand one part to a background upload, once there is room for it."""
+        await self.room.acquire()
+        try:
+            await self.storage.budget.take(len(body))
+        except BaseException:
+            self.room.release()
+            raise
+        number, self.number = self.number, self.number + 1
+        task = asyncio.create_task(self._upload(number, body))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _upload(self, number: int, body: bytearray) -> None:
+        try:
+            etag = await self.storage.upload_part(self.key, self.mpu, number, body)
+        except BaseException as exc:  # handed to the request by its next write or commit
+            if self.failure is None:
+                self.failure = exc
+            return
+        finally:
+            self.room.release()
+            self.storage.budget.give(len(body))
+        self.finished[number] = Part(number, len(body), etag)
+        while self.expected in self.finished:
+            self.parts.append(self.finished.pop(self.expected))
+            self.expected += 1
+        if not self.atomic and self.saving is None:  # what reached the storage counts at once
+            self.saving = asyncio.create_task(self._save_progress())
+
+    async def _save_progress(self) -> None:
+        """Record the finished run of parts, again while more finish (one PUT at a time)."""
+        try:
+            while len(self.parts) > self.saved and self.failure is None:
+                count = len(self.parts)
+                await self._save(self.state.with_parts(tuple(self.parts[:count])))
+                self.saved = count
+        finally:
+            self.saving = None
+
+    async def _save(self, state: S3State) -> None:
+        await self.storage._save_state(self.upload_id, state)
+        if self.old_tail:  # the state no longer names it
+            old, self.old_tail = self.old_tail, None
+            await self.storage._delete_key(old)
+
+    async def _settle(self) -> None:
+        """Wait for every part in flight and for the progress being saved."""
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+        if self.saving is not None:
+            await asyncio.gather(self.saving, return_exceptions=True)
 
     async def commit(self) -> int:
-        tail = None
-        if self.spool.size:
-            key = f"{self.storage._key(self.upload_id)}.tail.{uuid.uuid4().hex}"
-            await self.storage._put(key, self.spool.read())
-            tail = Tail(key, self.spool.size)
-        elif self.old_tail and not self.tail_consumed:
-            tail = self.state.tail
-        state = self.state.with_parts(self._sent, tail)
-        await self.storage._save_state(self.upload_id, state)
-        if tail is None or tail.key != self.old_tail:
-            await self._drop_old_tail()
-        self.spool.close()
-        return state.held
+        try:
+            await asyncio.shield(self._settle())
+            if self.failure is not None:
+                if not self.atomic and len(self.parts) > self.saved:
+                    # Keep what did land (the run before the failed part); the rest is resent.
+                    with contextlib.suppress(Exception):
+                        await self._save(self.state.with_parts(tuple(self.parts)))
+                raise self.failure
+            state = self.state.with_parts(tuple(self.parts), b"".join(self.pieces))
+            await self._save(state)
+            return state.held
+        finally:
+            self.pieces.clear()
 
     async def discard(self) -> None:
-        # Unrecorded parts are never listed when the upload completes: S3 drops them.
-        self.spool.close()
-
-    async def _drop_old_tail(self) -> None:
-        if self.old_tail:
-            await self.storage._delete_key(self.old_tail)
-            self.old_tail = None
+        for task in list(self.in_flight):
+            task.cancel()
+        await asyncio.shield(self._settle())
+        self.pieces.clear()

@@ -7,7 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from haul.core.interfaces import ChunkWriter, DirectUploads, Storage
+from haul.core.interfaces import ChunkWriter, DirectUploads, InPlaceConcat, Storage
 
 T = TypeVar("T")
 Observe = Callable[[str, float], None]  # (operation, seconds)
@@ -104,7 +104,24 @@ class TimedDirectStorage(TimedStorage):
         return await _timed(self.observe, "complete_parts", completing)
 
 
+class TimedPlacingStorage(TimedDirectStorage):
+    """The same for a storage that also places partials into their final upload (S3)."""
+
+    def __init__(self, inner: Storage, observe: Observe) -> None:
+        assert isinstance(inner, InPlaceConcat)
+        super().__init__(inner, observe)
+        self.placing: InPlaceConcat = inner
+
+    async def place(
+        self, part_name: str, final_name: str, layout: Sequence[int], index: int
+    ) -> bool:
+        placing = self.placing.place(part_name, final_name, layout, index)
+        return await _timed(self.observe, "place", placing)
+
+
 def timed(storage: Storage, observe: Observe) -> Storage:
+    if isinstance(storage, DirectUploads) and isinstance(storage, InPlaceConcat):
+        return TimedPlacingStorage(storage, observe)
     if isinstance(storage, DirectUploads):
         return TimedDirectStorage(storage, observe)
     return TimedStorage(storage, observe)
