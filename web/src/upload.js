@@ -24,6 +24,7 @@ import { ChunkState, UploadState } from "./states.js";
 import * as states from "./states.js";
 import * as store from "./store.js";
 import * as tus from "./tus.js";
+import { reportedDigest } from "./verifying.js";
 
 /** @typedef {import("./limits.js").Info} Info */
 /** @typedef {import("./store.js").Unfinished} Unfinished */
@@ -426,11 +427,11 @@ export class FileUpload extends EventTarget {
   /** End to end: the server must hold all the bytes, and report our SHA-256 for them.
    * @param {string} url @param {AbortSignal} signal */
   async #confirm(url, signal) {
-    // A final upload is assembled (and its digest checked) before HEAD answers.
+    // A final upload is assembled before HEAD answers; its digest may be checked later.
     const answer = await this.#unlessChanged(request("HEAD", url, { stallTimeout: 600_000, signal }));
     const offset = tus.offsetOf(answer);
     if (offset !== this.file.size) throw new Error(`The server holds ${offset} of ${this.file.size} bytes.`);
-    const reported = tus.sha256FromReprDigest(answer.header("Repr-Digest"));
+    const reported = await reportedDigest(answer, url, signal);
     if (reported && reported !== this.entry.sha256) {
       throw new Error("The server's copy has a different SHA-256 than the file.");
     }

@@ -55,7 +55,7 @@ TUS_RESPONSE_HEADERS = (
     "Content-Disposition", "Content-Length", "ETag", "Retry-After", "Repr-Digest",
     "Haul-Challenge", "Haul-Download-Link", "WWW-Authenticate", "X-Request-Id",
     "Upload-Complete", "Upload-Incomplete", "Upload-Limit", "Accept-Patch",
-    "Upload-Draft-Interop-Versions",
+    "Upload-Draft-Interop-Versions", "Haul-Digest-Pending",
 )  # fmt: skip
 
 

@@ -387,8 +387,11 @@ class TusEndpoint:
 
     @staticmethod
     def _digest(upload: Upload) -> dict[str, str]:
-        if not upload.complete or upload.sha256 is None:
+        if not upload.complete:
             return {}
+        if upload.sha256 is None:
+            # Verified in the background: a client waiting to hear the digest asks again.
+            return {"Haul-Digest-Pending": "?1"} if upload.digest_pending else {}
         return {"Repr-Digest": format_repr_digest(upload.sha256)}
 
     @staticmethod
