@@ -60,6 +60,9 @@ def build_storage(settings: Settings) -> Storage:
         part_size=settings.s3_part_size,
         buffer_memory=settings.s3_buffer_memory,
         temp_dir=Path(settings.s3_temp_dir) if settings.s3_temp_dir else None,
+        equal_parts=settings.s3_equal_parts,
+        timeout=settings.s3_timeout,
+        retries=settings.s3_retries,
     )
     return storage
 

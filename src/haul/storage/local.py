@@ -147,7 +147,7 @@ class LocalStorage:
         if "/" in upload_id:
             self._path(upload_id).parent.mkdir(parents=True, exist_ok=True)
 
-    async def create(self, upload_id: str) -> None:
+    async def create(self, upload_id: str, length: int | None = None) -> None:
         def make() -> None:
             self._room(upload_id)
             self._path(upload_id).touch(mode=0o640)

@@ -17,10 +17,11 @@ if TYPE_CHECKING:
 
 class PartSpool:
     """The bytes of the next multipart part, in memory up to ``buffer_memory``, then in a
-    temp file; sent as a part when full."""
+    temp file; sent as a part when full, cut at exactly the part's size."""
 
-    def __init__(self, storage: S3Storage) -> None:
+    def __init__(self, storage: S3Storage, state: S3State | None = None) -> None:
         self.storage = storage
+        self.state = state  # whose part sizes apply
         self.file = storage._spool()
         self.size = 0
 
@@ -29,22 +30,33 @@ class PartSpool:
         self.size += len(data)
 
     def full(self, number: int) -> bool:
-        return self.size >= self.storage.part_size_for(number)
+        return self.size >= self.storage.part_size_for(number, self.state)
 
     def read(self) -> bytes:
         self.file.seek(0)
         return self.file.read()
 
-    async def send(self, key: str, mpu: str, number: int) -> str:
-        """Upload what is held as part ``number`` of ``key``; its ETag. Starts over empty."""
+    async def send(self, key: str, mpu: str, number: int) -> tuple[str, int]:
+        """Upload part ``number`` of ``key``: the bytes held, up to the part's size (the rest
+        is kept for the next part). Its ETag and size."""
+        size = min(self.size, self.storage.part_size_for(number, self.state))
+        rest = self.storage._spool()
+        self.file.seek(size)
+        while block := self.file.read(1 << 20):
+            rest.write(block)
+        self.file.truncate(size)
         self.file.seek(0)
-        answer = await (await self.storage._s3()).upload_part(
-            Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
-            Body=self.file, ContentLength=self.size,
-        )  # fmt: skip
+        try:
+            answer = await (await self.storage._s3()).upload_part(
+                Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
+                Body=self.file, ContentLength=size,
+            )  # fmt: skip
+        except BaseException:
+            rest.close()
+            raise
         self.close()
-        self.file, self.size = self.storage._spool(), 0
-        return str(answer["ETag"])
+        self.file, self.size = rest, self.size - size
+        return str(answer["ETag"]), size
 
     def close(self) -> None:
         self.file.close()
@@ -61,20 +73,20 @@ class S3Writer:
         self.parts: list[Part] = list(state.parts)  # committed + sent by this writer
         self.old_tail: str | None = state.tail.key if state.tail else None
         self.tail_consumed = False  # the old tail's bytes went into a part
-        self.spool = PartSpool(storage)
+        self.spool = PartSpool(storage, state)
         if tail:
             self.spool.add(tail)
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         for piece in pieces:
             self.spool.add(piece)
-        if self.spool.full(len(self.parts) + 1):
+        while self.spool.full(len(self.parts) + 1):
             await self._send_part()
 
     async def _send_part(self) -> None:
-        number, size = len(self.parts) + 1, self.spool.size
+        number = len(self.parts) + 1
         key = self.storage._key(self.upload_id)
-        etag = await self.spool.send(key, self.state.mpu, number)
+        etag, size = await self.spool.send(key, self.state.mpu, number)
         self.parts.append(Part(number, size, etag))
         self.tail_consumed = True
         if not self.atomic:  # what reached the storage counts at once

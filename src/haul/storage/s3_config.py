@@ -1,0 +1,42 @@
+"""How haul's S3 client behaves on the network, chosen for uploads.
+
+A part upload of 8-64 MiB on a slow link may take minutes yet make steady progress; a frozen
+store makes none. So no call has a deadline for its whole duration: each phase has a limit on
+*silence* instead. Connecting may take ``CONNECT_TIMEOUT`` (a store that does not accept a
+connection in that long is down, not slow). Sending a body is bounded by TCP_USER_TIMEOUT (the
+kernel gives up on a connection whose sent bytes stay unacknowledged that long, a zero window
+included, which is what a frozen store shows), where the platform has it; waiting for the
+answer by the read timeout. Either way the call is abandoned and tried again, up to
+``retries`` more times, by botocore's standard mode (exponential backoff with jitter, on
+timeouts, dropped connections, throttling and 5xx).
+"""
+
+from __future__ import annotations
+
+import functools
+import socket
+from typing import Any
+
+from aiobotocore.config import AioConfig
+
+CONNECT_TIMEOUT = 10.0
+
+
+def client_config(*, addressing: str, timeout: float, retries: int) -> AioConfig:
+    return AioConfig(
+        signature_version="s3v4",  # presigned URLs too: v2 is gone from most stores
+        s3={"addressing_style": addressing},
+        connect_timeout=min(CONNECT_TIMEOUT, timeout),
+        read_timeout=timeout,
+        retries={"total_max_attempts": retries + 1, "mode": "standard"},
+        connector_args={"socket_factory": functools.partial(_socket, timeout)},
+    )
+
+
+def _socket(unacknowledged: float, addr_info: Any) -> socket.socket:
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+    if option is not None and family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(unacknowledged * 1000)))
+    return sock
