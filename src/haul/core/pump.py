@@ -154,6 +154,14 @@ async def pump(
         if buffer:
             await flush(buffer)
         await drain()
+    except asyncio.CancelledError:
+        # Cancelled (its client went away while the storage held it up): blocks still being
+        # written are abandoned, not waited for; the caller discards the writer. (A writer
+        # working in a thread lets that thread end first, see the local storage.)
+        for jobs in blocks:
+            for job in jobs:
+                job.cancel()
+        raise
     finally:
         # Blocks already handed to the writer must land (or fail) before the caller commits
         # or discards, whatever happened.

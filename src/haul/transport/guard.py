@@ -1,16 +1,17 @@
 """Connection limits that only the HTTP server can enforce, added to uvicorn's protocol:
 a deadline for each request's headers (slowloris), and a cap on connections per client IP.
-They hold whichever HTTP/1.1 protocol serves: haul's lean one or uvicorn's own."""
+They hold whichever HTTP/1.1 protocol serves: haul's lean one or uvicorn's own. Also the news
+that a client went away, which uvicorn only hands to an application reading the body."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from haul.transport.http1 import http1_protocol
+from haul.transport.http1 import CLIENT_GONE, client_gone, http1_protocol
 
 
 class ClientSlots:
@@ -39,6 +40,7 @@ class _Guard(HttpToolsProtocol):
     header_timeout: ClassVar[float]
     _header_deadline: asyncio.TimerHandle | None = None
     _counted: str | None = None
+    _unanswered: list[tuple[Any, dict[str, Any]]] | None = None  # (cycle, CLIENT_GONE)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -56,7 +58,17 @@ class _Guard(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._stop_waiting()
+        previous = self.cycle
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not previous and cycle is not None:  # before its task first runs
+            gone: dict[str, Any] = {"gone": False, "callbacks": []}
+            extensions = cast("dict[str, object]", cycle.scope.setdefault("extensions", {}))
+            extensions[CLIENT_GONE] = gone
+            unanswered = self._unanswered = [
+                (c, g) for c, g in self._unanswered or () if not c.response_complete
+            ]
+            unanswered.append((cycle, gone))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_waiting()
@@ -64,6 +76,10 @@ class _Guard(HttpToolsProtocol):
             self.slots.give_back(self._counted)
             self._counted = None
         super().connection_lost(exc)
+        unanswered, self._unanswered = self._unanswered or [], None
+        for cycle, gone in unanswered:
+            if not cycle.response_complete:
+                client_gone(gone)
 
     def _await_headers(self) -> None:
         if self.header_timeout and self._header_deadline is None:

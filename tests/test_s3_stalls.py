@@ -1,0 +1,113 @@
+"""`haul serve --storage s3` when the store hangs: the gateway (Ceph RGW) is frozen with SIGSTOP,
+which keeps its sockets open and answers nothing, the way a stuck store behaves. A request
+whose client left must not keep the upload locked while the store is frozen, and an upload
+running through a freeze finishes by itself once the store thaws."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.helpers import HAUL, HaulServer, create, env_without_proxy, patch, random_file, raw_patch
+from tests.services import frozen_store, run_async, s3_client
+from tests.test_s3_server import s3_options
+
+MiB = 1 << 20
+
+
+def _multipart_uploads(rgw: str, bucket: str) -> list[Any]:
+    async def listing() -> list[Any]:
+        async with s3_client(rgw) as s3:
+            answer: Any = await s3.list_multipart_uploads(Bucket=bucket)
+        return list(answer.get("Uploads", []))
+
+    return run_async(listing())
+
+
+@pytest.mark.parametrize("http1", ["lean", "uvicorn"])
+def test_client_gone_while_store_frozen_frees_the_lock(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, http1: str
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket), "--http1", http1, "--lock-timeout", "3")
+    data = random_file(server.data_dir.parent / "three.bin", 3 * MiB + 5, seed=7).read_bytes()
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        url = create(client, server, len(data))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, frozen_store(rgw):
+            # The whole body arrives; saving it needs the store, which does not answer.
+            first = raw_patch(server, url, 0, len(data))
+            first.send(data)
+            time.sleep(0.5)  # (time for the server to take the body in)
+            first.close()
+            # The client's next attempt, while the store is still frozen: had the first
+            # request kept the lock until the store answered, this one would get 423 after
+            # --lock-timeout, well within the freeze.
+            second = pool.submit(patch, client, url, 0, data)
+            time.sleep(6)
+            assert not second.done() or second.result().status_code != 423
+        answer = second.result()
+        assert answer.status_code == 204, answer.text
+        assert answer.headers["upload-offset"] == str(len(data))
+        assert client.get(url).content == data
+    assert server.log_path is not None
+    log = server.log_path.read_text()
+    assert "PATCH" in log
+    assert "the client went away; the request was cancelled" in log
+
+
+@pytest.mark.parametrize(
+    ("server_options", "client_options"),
+    [
+        pytest.param([], [], id="default-timeouts"),
+        # Everything times out during the freeze: the store's calls on the server, the
+        # client's requests; the client's retries carry the upload across.
+        pytest.param(
+            ["--s3-timeout", "3s", "--s3-retries", "1"], ["--timeout", "5"], id="short-timeouts"
+        ),
+    ],
+)
+def test_upload_survives_a_frozen_store(
+    make_server: Callable[..., HaulServer],
+    rgw: str,
+    s3_bucket: str,
+    tmp_path: Path,
+    server_options: list[str],
+    client_options: list[str],
+) -> None:
+    server = make_server(*s3_options(rgw, s3_bucket), *server_options)
+    source = random_file(tmp_path / "big.bin", 96 * MiB + 3, seed=15)
+    command = [HAUL, "upload", str(source), "--server", server.url, "--json", "--no-resume",
+               "--chunk-size", "8MiB", *client_options]  # fmt: skip
+    upload = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=env_without_proxy())  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _multipart_uploads(rgw, s3_bucket):  # the upload is under way
+            assert upload.poll() is None, upload.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.3)
+        with frozen_store(rgw):
+            time.sleep(15)
+        out, err = upload.communicate(timeout=300)
+    finally:
+        if upload.poll() is None:
+            upload.kill()
+    assert upload.returncode == 0, err.decode()
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    digest = hashlib.sha256()
+    with (
+        httpx.Client(trust_env=False, timeout=120) as client,
+        client.stream("GET", result["url"]) as body,
+    ):
+        for block in body.iter_bytes():
+            digest.update(block)
+    assert digest.hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
