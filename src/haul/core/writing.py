@@ -58,7 +58,10 @@ class Writing:
                 raise UnsupportedChecksumAlgorithm(
                     f"checksum algorithm {checksum[0]!r} is not supported"
                 )
-        async with life.lock(upload_id):
+        # A newer request takes over from one still writing (often one whose client left
+        # unnoticed while the store hung): it would hold the lock until the store answered.
+        life.writers.ask_to_stop(upload_id)
+        async with life.lock(upload_id), life.writers.writing(upload_id) as body_phase:
             upload = await life.live(upload_id, owner)
             if upload.is_final:
                 raise ModifyFinal("a final upload is assembled from its partials, not patched")
@@ -104,6 +107,7 @@ class Writing:
             upload.offset = await writer.commit()
             if whole is not None and upload.offset == current + received:
                 life.digests.keep_running(upload.id, upload.offset, whole)
+            body_phase.end()  # committed: completion is not stopped halfway
             return await self._after_write(upload, current, upload.offset - current)
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
