@@ -124,7 +124,9 @@ def test_upload_survives_a_frozen_store(
             time.sleep(0.05)
         time.sleep(0.3)
         with frozen_store(rgw):
+            assert upload.poll() is None, "the upload ended before the store froze"
             time.sleep(15)
+            assert upload.poll() is None  # nothing completes against a frozen store
         out, err = upload.communicate(timeout=300)
     finally:
         if upload.poll() is None:
