@@ -88,7 +88,13 @@ class Writing:
             atomic = hasher is not None
             writer = await life.storage.open_writer(upload.stored_as, current, atomic=atomic)
             try:
-                received = await pump(body, writer, hashers, limit)
+                body_phase.waiting_on_storage(False)
+                try:
+                    received = await pump(
+                        body, writer, hashers, limit, body_phase.waiting_on_storage
+                    )
+                finally:
+                    body_phase.end()  # what follows (commit, completion) runs to its end
             except BodyInterrupted:
                 # An interrupted request keeps what arrived, unless a checksum has to vouch for it.
                 with contextlib.suppress(Exception):
@@ -107,7 +113,6 @@ class Writing:
             upload.offset = await writer.commit()
             if whole is not None and upload.offset == current + received:
                 life.digests.keep_running(upload.id, upload.offset, whole)
-            body_phase.end()  # committed: completion is not stopped halfway
             return await self._after_write(upload, current, upload.offset - current)
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
