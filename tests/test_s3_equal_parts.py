@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
+from haul.storage.s3_parts import MAX_PARTS, Segment, equal_size, growing_size, windows
 from tests.helpers import TUS, HaulServer, create, patch
 from tests.services import run_async, s3_client
 from tests.test_s3_server import s3_options
@@ -90,3 +92,28 @@ def test_concatenation_is_re_parted_to_equal_parts(
         whole = b"".join(pieces)
         assert client.get(url).content == whole
     assert _stored(rgw, s3_bucket, url)["ETag"] == multipart_etag(whole, PART)
+
+
+@pytest.mark.fast
+def test_equal_part_size_lets_10000_parts_hold_the_length() -> None:
+    assert equal_size(PART, None) == PART  # a deferred length: the configured size
+    assert equal_size(PART, 3) == PART
+    assert equal_size(PART, PART * MAX_PARTS) == PART
+    big = equal_size(PART, PART * MAX_PARTS + 1)  # one byte more needs bigger parts
+    assert big > PART
+    assert big % MiB == 0
+    assert big * MAX_PARTS >= PART * MAX_PARTS + 1
+    five_tib = 5 * 1024 * 1024 * MiB
+    assert equal_size(PART, five_tib) * MAX_PARTS >= five_tib
+    assert growing_size(PART, 1000) == PART
+    assert growing_size(PART, 1001) == 2 * PART  # without the option sizes grow
+
+
+@pytest.mark.fast
+def test_windows_cut_sources_into_equal_parts() -> None:
+    cut = windows([("a", 7), ("b", 0), ("c", 9), ("d", 2)], 5)
+    assert [sum(s.stop - s.first for s in part) for part in cut] == [5, 5, 5, 3]
+    assert cut[0] == [Segment("a", 0, 5)]  # inside one source: the store copies it
+    assert cut[1] == [Segment("a", 5, 7), Segment("c", 0, 3)]  # across two: through haul
+    assert cut[3] == [Segment("c", 8, 9), Segment("d", 0, 2)]
+    assert windows([], 5) == []

@@ -1,0 +1,75 @@
+"""A newer request on an upload stops the one still writing it, but only while that one waits
+on the storage: real asyncio tasks, the core's own registry (no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from haul.core.takeover import Takeovers
+from haul.errors import TakenOver
+
+pytestmark = pytest.mark.fast
+ID = "0" * 32
+
+
+async def _writer(takeovers: Takeovers, on_storage: bool, entered: asyncio.Event) -> str:
+    async with takeovers.writing(ID) as phase:
+        phase.waiting_on_storage(on_storage)
+        entered.set()
+        await asyncio.sleep(3600)  # a store that never answers, or a client that sends nothing
+    return "finished"
+
+
+async def _run(on_storage: bool) -> tuple[asyncio.Task[str], Takeovers]:
+    takeovers = Takeovers()
+    entered = asyncio.Event()
+    task = asyncio.create_task(_writer(takeovers, on_storage, entered))
+    await entered.wait()
+    takeovers.ask_to_stop(ID)
+    await asyncio.sleep(0.05)
+    return task, takeovers
+
+
+def test_a_writer_stuck_on_the_storage_is_taken_over() -> None:
+    async def scenario() -> None:
+        task, takeovers = await _run(on_storage=True)
+        assert task.done()
+        with pytest.raises(TakenOver):
+            task.result()
+        assert task.cancelling() == 0  # the stop is consumed, not left pending
+        takeovers.ask_to_stop(ID)  # nobody is writing any more: nothing happens
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_waiting_for_its_client_keeps_the_upload() -> None:
+    async def scenario() -> None:
+        task, _ = await _run(on_storage=False)
+        assert not task.done()
+        task.cancel()  # a cancellation from elsewhere stays a cancellation
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_a_writer_past_its_body_phase_is_not_stopped() -> None:
+    async def scenario() -> None:
+        takeovers = Takeovers()
+        ended = asyncio.Event()
+
+        async def writer() -> str:
+            async with takeovers.writing(ID) as phase:
+                phase.end()  # committing: runs to its end
+                ended.set()
+                await asyncio.sleep(0.1)
+            return "committed"
+
+        task = asyncio.create_task(writer())
+        await ended.wait()
+        takeovers.ask_to_stop(ID)
+        assert await task == "committed"
+
+    asyncio.run(scenario())
