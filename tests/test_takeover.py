@@ -1,5 +1,6 @@
 """A newer request on an upload stops the one still writing it, but only while that one waits
-on the storage: real asyncio tasks, the core's own registry (no HTTP)."""
+on the storage: real asyncio tasks, the core's own registry (no HTTP). And a store that cannot
+be reached is the client's 503, not an internal error."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import pytest
 
 from haul.core.takeover import Takeovers
-from haul.errors import TakenOver
+from haul.errors import StoreUnavailable, TakenOver
 
 pytestmark = pytest.mark.fast
 ID = "0" * 32
@@ -71,5 +72,24 @@ def test_a_writer_past_its_body_phase_is_not_stopped() -> None:
         await ended.wait()
         takeovers.ask_to_stop(ID)
         assert await task == "committed"
+
+    asyncio.run(scenario())
+
+
+def test_an_unreachable_store_is_503_not_an_internal_error() -> None:
+    from haul.storage.s3 import S3Storage
+    from tests.helpers import free_port
+
+    async def scenario() -> None:
+        storage = S3Storage(bucket="b", endpoint=f"http://127.0.0.1:{free_port()}",
+                            region="us-east-1", access_key="k", secret_key="s",
+                            timeout=2, retries=0)  # fmt: skip
+        try:
+            with pytest.raises(StoreUnavailable) as caught:
+                await storage.offset("0" * 32)
+            assert caught.value.status == 503
+            assert caught.value.headers["Retry-After"]
+        finally:
+            await storage.close()
 
     asyncio.run(scenario())

@@ -198,6 +198,10 @@ class ServiceUnavailable(HaulError):
     code = "ERR_UNAVAILABLE"
 
 
+class StoreUnavailable(ServiceUnavailable):
+    code = "ERR_STORE_UNAVAILABLE"
+
+
 class TooManyUploads(ServiceUnavailable):
     code = "ERR_TOO_MANY_UPLOADS"
 

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
-from haul.storage.s3_config import client_config
+from haul.storage.s3_config import ReportingClient, client_config
 from haul.storage.s3_parts import copy_equal, equal_size, growing_size
 from haul.storage.s3_state import Part, S3State
 from haul.storage.s3_writer import PartSpool, S3Writer
@@ -106,14 +106,16 @@ class S3Storage:
                 addressing=self.addressing, timeout=self.timeout, retries=self.retries
             )
             # Credentials: given ones, else the usual AWS sources (environment, profile, role).
-            self._client = await self._stack.enter_async_context(
-                get_session().create_client(
-                    "s3",
-                    endpoint_url=self.endpoint,
-                    region_name=self.region,
-                    aws_access_key_id=self.access_key,
-                    aws_secret_access_key=self.secret_key,
-                    config=config,
+            self._client = ReportingClient(
+                await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=self.endpoint,
+                        region_name=self.region,
+                        aws_access_key_id=self.access_key,
+                        aws_secret_access_key=self.secret_key,
+                        config=config,
+                    )
                 )
             )
         return self._client

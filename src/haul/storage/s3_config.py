@@ -8,16 +8,23 @@ kernel gives up on a connection whose sent bytes stay unacknowledged that long, 
 included, which is what a frozen store shows), where the platform has it; waiting for the
 answer by the read timeout. Either way the call is abandoned and tried again, up to
 ``retries`` more times, by botocore's standard mode (exponential backoff with jitter, on
-timeouts, dropped connections, throttling and 5xx).
+timeouts, dropped connections, throttling and 5xx). A store still unreachable after that is
+the client's 503 ERR_STORE_UNAVAILABLE, with Retry-After, not an internal error.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiobotocore.config import AioConfig
+from botocore.exceptions import ConnectionError as StoreConnectionError
+from botocore.exceptions import HTTPClientError
+
+from haul.errors import StoreUnavailable
 
 CONNECT_TIMEOUT = 10.0
 
@@ -40,3 +47,37 @@ def _socket(unacknowledged: float, addr_info: Any) -> socket.socket:
     if option is not None and family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(unacknowledged * 1000)))
     return sock
+
+
+class ReportingClient:
+    """The aiobotocore client, its calls unchanged but for a store that cannot be reached
+    (connection refused or dropped, timeouts), reported as StoreUnavailable. The store's own
+    answers (ClientError) pass as they are: callers read their codes."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        return _reporting(attr) if callable(attr) else attr
+
+
+def _reporting(call: Callable[..., Any]) -> Callable[..., Any]:
+    # The client's methods return coroutines (they are not coroutine functions themselves);
+    # anything else they return (a paginator) passes as it is.
+    @functools.wraps(call)
+    def reported(*args: Any, **kwargs: Any) -> Any:
+        result = call(*args, **kwargs)
+        return _awaited(result) if inspect.isawaitable(result) else result
+
+    return reported
+
+
+async def _awaited(result: Awaitable[Any]) -> Any:
+    try:
+        return await result
+    except (HTTPClientError, StoreConnectionError) as exc:
+        raise StoreUnavailable(
+            f"the object store did not answer ({type(exc).__name__})",
+            headers={"Retry-After": "5"},
+        ) from exc
