@@ -25,6 +25,7 @@ from tests.helpers import (
     patch,
     random_file,
     raw_patch,
+    tls_files,
     wait_for,
 )
 from tests.services import frozen_store, run_async, s3_client
@@ -141,3 +142,34 @@ def test_upload_survives_a_frozen_store(
         for block in body.iter_bytes():
             digest.update(block)
     assert digest.hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+
+
+def test_http2_stream_given_up_while_store_frozen_is_cancelled(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    chain, key, ca_file = tls_files(tmp_path)
+    server = HaulServer(data_dir=tmp_path / "tls-data", ca_file=ca_file,
+                        extra=[*s3_options(rgw, s3_bucket), "--tls-cert", str(chain),
+                               "--tls-key", str(key)]).start()  # fmt: skip
+    assert server.log_path is not None
+    data = random_file(tmp_path / "body.bin", 10 * 1024 + 5, seed=9).read_bytes()
+    try:
+        with httpx.Client(http2=True, verify=server.tls_context(), timeout=60) as h2:
+            url = create(h2, server, len(data))
+            with (
+                frozen_store(rgw),
+                httpx.Client(http2=True, verify=server.tls_context(), timeout=2) as impatient,
+            ):
+                # The client gives up on its PATCH (its timeout) and closes the connection.
+                with pytest.raises(httpx.TimeoutException):
+                    patch(impatient, url, 0, data)
+                impatient.close()
+                wait_for(
+                    lambda: "the request was cancelled" in server.log_path.read_text(),  # type: ignore[union-attr]
+                    timeout=30,
+                )
+            answer = patch(h2, url, 0, data)
+            assert answer.status_code == 204, answer.text
+            assert h2.get(url).content == data
+    finally:
+        server.stop()

@@ -90,7 +90,7 @@ class CancelWhenClientGone:
         try:
             await self.app(scope, receive, send)
         except asyncio.CancelledError:
-            if not cancelled:
+            if not (cancelled or gone["gone"]):  # (HTTP/2 cancels some requests itself)
                 raise
             task.uncancel()
             log.info("%s %s: the client went away; the request was cancelled",
