@@ -51,7 +51,11 @@ class PartSpool:
                 Bucket=self.storage.bucket, Key=key, UploadId=mpu, PartNumber=number,
                 Body=self.file, ContentLength=size,
             )  # fmt: skip
-        except BaseException:
+        except BaseException:  # held as before: nothing was sent
+            self.file.seek(size)
+            rest.seek(0)
+            while block := rest.read(1 << 20):
+                self.file.write(block)
             rest.close()
             raise
         self.close()
