@@ -6,6 +6,7 @@ running through a freeze finishes by itself once the store thaws."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import json
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 
 from tests.helpers import (
     HAUL,
+    TUS,
     HaulServer,
     create,
     env_without_proxy,
@@ -173,3 +175,26 @@ def test_http2_stream_given_up_while_store_frozen_is_cancelled(
             assert h2.get(url).content == data
     finally:
         server.stop()
+
+
+def test_a_part_sent_into_a_frozen_store_times_out_as_503(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str
+) -> None:
+    # Without a limit on silence while sending, a part's upload into a frozen store would
+    # wait for as long as the freeze lasts; with one, the request fails during the freeze,
+    # as the store being unavailable.
+    server = make_server(*s3_options(rgw, s3_bucket), "--s3-timeout", "5s", "--s3-retries", "1")
+    data = random_file(server.data_dir.parent / "body.bin", 24 * MiB, seed=3).read_bytes()
+    with httpx.Client(trust_env=False, timeout=120) as client:
+        url = create(client, server, len(data))
+        request = raw_patch(server, url, 0, len(data))
+        request.send(data[:MiB])  # the offset is read and the writer opened: the store answers
+        time.sleep(0.5)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool, frozen_store(rgw):
+            rest = pool.submit(request.send, data[MiB:])  # parts go out into the frozen store
+            status = request.status(timeout=60)
+            request.close()
+            with contextlib.suppress(OSError):
+                rest.result()
+        assert status == 503
+        assert int(client.head(url, headers=TUS).headers["upload-offset"]) < len(data)

@@ -8,8 +8,12 @@ kernel gives up on a connection whose sent bytes stay unacknowledged that long, 
 included, which is what a frozen store shows), where the platform has it; waiting for the
 answer by the read timeout. Either way the call is abandoned and tried again, up to
 ``retries`` more times, by botocore's standard mode (exponential backoff with jitter, on
-timeouts, dropped connections, throttling and 5xx). A store still unreachable after that is
-the client's 503 ERR_STORE_UNAVAILABLE, with Retry-After, not an internal error.
+timeouts, dropped connections, throttling and 5xx). Requests with a body go without
+``Expect: 100-continue`` (botocore adds it to every part): the wait for "100 Continue" has no
+timeout at all in aiohttp, so a store frozen before answering it would hold the call forever,
+and a part is small enough to send at once even to a store that refuses it. A store still
+unreachable after the retries is the client's 503 ERR_STORE_UNAVAILABLE, with Retry-After,
+not an internal error.
 """
 
 from __future__ import annotations
@@ -56,10 +60,17 @@ class ReportingClient:
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
+        inner.meta.events.register("before-send.s3", _without_expect)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
         return _reporting(attr) if callable(attr) else attr
+
+
+def _without_expect(request: Any, **_: Any) -> None:
+    # (Never signed: botocore leaves Expect out of the signature.)
+    if "Expect" in request.headers:
+        del request.headers["Expect"]
 
 
 def _reporting(call: Callable[..., Any]) -> Callable[..., Any]:
