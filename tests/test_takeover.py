@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from haul.core.takeover import Takeovers
+from haul.core.takeover import STUCK_AFTER, Takeovers
 from haul.errors import StoreUnavailable, TakenOver
 
 pytestmark = pytest.mark.fast
@@ -17,7 +17,8 @@ ID = "0" * 32
 
 async def _writer(takeovers: Takeovers, on_storage: bool, entered: asyncio.Event) -> str:
     async with takeovers.writing(ID) as phase:
-        phase.waiting_on_storage(on_storage)
+        if not on_storage:
+            phase.waiting_on_storage(False)
         entered.set()
         await asyncio.sleep(3600)  # a store that never answers, or a client that sends nothing
     return "finished"
@@ -29,7 +30,7 @@ async def _run(on_storage: bool) -> tuple[asyncio.Task[str], Takeovers]:
     task = asyncio.create_task(_writer(takeovers, on_storage, entered))
     await entered.wait()
     takeovers.ask_to_stop(ID)
-    await asyncio.sleep(0.05)
+    await asyncio.wait([task], timeout=3 * STUCK_AFTER)  # stuck only once the wait lasts
     return task, takeovers
 
 

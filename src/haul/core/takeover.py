@@ -23,19 +23,45 @@ from haul.errors import TakenOver
 log = logging.getLogger("haul")
 
 
+# Seconds one wait on the storage must last before the writer counts as stuck (a store in
+# time answers in milliseconds): a newer request arriving sooner stops it only if it is still
+# in that same wait by then, so a writer busy with a healthy store is never stopped.
+STUCK_AFTER = 1.0
+
+
 class _Writer:
     def __init__(self, takeovers: Takeovers, upload_id: str) -> None:
         self.takeovers = takeovers
         self.upload_id = upload_id
         self.task = asyncio.current_task()
+        self.loop = asyncio.get_running_loop()
         self.stopped = False
-        self.on_storage = True  # waiting on the storage (not on its client's bytes)
+        self.ended = False
+        self.since: float | None = self.loop.time()  # waiting on the storage since
+        self.wait = 0  # which wait on the storage this is
 
     def waiting_on_storage(self, waiting: bool) -> None:
-        self.on_storage = waiting
+        self.since = self.loop.time() if waiting else None
+        self.wait += 1
+
+    def stop_when_stuck(self) -> None:
+        if self.since is None or self.stopped or self.ended or self.task is None:
+            return
+        left = self.since + STUCK_AFTER - self.loop.time()
+        if left > 0:
+            self.loop.call_later(left, self._stop_if_still, self.wait)
+            return
+        self.stopped = True
+        self.task.cancel()
+        log.info("upload %s: a newer request takes over from the one writing", self.upload_id)
+
+    def _stop_if_still(self, wait: int) -> None:
+        if wait == self.wait:
+            self.stop_when_stuck()
 
     def end(self) -> None:
         """The body phase is over: no newer request stops this one any more."""
+        self.ended = True
         if self.takeovers._writing.get(self.upload_id) is self:
             del self.takeovers._writing[self.upload_id]
 
@@ -45,14 +71,11 @@ class Takeovers:
         self._writing: dict[str, _Writer] = {}
 
     def ask_to_stop(self, upload_id: str) -> None:
-        """Stop the request writing to ``upload_id`` in this process, if there is one."""
+        """Stop the request writing to ``upload_id`` in this process, if there is one and it
+        is stuck on the storage (now, or once its current wait has lasted STUCK_AFTER)."""
         writer = self._writing.get(upload_id)
-        if writer is None or writer.task is None or writer.stopped:
-            return
-        if writer.on_storage:
-            writer.stopped = True
-            writer.task.cancel()
-            log.info("upload %s: a newer request takes over from the one writing", upload_id)
+        if writer is not None:
+            writer.stop_when_stuck()
 
     @contextlib.asynccontextmanager
     async def writing(self, upload_id: str) -> AsyncIterator[_Writer]:
