@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -239,11 +240,33 @@ def ceph_rgw() -> Iterator[str]:
                 raise
             print(f"Ceph did not start ({exc}); starting it again")
             continue
+        _RGW_ROOTS[endpoint] = root
         try:
             yield endpoint
         finally:
+            _RGW_ROOTS.pop(endpoint, None)
             _stop_rgw(root)
         return
+
+
+_RGW_ROOTS: dict[str, Path] = {}
+
+
+def rgw_pid(endpoint: str) -> int:
+    """The radosgw process behind ``endpoint`` (a gateway ceph_rgw() started)."""
+    return int((_RGW_ROOTS[endpoint] / "run" / "client.rgw.pid").read_text().strip())
+
+
+@contextlib.contextmanager
+def frozen_store(endpoint: str) -> Iterator[None]:
+    """The gateway stopped (SIGSTOP) for the block: its sockets stay open, it answers nothing,
+    the way a store hangs; thawed (SIGCONT) on the way out, whatever happened."""
+    pid = rgw_pid(endpoint)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def _start_rgw(root: Path) -> str:

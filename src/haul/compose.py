@@ -59,6 +59,9 @@ def build_storage(settings: Settings) -> Storage:
         part_size=settings.s3_part_size,
         parts_in_flight=settings.s3_parts_in_flight,
         memory=settings.s3_memory,
+        equal_parts=settings.s3_equal_parts,
+        timeout=settings.s3_timeout,
+        retries=settings.s3_retries,
     )
     return storage
 

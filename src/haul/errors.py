@@ -184,6 +184,10 @@ class Locked(HaulError):
     code = "ERR_UPLOAD_LOCKED"
 
 
+class TakenOver(Locked):
+    code = "ERR_UPLOAD_TAKEN_OVER"
+
+
 class ChecksumMismatch(HaulError):
     status = 460
     code = "ERR_CHECKSUM_MISMATCH"
@@ -192,6 +196,10 @@ class ChecksumMismatch(HaulError):
 class ServiceUnavailable(HaulError):
     status = 503
     code = "ERR_UNAVAILABLE"
+
+
+class StoreUnavailable(ServiceUnavailable):
+    code = "ERR_STORE_UNAVAILABLE"
 
 
 class TooManyUploads(ServiceUnavailable):

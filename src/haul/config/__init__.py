@@ -79,6 +79,22 @@ class Settings:
         "for room (a part larger than this goes alone).",
         parse_size,
     )
+    s3_equal_parts: bool = setting(
+        False,
+        "Every part of an upload but the last the same size (Cloudflare R2 requires it): sized "
+        "so 10,000 parts reach a known length, --s3-part-size for a deferred one; "
+        "concatenations are re-parted to match.",
+        parse_bool,
+    )
+    s3_timeout: float = setting(
+        60.0,
+        "How long one S3 call may go without progress (connecting takes at most 10 s of it; "
+        "sending a part, waiting for an answer) before it is abandoned and tried again.",
+        parse_duration,
+    )
+    s3_retries: int = setting(
+        4, "How often a failed or timed-out S3 call is tried again (0 = never).", parse_int
+    )
     direct_url_ttl: float = setting(
         900.0,
         "How long a presigned part URL of a direct upload (/s3/multipart) stays valid.",
@@ -394,6 +410,8 @@ class Settings:
         self.type_policy()  # fails early on a malformed entry
         if self.storage == "s3" and not self.s3_bucket:
             raise ConfigError("--storage s3 needs --s3-bucket")
+        if self.s3_timeout <= 0 or self.s3_retries < 0:
+            raise ConfigError("--s3-timeout must be positive and --s3-retries at least 0")
         if self.s3_part_size < 5 * 1024 * 1024:
             raise ConfigError("--s3-part-size must be at least 5MiB (S3's smallest part)")
         if self.s3_parts_in_flight < 1:

@@ -97,10 +97,10 @@ class Creation:
         except UploadExists:  # the same keyed request, sent twice at once: the other won
             return await self._repeated(await life.live(upload.id, owner), asked)
         if idempotency_key is None:
-            await life.storage.create(upload.stored_as)
+            await life.storage.create(upload.stored_as, upload.length)
         else:  # a retry on another node may be making room for it at this very moment
             async with life.lock(upload.id):
-                await life.storage.create(upload.stored_as)
+                await life.storage.create(upload.stored_as, upload.length)
         log.info("created upload %s length=%s", upload.id, length)
         await life.tell(events.Created, upload)
         if upload.complete:
@@ -122,6 +122,6 @@ class Creation:
         if earlier.state is UploadState.ACTIVE:
             # The first request may have died between its record and its storage.
             async with self.life.lock(earlier.id):
-                await self.life.storage.create(earlier.stored_as)
+                await self.life.storage.create(earlier.stored_as, earlier.length)
         log.info("upload %s: its creation was repeated", earlier.id)
         return await self.reconcile(earlier.id, earlier.owner)

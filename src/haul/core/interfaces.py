@@ -50,8 +50,9 @@ class Storage(Protocol):
     # assemble an object only at the end): the content policy then checks them early.
     reads_while_writing: bool
 
-    async def create(self, upload_id: str) -> None:
-        """Make room for a new, empty upload; an upload that has room already keeps it."""
+    async def create(self, upload_id: str, length: int | None = None) -> None:
+        """Make room for a new, empty upload; an upload that has room already keeps it.
+        ``length`` is the upload's, when known (an object store may size its parts by it)."""
         ...
 
     async def offset(self, upload_id: str) -> int:

@@ -16,6 +16,7 @@ from haul.core.events import Event, Events, snapshot
 from haul.core.gate import Gate, OpenGate
 from haul.core.interfaces import Locker, MetadataStore, Storage
 from haul.core.models import Upload, UploadState
+from haul.core.takeover import Takeovers
 from haul.errors import Gone, NotFound
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -83,6 +84,7 @@ class Lifecycle:
         self.limits = limits
         self.events = events
         self.digests = Digests(storage, verify=limits.verify_digest)
+        self.writers = Takeovers()  # requests writing bodies here, which a newer one may stop
 
     def lock(self, upload_id: str) -> contextlib.AbstractAsyncContextManager[None]:
         if not is_upload_id(upload_id):  # lockers name files and keys after it: never "../x"

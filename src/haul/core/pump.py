@@ -103,8 +103,10 @@ async def pump(
     writer: ChunkWriter,
     hashers: Sequence[Hasher],
     limit: int | None,
+    waiting: Callable[[bool], None] = lambda _: None,
 ) -> int:
-    """Write the whole body, return its length.
+    """Write the whole body, return its length; ``waiting(True)`` while it waits for the
+    writer (or a hash) rather than for the body, ``waiting(False)`` once it stops waiting.
 
     Raises ExceedsLength (nothing past ``limit`` is written) and re-raises BodyInterrupted after
     everything received before the interruption has been written.
@@ -120,13 +122,16 @@ async def pump(
 
     async def flush(block: list[bytes]) -> None:
         while len(blocks) >= DEPTH:
+            waiting(True)
             await asyncio.gather(*blocks.popleft())
+            waiting(False)
         jobs = [write_lane.add(lambda: writer.write(block))]
         for lane, hasher in hash_lanes:
             jobs.append(lane.add(functools.partial(digest, hasher, block)))
         blocks.append(jobs)
 
     async def drain() -> None:
+        waiting(True)
         while blocks:
             await asyncio.gather(*blocks.popleft())
 
@@ -154,6 +159,14 @@ async def pump(
         if buffer:
             await flush(buffer)
         await drain()
+    except asyncio.CancelledError:
+        # Cancelled (its client went away while the storage held it up): blocks still being
+        # written are abandoned, not waited for; the caller discards the writer. (A writer
+        # working in a thread lets that thread end first, see the local storage.)
+        for jobs in blocks:
+            for job in jobs:
+                job.cancel()
+        raise
     finally:
         # Blocks already handed to the writer must land (or fail) before the caller commits
         # or discards, whatever happened.

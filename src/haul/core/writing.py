@@ -59,7 +59,10 @@ class Writing:
                 raise UnsupportedChecksumAlgorithm(
                     f"checksum algorithm {checksum[0]!r} is not supported"
                 )
-        async with life.lock(upload_id):
+        # A newer request takes over from one still writing (often one whose client left
+        # unnoticed while the store hung): it would hold the lock until the store answered.
+        life.writers.ask_to_stop(upload_id)
+        async with life.lock(upload_id), life.writers.writing(upload_id) as body_phase:
             upload = await life.live(upload_id, owner)
             if upload.is_final:
                 return await self._declare_final(
@@ -89,7 +92,13 @@ class Writing:
             atomic = hasher is not None
             writer = await life.storage.open_writer(upload.stored_as, current, atomic=atomic)
             try:
-                received = await pump(body, writer, hashers, limit)
+                body_phase.waiting_on_storage(False)
+                try:
+                    received = await pump(
+                        body, writer, hashers, limit, body_phase.waiting_on_storage
+                    )
+                finally:
+                    body_phase.end()  # what follows (commit, completion) runs to its end
             except BodyInterrupted:
                 # An interrupted request keeps what arrived, unless a checksum has to vouch for it.
                 with contextlib.suppress(Exception):

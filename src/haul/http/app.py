@@ -32,7 +32,7 @@ from haul.http.flow import FlowEndpoint
 from haul.http.guard import ClientGuard
 from haul.http.logs import RequestContext
 from haul.http.metrics import Metrics, RequestMetrics
-from haul.http.middleware import MethodOverride, StrictTransportSecurity
+from haul.http.middleware import CancelWhenClientGone, MethodOverride, StrictTransportSecurity
 from haul.http.routing import ExactRoute
 from haul.http.tus import EXTENSIONS, TusEndpoint
 from haul.http.uploads_api import UploadsApi
@@ -254,6 +254,7 @@ def create_app(
     if settings.hook_url or settings.hook_command:
         middleware.insert(0, Middleware(HookRequestContext, base_url=lambda r: tus.location(r, "")))
     middleware.insert(0, Middleware(RequestContext, access_log=settings.access_log))
+    middleware.insert(0, Middleware(CancelWhenClientGone))  # outermost: it unwinds them all
     app = Starlette(
         routes=routes,
         middleware=middleware,

@@ -33,8 +33,14 @@ _ID = re.compile(r"[0-9a-f]{32}")
 
 
 async def _off_loop(func: Callable[[], T]) -> T:
+    work = asyncio.ensure_future(asyncio.to_thread(func))
     try:
-        return await asyncio.to_thread(func)
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        # A thread cannot be stopped: it must be done before the caller moves on (a discard
+        # truncating the file under a write would leave bytes past the offset).
+        await asyncio.wait([work])
+        raise
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageFull("the server's storage is full; try again later") from exc
@@ -147,7 +153,7 @@ class LocalStorage:
         if "/" in upload_id:
             self._path(upload_id).parent.mkdir(parents=True, exist_ok=True)
 
-    async def create(self, upload_id: str) -> None:
+    async def create(self, upload_id: str, length: int | None = None) -> None:
         def make() -> None:
             self._room(upload_id)
             self._path(upload_id).touch(mode=0o640)

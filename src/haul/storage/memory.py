@@ -78,7 +78,7 @@ class MemoryStorage:
             raise StoredBytesMissing(f"upload {upload_id} has no stored bytes")
         return blob
 
-    async def create(self, upload_id: str) -> None:
+    async def create(self, upload_id: str, length: int | None = None) -> None:
         self._blobs.setdefault(upload_id, _Blob())
 
     async def offset(self, upload_id: str) -> int:

@@ -6,7 +6,8 @@ holds: the parts committed so far (number, size, ETag) and the tail, the last by
 to be a part yet. The offset is what that state says, so a node that dies between sending a
 part and recording it can only under-report, never lie upward: the client sends those bytes
 again. Part sizes grow with the part number (doubling every 1,000 parts from ``part_size``),
-so 10,000 parts always reach S3's 5 TiB object limit. A request's full parts go up in the
+so 10,000 parts always reach S3's 5 TiB object limit, or, for stores that need
+it, are all one size (see s3_parts). A request's full parts go up in the
 background while its next bytes arrive (s3_writer: at most ``parts_in_flight`` per upload,
 ``memory`` bytes in flight per node).
 
@@ -25,13 +26,14 @@ from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from typing import Any
 
-from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
 from haul.storage import s3_concat
+from haul.storage.s3_config import ReportingClient, client_config
+from haul.storage.s3_parts import copy_equal, equal_size, growing_size
 from haul.storage.s3_state import Part, S3State
 from haul.storage.s3_writer import ByteBudget, S3Writer, cut
 
@@ -80,6 +82,9 @@ class S3Storage:
         part_size: int = 8 * MiB,
         parts_in_flight: int = 4,
         memory: int = 512 * MiB,
+        equal_parts: bool = False,
+        timeout: float = 60.0,
+        retries: int = 4,
     ) -> None:
         self.bucket = bucket
         self.endpoint = endpoint
@@ -91,6 +96,9 @@ class S3Storage:
         self.part_size = max(MIN_PART, part_size)
         self.parts_in_flight = max(1, parts_in_flight)
         self.budget = ByteBudget(memory)
+        self.equal_parts = equal_parts
+        self.timeout = timeout
+        self.retries = retries
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
 
@@ -99,20 +107,20 @@ class S3Storage:
     async def _s3(self) -> Any:
         if self._client is None:
             self._stack = AsyncExitStack()
-            config = AioConfig(
-                signature_version="s3v4",  # presigned URLs too: v2 is gone from most stores
-                s3={"addressing_style": self.addressing},
-                retries={"max_attempts": 5, "mode": "standard"},
+            config = client_config(
+                addressing=self.addressing, timeout=self.timeout, retries=self.retries
             )
             # Credentials: given ones, else the usual AWS sources (environment, profile, role).
-            self._client = await self._stack.enter_async_context(
-                get_session().create_client(
-                    "s3",
-                    endpoint_url=self.endpoint,
-                    region_name=self.region,
-                    aws_access_key_id=self.access_key,
-                    aws_secret_access_key=self.secret_key,
-                    config=config,
+            self._client = ReportingClient(
+                await self._stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=self.endpoint,
+                        region_name=self.region,
+                        aws_access_key_id=self.access_key,
+                        aws_secret_access_key=self.secret_key,
+                        config=config,
+                    )
                 )
             )
         return self._client
@@ -126,8 +134,15 @@ class S3Storage:
     def _key(self, upload_id: str) -> str:
         return f"{self.prefix}{upload_id}"
 
-    def part_size_for(self, number: int) -> int:
-        return int(self.part_size * 2 ** ((number - 1) // 1000))
+    def part_size_for(self, number: int, state: S3State | None = None) -> int:
+        """Part ``number``'s size: the one an equal-parts upload chose at creation, else
+        growing with the number (see s3_parts)."""
+        chosen = state.extra.get("part_size") if state is not None else None
+        if isinstance(chosen, int):
+            return chosen
+        if self.equal_parts:
+            return self.part_size
+        return growing_size(self.part_size, number)
 
     async def _put(self, key: str, body: bytes) -> None:
         _JUST_READ.set(None)
@@ -171,13 +186,16 @@ class S3Storage:
 
     # -- the Storage interface ------------------------------------------------------------
 
-    async def create(self, upload_id: str) -> None:
+    async def create(self, upload_id: str, length: int | None = None) -> None:
         if await self._load_state(upload_id) is not None:
             return  # a second multipart upload would lose the first one's parts
         started = await (await self._s3()).create_multipart_upload(
             Bucket=self.bucket, Key=self._key(upload_id)
         )
-        await self._save_state(upload_id, S3State(mpu=str(started["UploadId"])))
+        extra: dict[str, object] = {}
+        if self.equal_parts:  # fixed now: every node cuts this upload's parts alike
+            extra["part_size"] = equal_size(self.part_size, length)
+        await self._save_state(upload_id, S3State(mpu=str(started["UploadId"]), extra=extra))
 
     async def offset(self, upload_id: str) -> int:
         state = await self._load_state(upload_id)
@@ -329,7 +347,13 @@ class S3Storage:
         mpu = (await s3.create_multipart_upload(Bucket=self.bucket, Key=target))["UploadId"]
         try:
             parts = []
-            if small_inside:
+            if self.equal_parts:
+                total = sum(size for _, size in sources)
+                with _missing_as_contract("a source of the copy"):
+                    parts = await copy_equal(
+                        self, sources, target, mpu, equal_size(self.part_size, total)
+                    )
+            elif small_inside:
                 parts = await self._copy_through(sources, target, mpu)
             else:
                 for number, (key, first, stop, _) in enumerate(ranges, start=1):
@@ -371,7 +395,7 @@ class S3Storage:
                 while block := await body.read(MiB):
                     pieces.append(block)
                     held += len(block)
-                    if held >= (full := self.part_size_for(len(parts) + 1)):
+                    if held >= (full := self.part_size_for(len(parts) + 1, None)):
                         await send(full)
                         held -= full
         if held or not parts:

@@ -101,7 +101,7 @@ class S3Writer:
         self.saving: asyncio.Task[None] | None = None
 
     def _size(self, number: int) -> int:
-        return self.unit or self.storage.part_size_for(number)
+        return self.unit or self.storage.part_size_for(number, self.state)
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         self._raise_failure()

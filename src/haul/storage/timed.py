@@ -42,8 +42,8 @@ class TimedStorage:
         self.observe = observe
         self.reads_while_writing = inner.reads_while_writing
 
-    async def create(self, upload_id: str) -> None:
-        await _timed(self.observe, "create", self.inner.create(upload_id))
+    async def create(self, upload_id: str, length: int | None = None) -> None:
+        await _timed(self.observe, "create", self.inner.create(upload_id, length))
 
     async def offset(self, upload_id: str) -> int:
         return await _timed(self.observe, "offset", self.inner.offset(upload_id))

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
@@ -41,6 +41,10 @@ HIGH_WATER = 2 << 20
 # (ASGI has no message for them): {"send": async (status, headers) -> None}.
 INFORMATIONAL = "http.response.informational"
 InformationalSend = Callable[[int, Sequence[tuple[bytes, bytes]]], Awaitable[None]]
+# The scope extension through which the application learns that the client went away before
+# its answer, even while it reads no body: {"gone": bool, "callbacks": [callable, ...]}, each
+# callback called once (ASGI only says so to a receive() call).
+CLIENT_GONE = "haul.client_gone"
 
 # The parser copies out everything it keeps before a read returns, so all connections of one
 # event loop can share one buffer (reads on a loop never overlap).
@@ -108,6 +112,14 @@ class LeanHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if cycle.buffered >= HIGH_WATER:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+def client_gone(gone: dict[str, Any]) -> None:
+    """Tell the application (see CLIENT_GONE) that its client went away, once."""
+    if not gone["gone"]:
+        gone["gone"] = True
+        for callback in gone["callbacks"]:
+            callback()
 
 
 def _informational(cycle: RequestResponseCycle) -> InformationalSend:

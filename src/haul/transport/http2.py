@@ -41,7 +41,7 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 
-from haul.transport.http1 import INFORMATIONAL
+from haul.transport.http1 import CLIENT_GONE, INFORMATIONAL, client_gone
 
 log = logging.getLogger("uvicorn.error")
 
@@ -72,6 +72,7 @@ class _Stream:
         self.finished = False  # the answer was sent whole
         self.task: asyncio.Task[None] | None = None  # the application's, once started
         self.reading = False  # the application asked for the body
+        self.news: dict[str, Any] = {"gone": False, "callbacks": []}  # CLIENT_GONE
 
 
 class H2Protocol(asyncio.Protocol):
@@ -322,7 +323,9 @@ class H2Protocol(asyncio.Protocol):
             except H2Error:
                 self._lose(stream)
 
-        scope.setdefault("extensions", {})[INFORMATIONAL] = {"send": informational}
+        extensions = scope.setdefault("extensions", {})
+        extensions[INFORMATIONAL] = {"send": informational}
+        extensions[CLIENT_GONE] = stream.news
         try:
             await self.app(scope, receive, send)
         except Exception:
@@ -371,6 +374,8 @@ class H2Protocol(asyncio.Protocol):
         stream.gone = True
         stream.arrived.set()
         stream.window.set()
+        if not stream.finished:
+            client_gone(stream.news)
 
     def _end(self, stream_id: int, stream: _Stream) -> None:
         if self.streams.get(stream_id) is not stream:
