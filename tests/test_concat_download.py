@@ -116,6 +116,28 @@ def test_a_repeated_unfinished_final_request_makes_no_second_final(
     assert client.get(first).content == b"abcdef"
 
 
+def test_a_final_created_before_its_digest_declares_it_later(server, client: httpx.Client) -> None:
+    """The order haul's client uses: partials, then the final, then bytes, then the digest
+    once the client's hash is ready, in an empty PATCH to the final."""
+    a = _partial(client, server, None, length=4)
+    b = _partial(client, server, None, length=4)
+    final = _final(client, server, a, b).headers["location"]
+    digest = format_repr_digest(hashlib.sha256(b"abcdefgh").hexdigest())
+    declare = {"Content-Length": "0", "Repr-Digest": digest}
+    declared = patch(client, final, 0, b"", **declare)
+    assert (declared.status_code, declared.headers["upload-offset"]) == (204, "0")
+    other = format_repr_digest(hashlib.sha256(b"abcdefgX").hexdigest())
+    conflict = patch(client, final, 0, b"", **{**declare, "Repr-Digest": other})
+    assert conflict.status_code == 409
+    assert conflict.text.startswith("ERR_DIGEST_ALREADY_DECLARED: ")
+    assert patch(client, final, 0, b"abcd", **{"Repr-Digest": digest}).status_code == 403
+    assert patch(client, a, 0, b"abcd").status_code == 204
+    assert patch(client, b, 0, b"efgh").status_code == 204
+    wait_for(lambda: head(client, final).headers.get("upload-offset") == "8", timeout=10)
+    assert head(client, final).headers["repr-digest"] == digest
+    assert client.get(final).content == b"abcdefgh"
+
+
 def test_concatenation_with_deferred_partials(server, client: httpx.Client) -> None:
     a = create(client, server, None, **{"Upload-Concat": "partial", "Upload-Defer-Length": "1"})
     final = _final(client, server, a).headers["location"]

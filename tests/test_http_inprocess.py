@@ -74,3 +74,74 @@ async def test_limits_from_the_settings_apply() -> None:
         too_big = await http.post("/files/", headers={**TUS, "Upload-Length": "1025"})
         assert too_big.status_code == 413
         assert too_big.text.startswith("ERR_MAX_SIZE_EXCEEDED: ")
+
+
+def _repr_digest(data: bytes) -> str:
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(data).digest()).decode() + ":"
+
+
+async def test_a_final_declares_its_digest_after_its_creation() -> None:
+    """A client that creates the final before its hash is ready declares the digest later
+    with an empty PATCH; the assembly then verifies it like any declared digest."""
+    async with asgi_client(memory_service()) as http:
+        partial = {**TUS, "Upload-Concat": "partial"}
+        parts = [
+            (await http.post("/files/", headers={**partial, "Upload-Length": "3"})).headers[
+                "location"
+            ]
+            for _ in range(2)
+        ]
+        final_headers = {**TUS, "Upload-Concat": "final;" + " ".join(parts)}
+        final = (await http.post("/files/", headers=final_headers)).headers["location"]
+        declare = {**OCTETS, "Upload-Offset": "0", "Content-Length": "0"}
+        good = {**declare, "Repr-Digest": _repr_digest(b"abcdef")}
+        declared = await http.patch(final, headers=good)
+        assert (declared.status_code, declared.headers["upload-offset"]) == (204, "0")
+        assert (await http.patch(final, headers=good)).status_code == 204  # the same again
+        other = await http.patch(final, headers={**declare, "Repr-Digest": _repr_digest(b"x")})
+        assert other.status_code == 409
+        assert other.text.startswith("ERR_DIGEST_ALREADY_DECLARED: ")
+        wrong_offset = await http.patch(final, headers={**good, "Upload-Offset": "6"})
+        assert wrong_offset.status_code == 409
+        assert wrong_offset.text.startswith("ERR_MISMATCHED_OFFSET: ")
+        # Bytes, or an empty PATCH declaring nothing, stay refused.
+        with_bytes = await http.patch(
+            final, headers={**OCTETS, "Upload-Offset": "0", **good}, content=b"abc"
+        )
+        assert (with_bytes.status_code, with_bytes.text[:15]) == (403, "ERR_MODIFY_FINA")
+        bare = await http.patch(final, headers=declare)
+        assert (bare.status_code, bare.text[:15]) == (403, "ERR_MODIFY_FINA")
+        for url, data in zip(parts, (b"abc", b"def"), strict=True):
+            sent = await http.patch(url, headers={**OCTETS, "Upload-Offset": "0"}, content=data)
+            assert sent.status_code == 204
+        status = await http.head(final, headers=TUS)
+        assert status.headers["upload-offset"] == "6"
+        assert status.headers["repr-digest"] == _repr_digest(b"abcdef")
+        after = await http.patch(final, headers={**good, "Upload-Offset": "6"})
+        assert (after.status_code, after.headers["upload-offset"]) == (204, "6")
+
+
+async def test_a_late_digest_the_assembled_bytes_do_not_match_fails_the_final() -> None:
+    async with asgi_client(memory_service()) as http:
+        partial = {**TUS, "Upload-Concat": "partial", "Upload-Length": "3"}
+        part = (await http.post("/files/", headers=partial)).headers["location"]
+        final_headers = {**TUS, "Upload-Concat": f"final;{part}"}
+        final = (await http.post("/files/", headers=final_headers)).headers["location"]
+        declare = {**OCTETS, "Upload-Offset": "0", "Content-Length": "0"}
+        wrong = await http.patch(final, headers={**declare, "Repr-Digest": _repr_digest(b"xyz")})
+        assert wrong.status_code == 204
+        sent = await http.patch(part, headers={**OCTETS, "Upload-Offset": "0"}, content=b"abc")
+        assert sent.status_code == 204
+        # Declared first, verified at the assembly: the final is discarded.
+        assert (await http.head(final, headers=TUS)).status_code in (410, 422)
+        assert (await http.head(final, headers=TUS)).status_code == 410
+        # Declared after the assembly: verified against the bytes already hashed.
+        part = (await http.post("/files/", headers=partial)).headers["location"]
+        await http.patch(part, headers={**OCTETS, "Upload-Offset": "0"}, content=b"abc")
+        final_headers = {**TUS, "Upload-Concat": f"final;{part}"}
+        final = (await http.post("/files/", headers=final_headers)).headers["location"]
+        assert (await http.head(final, headers=TUS)).headers["upload-offset"] == "3"
+        late = {**declare, "Upload-Offset": "3", "Repr-Digest": _repr_digest(b"xyz")}
+        refused = await http.patch(final, headers=late)
+        assert (refused.status_code, refused.text[:19]) == (422, "ERR_DIGEST_MISMATCH")
+        assert (await http.head(final, headers=TUS)).status_code == 410

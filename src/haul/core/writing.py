@@ -20,6 +20,7 @@ from haul.core.quotas import Quotas
 from haul.errors import (
     ChecksumMismatch,
     DigestConflict,
+    DigestMismatch,
     ExceedsLength,
     HaulError,
     InvalidHeader,
@@ -61,7 +62,9 @@ class Writing:
         async with life.lock(upload_id):
             upload = await life.live(upload_id, owner)
             if upload.is_final:
-                raise ModifyFinal("a final upload is assembled from its partials, not patched")
+                return await self._declare_final(
+                    upload, offset, body, content_length, checksum, new_length, declared_sha256
+                )
             if new_length is not None:
                 await self._declare_length(upload, new_length)
             if declared_sha256 is not None and declared_sha256 != upload.expected_sha256:
@@ -105,6 +108,46 @@ class Writing:
             if whole is not None and upload.offset == current + received:
                 life.digests.keep_running(upload.id, upload.offset, whole)
             return await self._after_write(upload, current, upload.offset - current)
+
+    async def _declare_final(
+        self,
+        upload: Upload,
+        offset: int,
+        body: AsyncIterator[bytes],
+        content_length: int | None,
+        checksum: tuple[str, bytes] | None,
+        new_length: int | None,
+        sha256: str | None,
+    ) -> Upload:
+        """A final upload takes no bytes, but its client may declare its digest once it knows
+        it (the final was created before its hash was ready); the caller holds its lock."""
+        refused = ModifyFinal("a final upload is assembled from its partials, not patched")
+        if sha256 is None or new_length is not None or (content_length or 0) > 0:
+            raise refused
+        async for block in body:  # a body without Content-Length must turn out empty
+            if block:
+                raise refused
+        if checksum is not None:
+            hasher = new_hasher(checksum[0])
+            if hasher is None or hasher.digest() != checksum[1]:
+                raise ChecksumMismatch("the body does not match its Upload-Checksum")
+        current = (upload.length or 0) if upload.complete else 0
+        if offset != current:
+            raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
+        if upload.expected_sha256 not in (None, sha256):
+            raise DigestConflict("the upload already declares a different SHA-256")
+        if upload.complete and upload.sha256 not in (None, sha256):
+            # Assembled and hashed before the declaration came: it fails verification late.
+            await self.completion.fail(upload, "digest", "failed verification")
+            raise DigestMismatch(
+                f"the stored bytes hash to sha-256 {upload.sha256}, but the client declared "
+                f"{sha256}; the upload was discarded"
+            )
+        if upload.expected_sha256 is None:
+            upload.expected_sha256 = sha256
+            await self.life.store.save(upload)
+        upload.offset = current
+        return upload
 
     async def _declare_length(self, upload: Upload, length: int) -> None:
         if upload.length is not None:
