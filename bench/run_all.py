@@ -265,10 +265,10 @@ def main() -> None:
     parser.add_argument("--tmpfs", default="/dev/shm")
     parser.add_argument("--disk", default="/var/tmp")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sections "
-                        "(single parallel memory clients instant asgi client)")  # fmt: skip
+                        "(single parallel memory clients instant asgi client s3)")  # fmt: skip
     args = parser.parse_args()
     wanted = set(args.only or ["single", "parallel", "memory", "clients", "instant", "asgi",
-                               "client"])  # fmt: skip
+                               "client", "s3"])  # fmt: skip
     quick = args.quick
     size = 512 * MiB if quick else 2 * GiB
     rounds = args.rounds or (1 if quick else 2)
@@ -312,6 +312,15 @@ def main() -> None:
         report.append(
             "### Client throughput: haul vs tus-js-client, same server\n\n" + client_md.strip()
         )
+    if "s3" in wanted:
+        print("running S3 throughput ...", file=sys.stderr, flush=True)
+        s3_md = subprocess.run(
+            [sys.executable, "-m", "bench.s3_throughput", "--size", "128MiB" if quick else "256MiB",
+             "--rounds", str(rounds if quick else 3)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        title, _, table = s3_md.partition("\n\n")
+        report.append(f"### {title}\n\n{table.strip()}")
     text = "\n\n".join(report) + "\n"
     print(text)
     out = ROOT / "bench" / "results"
