@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,12 +48,20 @@ BOTO3 = "boto3 upload_file (8 MiB x 10 threads)"
 @contextmanager
 def gateway() -> Iterator[tuple[str, Path]]:
     """The test suite's Ceph RGW, with its configuration at hand for the garbage collector."""
-    root = Path(tempfile.mkdtemp(prefix="haul-ceph-"))
-    try:
-        endpoint = services._start_rgw(root)
-        yield endpoint, root / "ceph.conf"
-    finally:
-        services._stop_rgw(root)
+    for attempt in range(3):  # a start may fail (a port taken meanwhile): as ceph_rgw() does
+        root = Path(tempfile.mkdtemp(prefix="haul-ceph-"))
+        try:
+            endpoint = services._start_rgw(root)
+        except (RuntimeError, subprocess.TimeoutExpired):
+            services._stop_rgw(root)
+            if attempt == 2:
+                raise
+            continue
+        try:
+            yield endpoint, root / "ceph.conf"
+        finally:
+            services._stop_rgw(root)
+        return
 
 
 def s3(endpoint: str) -> Any:
@@ -145,7 +154,7 @@ def through_haul(
         rss = peak_rss(server.proc.pid)
     finally:
         if profiler is not None:
-            profiler.terminate()
+            profiler.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
             profiler.wait(60)
         server.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -177,7 +186,7 @@ def main() -> None:
         kind = {".svg": "flamegraph", ".json": "speedscope"}.get(Path(args.profile).suffix, "raw")
         command = [str(py_spy), "record", "-o", args.profile, "--pid", str(pid), "--idle",
                    "--format", kind]  # fmt: skip
-        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
     try:
         source = random_file(work / "source.bin", size, seed=14)
