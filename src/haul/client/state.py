@@ -58,6 +58,9 @@ class UploadEntry:
     created_at: float = field(default_factory=time.time)
     # A direct upload's S3 object key and multipart id, whose stored parts a rerun skips.
     multipart: list[str] | None = None
+    # A parallel upload's final upload, created before the partials' bytes: a rerun makes no
+    # second one.
+    final: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -74,7 +74,9 @@ class Transfer:
         self.sent_bytes = 0
         self.size = 0
         self.fd = -1
-        # Set once the transfer's own upload exists: a server that refuses it is asked once.
+        # Set once the first bytes go out (or the transfer needs the digest to send them):
+        # the instant-upload check waits for it, so a server that refuses the transfer's
+        # creation is asked once, and the check never delays the first byte.
         self.began = asyncio.Event()
         self._progress: dict[int, int] = {}
         self._save_lock = asyncio.Lock()
@@ -134,6 +136,7 @@ class Transfer:
                 headers["Upload-Checksum"] = await asyncio.to_thread(checksum, algorithm, piece)
             base = at - start
             self.report(index, base)
+            self.began.set()
             response = await self.session.once(
                 "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
             )

@@ -67,11 +67,14 @@ class UploadOptions:
 
 
 def choose_chunk_size(size: int, requested: int | None) -> int:
-    """Adapt the chunk to the file: about TARGET_PARTS chunks, within [8 MiB, 64 MiB]."""
+    """Adapt the chunk to the file: about TARGET_PARTS chunks, a multiple of 8 MiB within
+    [8 MiB, 64 MiB]. A server on object storage writes each partial in place as parts of the
+    final object when every partial but the last is a whole number of its parts (S3's are
+    at least 5 MiB; haul's are 8 MiB)."""
     if requested:
         return max(1, requested)
     wanted = math.ceil(size / TARGET_PARTS)
-    return min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(wanted / MiB) * MiB))
+    return min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(wanted / MIN_CHUNK) * MIN_CHUNK))
 
 
 class FileUpload(Transfer):
@@ -116,6 +119,7 @@ class FileUpload(Transfer):
             check = asyncio.create_task(self._instant_check(hashing))
 
         async def digest_ready() -> str:
+            self.began.set()  # the transfer can go no further without it: check now
             if check is not None:  # an instant upload would end the transfer instead
                 await asyncio.shield(check)
             return await hashing.result()
@@ -175,6 +179,8 @@ class FileUpload(Transfer):
         assert url is not None
         transfer.cancel()
         await asyncio.gather(transfer, return_exceptions=True)
+        if entry.final is not None:  # first: it holds its partials
+            await discard(self, [entry.final])
         await discard(self, [u for u in entry.parts if u is not None])
         digest = await hashing.result()
         await confirm(self, url, digest)
@@ -201,7 +207,6 @@ class FileUpload(Transfer):
                                        extra=empty if size == 0 else None)  # fmt: skip
             entry.parts[0] = url
             await self.save(key, entry)
-        self.began.set()
         algorithm = caps.checksum_algorithm()
         if size == 0:
             await self.send(url, 0, b"", server_offset, 0, algorithm)
