@@ -134,12 +134,18 @@ class ParallelUpload:
         """Declare the file's digest to a final created before it was known: the server
         verifies the assembled bytes against it (or, assembled already, the bytes it hashed)."""
         digest = await digest_ready()
-        response = await self.t.session.request("HEAD", url)
-        offset = header_int(response, "upload-offset") or 0  # none until it is assembled
-        headers = {"Upload-Offset": str(offset), "Content-Type": OCTETS, "Content-Length": "0",
+        headers = {"Content-Type": OCTETS, "Content-Length": "0",
                    "Repr-Digest": format_repr_digest(digest)}  # fmt: skip
+
+        async def offset(_: object = None) -> None:
+            # None until it is assembled; the assembly may finish between HEAD and PATCH (409),
+            # so the offset is asked again before each retry.
+            response = await self.t.session.request("HEAD", url)
+            headers["Upload-Offset"] = str(header_int(response, "upload-offset") or 0)
+
+        await offset()
         try:
-            await self.t.session.request("PATCH", url, headers=headers, ok=(204,))
+            await self.t.session.request("PATCH", url, headers=headers, ok=(204,), between=offset)
         except ServerRejected as refused:
             if refused.code != "ERR_MODIFY_FINAL":
                 raise

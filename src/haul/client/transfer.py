@@ -47,6 +47,73 @@ def checksum(algorithm: str, data: memoryview) -> str:
     return f"{algorithm} {base64.b64encode(raw).decode()}"
 
 
+READ_BLOCK = 1 << 20
+
+
+class FileRange:
+    """Bytes ``[start, start + length)`` of the open file, read while they are sent, so a large
+    request never sits in memory. Its checksum (for Upload-Checksum) is a pass of its own over
+    the range, which can run while the request before it is on the wire."""
+
+    def __init__(self, transfer: Transfer, start: int, length: int) -> None:
+        self.transfer = transfer
+        self.start = start
+        self.length = length
+        self._first: asyncio.Task[str] | None = None
+
+    def prepare(self, algorithm: str | None) -> None:
+        """Start computing the whole range's checksum now, for the first attempt."""
+        if algorithm and self._first is None:
+            self._first = asyncio.ensure_future(asyncio.to_thread(self._checksum, algorithm, 0))
+
+    def cancel(self) -> None:
+        if self._first is not None:
+            self._first.cancel()
+
+    async def checksum(self, algorithm: str, skip: int) -> str:
+        if skip == 0 and self._first is not None:
+            return await asyncio.shield(self._first)
+        return await asyncio.to_thread(self._checksum, algorithm, skip)
+
+    def _checksum(self, algorithm: str, skip: int) -> str:
+        crc, digest = 0, None if algorithm == "crc32" else hashlib.new(algorithm)
+        buffer = bytearray(min(READ_BLOCK, self.length) or 1)
+        view = memoryview(buffer)
+        at, end = self.start + skip, self.start + self.length
+        while at < end:
+            got = os.preadv(self.transfer.fd, [view[: min(len(buffer), end - at)]], at)
+            if got == 0:
+                raise HaulClientError(f"{self.transfer.path} changed while it was being uploaded")
+            if digest is None:
+                crc = zlib.crc32(view[:got], crc)
+            else:
+                digest.update(view[:got])
+            at += got
+        raw = crc.to_bytes(4, "big") if digest is None else digest.digest()
+        return f"{algorithm} {base64.b64encode(raw).decode()}"
+
+    async def blocks(self, skip: int) -> AsyncIterator[bytes]:
+        """The range from ``skip`` on, the next block read while this one is sent."""
+        at, end = self.start + skip, self.start + self.length
+
+        def read(position: int) -> asyncio.Task[bytes] | None:
+            if position >= end:
+                return None
+            size = min(READ_BLOCK, end - position)
+            return asyncio.ensure_future(self.transfer.read(position, size))
+
+        upcoming = read(at)
+        try:
+            while upcoming is not None:
+                block = await upcoming
+                at += len(block)
+                upcoming = read(at)
+                yield block
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+
+
 class Rewind(Exception):
     """The server holds fewer bytes than it acknowledged before (it lost unsynced data)."""
 
@@ -110,36 +177,42 @@ class Transfer:
         self,
         url: str,
         start: int,
-        data: bytes,
+        data: bytes | FileRange,
         server_offset: int,
         index: int,
         algorithm: str | None,
         extra: dict[str, str] | None = None,
     ) -> None:
-        """PATCH ``data`` (which begins at upload offset ``start``) from ``server_offset`` on.
-        After a failed PATCH the server is asked with HEAD how much it holds, and the next
-        attempt sends from there; each PATCH that succeeds renews the retry budget."""
-        end = start + len(data)
+        """PATCH ``data`` (bytes, or a range of the file, that begins at upload offset
+        ``start``) from ``server_offset`` on. After a failed PATCH the server is asked with
+        HEAD how much it holds, and the next attempt sends from there; each PATCH that
+        succeeds renews the retry budget."""
+        length = data.length if isinstance(data, FileRange) else len(data)
+        end = start + length
         at = server_offset
 
         async def attempt() -> int:
             if at >= end:  # the failed attempt's bytes had reached the server after all
                 return at
-            piece = memoryview(data)[at - start :]
+            base = at - start
             headers = {
                 "Upload-Offset": str(at),
                 "Content-Type": OCTETS,
-                "Content-Length": str(len(piece)),
+                "Content-Length": str(end - at),
                 **(extra or {}),
             }
-            if algorithm:
-                headers["Upload-Checksum"] = await asyncio.to_thread(checksum, algorithm, piece)
-            base = at - start
+            if isinstance(data, FileRange):
+                if algorithm:
+                    headers["Upload-Checksum"] = await data.checksum(algorithm, base)
+                body = self._range_body(data, index, base)
+            else:
+                piece = memoryview(data)[base:]
+                if algorithm:
+                    headers["Upload-Checksum"] = await asyncio.to_thread(checksum, algorithm, piece)
+                body = self._body(piece, index, base)
             self.report(index, base)
             self.began.set()
-            response = await self.session.once(
-                "PATCH", url, headers=headers, body=self._body(piece, index, base), ok=(204,)
-            )
+            response = await self.session.once("PATCH", url, headers=headers, body=body, ok=(204,))
             offset = required_int(response, "upload-offset")
             if offset <= at:  # it would be sent again and again
                 raise HaulClientError(f"PATCH {url} was accepted but left Upload-Offset at {at}")
@@ -153,7 +226,7 @@ class Transfer:
 
         while at < end:
             at = await self.session.policy.run(attempt, what=f"PATCH {url}", between=resync)
-        self.report(index, len(data))
+        self.report(index, length)
 
     def _body(self, piece: memoryview, index: int, base: int) -> Callable[[], AsyncIterator[bytes]]:
         async def stream() -> AsyncIterator[bytes]:
@@ -164,6 +237,19 @@ class Transfer:
                 done += len(block)
                 self.sent_bytes += len(block)
                 self.report(index, base + done)
+
+        return stream
+
+    def _range_body(
+        self, data: FileRange, index: int, base: int
+    ) -> Callable[[], AsyncIterator[bytes]]:
+        async def stream() -> AsyncIterator[bytes]:
+            done = base
+            async for block in data.blocks(base):
+                yield block
+                done += len(block)
+                self.sent_bytes += len(block)
+                self.report(index, done)
 
         return stream
 

@@ -25,7 +25,7 @@ from haul.client.instant import WholeFileHash, confirm, discard, probe
 from haul.client.parallel import send_parallel
 from haul.client.session import Capabilities, Session
 from haul.client.state import FileIdentity, StateStore, UploadEntry
-from haul.client.transfer import Progress, ProgressCallback, Rewind, Transfer
+from haul.client.transfer import FileRange, Progress, ProgressCallback, Rewind, Transfer
 
 __all__ = [
     "FileUpload",
@@ -40,6 +40,9 @@ MiB = 1 << 20
 MIN_CHUNK = 8 * MiB
 MAX_CHUNK = 64 * MiB
 TARGET_PARTS = 1000  # keeps the final upload's Upload-Concat header around 40 KB at most
+# A sequential upload's PATCH: large, as each one waits for its answer (and the server's
+# commit), but small enough that a failed one costs little to send again.
+SEQUENTIAL_REQUEST = 64 * MiB
 
 DigestReady = Callable[[], Awaitable[str]]
 
@@ -108,6 +111,8 @@ class FileUpload(Transfer):
         parallel = self.options.parallel if "concatenation" in caps.extensions else 1
         if entry is None:
             use_parallel = parallel > 1 and size > chunk
+            if not use_parallel and not self.options.chunk_size:
+                chunk = max(chunk, SEQUENTIAL_REQUEST)  # streamed from the file: no memory cost
             count = math.ceil(size / chunk) if use_parallel else 1
             entry = UploadEntry(self.endpoint, identity, chunk, [None] * count, use_parallel)
         elif entry.parallel and "concatenation" not in caps.extensions:
@@ -221,27 +226,34 @@ class FileUpload(Transfer):
     async def _send_from(
         self, url: str, offset: int, chunk: int, algorithm: str | None, digest_ready: DigestReady
     ) -> None:
-        """Send the file from ``offset`` on, in chunks, each read while the one before it is on
-        the wire. The request that completes the upload declares the whole-file digest."""
+        """Send the file from ``offset`` on, one PATCH per ``chunk`` bytes, each streamed from
+        the file (its checksum computed while the one before it is on the wire). The request
+        that completes the upload declares the whole-file digest."""
         size = self.size
         self.forget_progress()
         self.report(-1, offset)  # what the server already holds
-        position = offset
 
-        def read_next(at: int) -> asyncio.Task[bytes] | None:
-            return asyncio.create_task(self.read(at, min(chunk, size - at))) if at < size else None
+        def piece(at: int) -> FileRange | None:
+            if at >= size:
+                return None
+            upcoming = FileRange(self, at, min(chunk, size - at))
+            upcoming.prepare(algorithm)
+            return upcoming
 
-        upcoming = read_next(position)
+        current = piece(offset)
         try:
-            while upcoming is not None:
-                data = await upcoming
-                after = position + len(data)
-                upcoming = read_next(after)
+            while current is not None:
+                after = current.start + current.length
+                following = piece(after)
                 extra = None
                 if after == size:
                     extra = {"Repr-Digest": format_repr_digest(await digest_ready())}
-                await self.send(url, position, data, position, position, algorithm, extra)
-                position = after
+                try:
+                    await self.send(url, current.start, current, current.start, current.start,
+                                    algorithm, extra)  # fmt: skip
+                finally:
+                    current.cancel()
+                current = following
         finally:
-            if upcoming is not None:
-                upcoming.cancel()
+            if current is not None:
+                current.cancel()
