@@ -31,9 +31,12 @@ from bench.report import best_of_rounds, save, speed_table
 from haul.config import parse_size
 
 
-def haul_client(url: str, source: Path, parallel: int, state: Path) -> float:
+def haul_client(url: str, source: Path, parallel: int, state: Path, dedup: bool) -> float:
+    # As users run it: the instant-upload check on, unless --no-dedup; the digest is declared
+    # and verified either way.
     command = [str(Path(sys.executable).parent / "haul"), "upload", str(source), "--server", url,
-               "--parallel", str(parallel), "--no-resume", "--no-dedup", "--json"]  # fmt: skip
+               "--parallel", str(parallel), "--no-resume", "--json",
+               *(() if dedup else ("--no-dedup",))]  # fmt: skip
     env = {**env_without_proxy(), "HAUL_STATE_DIR": str(state)}
     start = time.perf_counter()
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
@@ -59,12 +62,16 @@ def main() -> None:
     parser.add_argument("--size", default="512MiB")
     parser.add_argument("--dir", default="/dev/shm")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-dedup", action="store_true", help="haul upload --no-dedup")
     parser.add_argument("--stream-cap", default="25MB", help="per-connection cap of the WAN link")
     args = parser.parse_args()
+    dedup = not args.no_dedup
     work = Path(tempfile.mkdtemp(prefix="haul-bench-", dir=args.dir))
     try:
         source = random_file(work / "source.bin", parse_size(args.size))
-        server = HaulServer(data_dir=work / "data", extra=["--sweep-interval", "0"]).start()
+        # Every round sends the same file: the server must not find it already stored.
+        extra = ["--sweep-interval", "0", "--no-instant-upload"]
+        server = HaulServer(data_dir=work / "data", extra=extra).start()
         rows: dict[str, list[float]] = {}
         proxy = ChaosProxy(server.port, rate=parse_size(args.stream_cap)).start()
         links = {"loopback": server.url, f"{args.stream_cap}/s per stream": proxy.url}
@@ -72,7 +79,7 @@ def main() -> None:
             for _ in range(args.rounds):  # interleaved rounds: noise hits every line alike
                 for link, url in links.items():
                     for parallel in (1, 2, 4, 8):
-                        speed = haul_client(url, source, parallel, work / "state")
+                        speed = haul_client(url, source, parallel, work / "state", dedup)
                         rows.setdefault(f"{link} | haul --parallel {parallel}", []).append(speed)
                     for parallel in (1, 4):
                         speed = tus_js(url, source, parallel)

@@ -266,10 +266,10 @@ def main() -> None:
     parser.add_argument("--disk", default="/var/tmp")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these sections "
                         "(single parallel memory clients instant asgi client "
-                        "chunkapi)")  # fmt: skip
+                        "chunkapi s3)")  # fmt: skip
     args = parser.parse_args()
     wanted = set(args.only or ["single", "parallel", "memory", "clients", "instant", "asgi",
-                               "client", "chunkapi"])  # fmt: skip
+                               "client", "chunkapi", "s3"])  # fmt: skip
     quick = args.quick
     size = 512 * MiB if quick else 2 * GiB
     rounds = args.rounds or (1 if quick else 2)
@@ -325,6 +325,15 @@ def main() -> None:
             "### The design note's chunk API vs tus, same server, 5 MiB chunks, 3 at a time\n\n"
             + chunk_md.strip()
         )
+    if "s3" in wanted:
+        print("running S3 throughput ...", file=sys.stderr, flush=True)
+        s3_md = subprocess.run(
+            [sys.executable, "-m", "bench.s3_throughput", "--size", "128MiB" if quick else "256MiB",
+             "--rounds", str(rounds if quick else 3)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        ).stdout  # fmt: skip
+        title, _, table = s3_md.partition("\n\n")
+        report.append(f"### {title}\n\n{table.strip()}")
     text = "\n\n".join(report) + "\n"
     print(text)
     out = ROOT / "bench" / "results"

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 import haul
 from tests.helpers import (
@@ -37,32 +38,42 @@ def _stored_inodes(server, url: str) -> set[int]:
     return {f.stat().st_ino for f in files}
 
 
-def test_second_upload_of_200mb_sends_no_body_bytes(make_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_second_upload_of_200mb_stops_once_its_hash_finds_it_on_the_server(
+    make_server, tmp_path: Path, parallel: int
+) -> None:
+    """The client sends at once and hashes alongside; when the hash is ready the server turns
+    out to hold the content: the transfer stops, the partly sent upload is removed, and the
+    upload completes as an instant upload. A link capped at 5 MB/s per connection keeps the
+    transfer far behind the hash."""
     server = make_server("--anonymous-dedup")
-    source = random_file(tmp_path / "big.bin", 200 * MiB, seed=41)
-    proxy = ChaosProxy(server.port).start()
+    size = 200 * MiB
+    source = random_file(tmp_path / "big.bin", size, seed=41)
+    client = haul.Client(server.url, state_dir=tmp_path / "state", parallel=parallel)
+    first = client.upload(source)
+    assert first.instant is False
+    proxy = ChaosProxy(server.port, rate=5_000_000).start()
     try:
-        client = haul.Client(proxy.url, state_dir=tmp_path / "state")
-        first = client.upload(source)
-        assert first.instant is False
-        before = proxy.upstream_bytes
-        assert before > 200 * MiB
-        second = client.upload(source)
-        received = proxy.upstream_bytes - before
+        slow = haul.Client(proxy.url, state_dir=tmp_path / "state", parallel=parallel)
+        second = slow.upload(source)
+        received = proxy.upstream_bytes
     finally:
         proxy.stop()
     assert second.instant is True
-    assert second.sent == 0
-    assert received < 16 * 1024, received  # request heads only: no body byte crossed
-    assert second.url != first.url
-    first_url = first.url.replace(str(proxy.port), str(server.port))
+    assert 0 < second.sent < size // 2  # sending had begun, and stopped long before the end
+    assert received < size // 2, received
+    assert second.sha256 == sha256_file(source)
     second_url = second.url.replace(str(proxy.port), str(server.port))
     with httpx.Client(trust_env=False, timeout=60) as c:
-        assert c.head(second_url, headers=TUS).headers["upload-offset"] == str(200 * MiB)
+        assert c.head(second_url, headers=TUS).headers["upload-offset"] == str(size)
         download = c.get(second_url)
     assert hashlib.sha256(download.content).hexdigest() == sha256_file(source)
     # Stored once: the second upload's bytes are the first one's, not a copy.
-    assert _stored_inodes(server, second_url) == _stored_inodes(server, first_url)
+    assert _stored_inodes(server, second_url) == _stored_inodes(server, first.url)
+    # What was sent before the stop is removed: only the two uploads hold bytes.
+    kept = {first.url.rsplit("/", 1)[1], second_url.rsplit("/", 1)[1]}
+    stored = {p.name.split(".")[0] for p in (server.data_dir / "uploads").iterdir()}
+    assert stored == kept
 
 
 def test_deleting_one_copy_keeps_the_other(make_server, tmp_path: Path) -> None:
@@ -146,16 +157,20 @@ def test_tus_js_client_with_sha256_metadata_gets_an_instant_upload(make_server, 
 def test_another_client_that_holds_the_bytes_proves_it_and_gets_an_instant_upload(
     server, tmp_path: Path
 ) -> None:
-    source = random_file(tmp_path / "shared.bin", 24 * MiB, seed=47)
+    size = 64 * MiB
+    source = random_file(tmp_path / "shared.bin", size, seed=47)
     haul.Client(server.url, state_dir=tmp_path / "alice").upload(source)
-    proxy = ChaosProxy(server.port).start()
+    # 2 MB/s per connection: the file's hash is ready long before its bytes are across.
+    proxy = ChaosProxy(server.port, rate=2_000_000).start()
     try:
         result = haul.Client(proxy.url, state_dir=tmp_path / "bob").upload(source)
         received = proxy.upstream_bytes
     finally:
         proxy.stop()
     assert result.instant is True
-    assert received < 16 * 1024, received  # only the proof went over, never the file
+    # The proof went over and the transfer under way stopped: most of the file never did.
+    assert received < size // 2, received
+    assert result.sent < size // 2
     url = result.url.replace(str(proxy.port), str(server.port))
     with httpx.Client(trust_env=False, timeout=60) as c:
         assert hashlib.sha256(c.get(url).content).hexdigest() == sha256_file(source)

@@ -102,7 +102,8 @@ def _client_options(f: Any) -> Any:
 @click.option("-m", "--metadata", multiple=True, metavar="KEY=VALUE", help="Extra metadata.")
 @click.option("--no-resume", is_flag=True, help="Start fresh even if an earlier run was cut off.")
 @click.option("--no-dedup", is_flag=True,
-              help="Skip hashing first (no instant upload of content the server has).")  # fmt: skip
+              help="No instant-upload check (the file's digest is still declared and "
+                   "verified).")  # fmt: skip
 @click.option("--direct", is_flag=True,
               help="Send the parts straight to the server's object store (S3) through URLs "
                    "it presigns; the bytes never pass through haul.")  # fmt: skip
@@ -149,12 +150,10 @@ def upload(
                     task = bar.add_task(name, total=path.stat().st_size)
 
                     def progress(
-                        p: UploadProgress, task: TaskID = task, before: int = finished,
-                        name: str = name,
-                    ) -> None:  # fmt: skip
-                        label = f"{name} (hashing)" if p.phase == "hashing" else name
-                        bar.update(task, completed=p.sent, description=label)
-                        if overall is not None and p.phase != "hashing":
+                        p: UploadProgress, task: TaskID = task, before: int = finished
+                    ) -> None:
+                        bar.update(task, completed=p.sent)
+                        if overall is not None:
                             bar.update(overall, completed=before + p.sent)
 
                     try:

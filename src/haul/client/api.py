@@ -129,8 +129,10 @@ class AsyncClient:
     ) -> UploadResult:
         """Upload one file and return where it went.
 
-        With ``dedup`` (the default) the file is hashed first and the digest declared, so a
-        server that already holds the content completes the upload at once (``instant``)."""
+        Sending starts at once while the file is hashed alongside; the digest is declared and
+        verified whatever ``dedup`` says. With ``dedup`` (the default), once the hash is ready
+        a server that already holds the content completes the upload then and there
+        (``instant``) and the rest of the bytes stay home."""
         options = UploadOptions(
             parallel=self.parallel if parallel is None else parallel,
             chunk_size=chunk_size or self.chunk_size,

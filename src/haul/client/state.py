@@ -61,6 +61,9 @@ class UploadEntry:
     # How the upload is sent: tus, or ietf-<interop version> (client.ietf), kept so a rerun
     # speaks the version the upload was created with.
     protocol: str = "tus"
+    # A parallel upload's final upload, created before the partials' bytes: a rerun makes no
+    # second one.
+    final: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
