@@ -6,7 +6,6 @@ completed object's ETag, which S3 derives from its parts (MD5 of the parts' MD5s
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import pytest
 
 from haul.storage.s3_parts import MAX_PARTS, Segment, equal_size, growing_size, windows
+from haul.storage.s3_state import S3State
 from tests.helpers import TUS, HaulServer, create, patch
 from tests.services import run_async, s3_client
 from tests.test_s3_server import s3_options
@@ -45,7 +45,7 @@ def _listed_parts(rgw: str, bucket: str, url: str) -> list[int]:
         async with s3_client(rgw) as s3:
             state: Any = await s3.get_object(Bucket=bucket, Key=f"haul/{upload_id}.state")
             async with state["Body"] as body:
-                mpu = json.loads(await body.read())["mpu"]
+                mpu = S3State.decode(await body.read()).mpu
             listed: Any = await s3.list_parts(Bucket=bucket, Key=f"haul/{upload_id}", UploadId=mpu)
         return [int(p["Size"]) for p in listed.get("Parts", [])]
 
