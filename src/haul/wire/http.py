@@ -6,9 +6,14 @@ import re
 import unicodedata
 from urllib.parse import quote
 
-from haul.errors import RangeNotSatisfiable
-
 _RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")
+
+
+def _unsatisfiable(message: str, headers: dict[str, str]) -> Exception:
+    # Imported when needed: haul's client shares these codecs and loads nothing of the server.
+    from haul.errors import RangeNotSatisfiable
+
+    return RangeNotSatisfiable(message, headers=headers)
 
 
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -26,7 +31,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if not first:  # suffix range: the last N bytes
         length = int(last)
         if length == 0 or size == 0:
-            raise RangeNotSatisfiable(
+            raise _unsatisfiable(
                 f"cannot serve the last {length} bytes of {size}",
                 headers={"Content-Range": f"bytes */{size}"},
             )
@@ -36,7 +41,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if last and end < start:
         return None  # invalid range-spec: ignored, the whole body is served
     if start >= size:
-        raise RangeNotSatisfiable(
+        raise _unsatisfiable(
             f"range starts at {start}, size is {size}", headers={"Content-Range": f"bytes */{size}"}
         )
     return start, min(end, size - 1)

@@ -34,8 +34,6 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from haul.errors import InvalidHeader
-
 INTEROP_HEADER = "upload-draft-interop-version"
 PARTIAL_UPLOAD_TYPE = "application/partial-upload"
 PROBLEM_TYPE = "application/problem+json"
@@ -128,6 +126,13 @@ class Draft:
         return value or None
 
 
+def _invalid(message: str) -> Exception:
+    # Imported when needed: haul's client shares these codecs and loads nothing of the server.
+    from haul.errors import InvalidHeader
+
+    return InvalidHeader(message)
+
+
 def offered_versions() -> str:
     return ", ".join(map(str, VERSIONS))
 
@@ -147,7 +152,7 @@ def parse_interop_version(value: str) -> Draft:
     text = value.strip()
     if not _INTEGER.fullmatch(text) or int(text) not in VERSIONS:
         known = ", ".join(map(str, VERSIONS))
-        raise InvalidHeader(f"Upload-Draft-Interop-Version {text!r} is not one of {known}")
+        raise _invalid(f"Upload-Draft-Interop-Version {text!r} is not one of {known}")
     return Draft(int(text))
 
 
@@ -158,7 +163,7 @@ def parse_boolean(value: str, field: str) -> bool:
         return True
     if item == "?0":
         return False
-    raise InvalidHeader(f"{field} must be ?0 or ?1, not {value.strip()!r}")
+    raise _invalid(f"{field} must be ?0 or ?1, not {value.strip()!r}")
 
 
 def format_boolean(value: bool) -> str:
@@ -169,7 +174,7 @@ def parse_integer(value: str, field: str) -> int:
     """An RFC 8941 Integer item that counts bytes, so never negative."""
     item = value.split(";", 1)[0].strip()
     if not _INTEGER.fullmatch(item) or item.startswith("-"):
-        raise InvalidHeader(f"{field} must be a non-negative integer, not {value.strip()!r}")
+        raise _invalid(f"{field} must be a non-negative integer, not {value.strip()!r}")
     return int(item)
 
 
@@ -183,7 +188,7 @@ def parse_dictionary(value: str, field: str) -> dict[str, int]:
     for member in value.split(","):
         key, sep, item = member.strip().partition("=")
         if not re.fullmatch(r"[a-z*][a-z0-9_.*-]*", key) or not sep:
-            raise InvalidHeader(f"{field} member {member.strip()!r} is not key=integer")
+            raise _invalid(f"{field} member {member.strip()!r} is not key=integer")
         found[key] = parse_integer(item, field)
     return found
 
