@@ -290,6 +290,11 @@ def test_max_append_size_is_announced_and_held_to(make_server: Callable[..., Hau
     assert download(server, created.headers["location"]).content == data
     # A creation's content is held to it from draft-12 on; before, only appends were.
     whole = {"Upload-Complete": "?1"}
-    assert request(server, "POST", "/files/", {**V9, **whole}, data).status == 413
+    listed = httpx.get(server.url + "/api/uploads", trust_env=False).json()["uploads"]
+    refused = request(server, "POST", "/files/", {**V9, **whole}, data)
+    assert refused.status == 413
+    assert "location" not in refused.headers
+    # Refused before anything was made: no upload left behind to expire.
+    assert httpx.get(server.url + "/api/uploads", trust_env=False).json()["uploads"] == listed
     older = request(server, "POST", "/files/", {"Upload-Draft-Interop-Version": "8", **whole}, data)
     assert older.status == 201

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from haul.client.errors import HaulClientError, NotSupported, UploadGone
-from haul.client.headers import reported_sha256
+from haul.client.instant import verified_digest
 from haul.client.retry import Transient
 from haul.client.session import Session, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
@@ -113,9 +113,8 @@ class DirectUpload:
         complete = {"parts": parts, "sha256": sha256}
         done = await self._api("POST", f"/{upload_id}/complete", params={"key": key}, json=complete)
         location = _field(done, "location", str)
-        head = await self.session.request("HEAD", location)
-        # No Repr-Digest yet: the server verifies the declared digest in the background.
-        stored = reported_sha256(head.headers.get("repr-digest"))
+        # The server verifies the declared digest in the background: its answer is awaited.
+        stored = await verified_digest(lambda: self.session.request("HEAD", location), location)
         if stored is not None and stored != sha256:
             raise HaulClientError(f"the server stored sha-256 {stored}, the file is {sha256}")
         if self.state is not None:

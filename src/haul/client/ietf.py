@@ -21,7 +21,7 @@ import mimetypes
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -32,9 +32,9 @@ from haul.client.headers import (
     encode_metadata,
     format_repr_digest,
     header_int,
-    reported_sha256,
     required_header,
 )
+from haul.client.instant import verified_digest
 from haul.client.retry import Transient
 from haul.client.session import Session, failure, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
@@ -293,10 +293,13 @@ class IetfUpload:
         """End-to-end check: the digest the server reports for what it stored (RFC 9530
         Repr-Digest; haul reports it) must be the file's. A server that reports none has had
         the declared digest to check itself."""
-        answer = await self.session.policy.run(
-            lambda: self._request(draft, "HEAD", url, {}, ok=(200, 204)), what=f"HEAD {url}"
-        )
-        stored = reported_sha256(answer.headers.get("repr-digest"))
+
+        def head() -> Awaitable[httpx.Response]:
+            return self.session.policy.run(
+                lambda: self._request(draft, "HEAD", url, {}, ok=(200, 204)), what=f"HEAD {url}"
+            )
+
+        stored = await verified_digest(head, url)
         if stored is not None and stored != digest:
             raise HaulClientError(
                 f"the server stored sha-256 {stored} for {self.path}, which hashes to {digest}"

@@ -66,9 +66,12 @@ class ParallelUpload:
             await self._send_all()
             return await self._create_final(await digest_ready())
         if missing and entry.final is not None:
-            # The final names a partial that is gone: it can never be assembled.
+            # The final names a partial that is gone: it can never be assembled. A server that
+            # wrote partials in place ends them with it (their bytes were the final's): ask.
             await self._delete(entry.final)
             entry.final = None
+            await self._each(self._probe, [i for i, u in enumerate(entry.parts) if u is not None])
+            missing = [i for i, u in enumerate(entry.parts) if u is None]
         await self._each(lambda index: self._create_partial(index, save=False), missing)
         if entry.final is None:
             entry.final = await self._create_final(None)  # saves the partials' URLs too

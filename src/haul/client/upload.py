@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from haul.client.errors import NotSupported, UploadGone
+from haul.client.errors import HaulClientError, NotSupported, UploadGone
 from haul.client.headers import format_repr_digest
 from haul.client.instant import WholeFileHash, confirm, discard, probe
 from haul.client.parallel import send_parallel
+from haul.client.retry import Transient
 from haul.client.session import Capabilities, Session
 from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.client.transfer import FileRange, Progress, ProgressCallback, Rewind, Transfer
@@ -43,6 +44,8 @@ TARGET_PARTS = 1000  # keeps the final upload's Upload-Concat header around 40 K
 # A sequential upload's PATCH: large, as each one waits for its answer (and the server's
 # commit), but small enough that a failed one costs little to send again.
 SEQUENTIAL_REQUEST = 64 * MiB
+# A partial is held in memory while it is sent (its checksum covers the whole request).
+PARTIAL_MEMORY = 32 * MiB
 
 DigestReady = Callable[[], Awaitable[str]]
 
@@ -76,8 +79,22 @@ def choose_chunk_size(size: int, requested: int | None) -> int:
     at least 5 MiB; haul's are 8 MiB)."""
     if requested:
         return max(1, requested)
-    wanted = math.ceil(size / TARGET_PARTS)
-    return min(MAX_CHUNK, max(MIN_CHUNK, math.ceil(wanted / MIN_CHUNK) * MIN_CHUNK))
+    return _in_units(size / TARGET_PARTS, MAX_CHUNK)
+
+
+def choose_partial_size(size: int, parallel: int, requested: int | None) -> int:
+    """A parallel upload's partial: about two per stream (each partial costs the server a
+    creation, a placement and a retirement; two per stream still even out a slow one), at most
+    PARTIAL_MEMORY unless the file needs more to stay within TARGET_PARTS partials."""
+    if requested:
+        return max(1, requested)
+    least = choose_chunk_size(size, None)
+    return max(least, _in_units(size / (2 * parallel), PARTIAL_MEMORY))
+
+
+def _in_units(wanted: float, most: int) -> int:
+    """``wanted`` rounded up to a multiple of MIN_CHUNK, within [MIN_CHUNK, most]."""
+    return min(most, max(MIN_CHUNK, math.ceil(wanted / MIN_CHUNK) * MIN_CHUNK))
 
 
 class FileUpload(Transfer):
@@ -111,7 +128,9 @@ class FileUpload(Transfer):
         parallel = self.options.parallel if "concatenation" in caps.extensions else 1
         if entry is None:
             use_parallel = parallel > 1 and size > chunk
-            if not use_parallel and not self.options.chunk_size:
+            if use_parallel:
+                chunk = choose_partial_size(size, parallel, self.options.chunk_size)
+            elif not self.options.chunk_size:
                 chunk = max(chunk, SEQUENTIAL_REQUEST)  # streamed from the file: no memory cost
             count = math.ceil(size / chunk) if use_parallel else 1
             entry = UploadEntry(self.endpoint, identity, chunk, [None] * count, use_parallel)
@@ -168,7 +187,10 @@ class FileUpload(Transfer):
     async def _instant_check(self, hashing: WholeFileHash) -> str | None:
         digest = await hashing.result()
         await self.began.wait()
-        return await probe(self, digest)
+        try:
+            return await probe(self, digest)
+        except (HaulClientError, Transient):  # an optional shortcut: the transfer goes on
+            return None
 
     async def _instant(
         self,

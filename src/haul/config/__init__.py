@@ -64,7 +64,8 @@ class Settings:
     s3_secret_key: str = setting("", "S3 secret key (with --s3-access-key).")
     s3_part_size: int = setting(
         8 * 1024 * 1024,
-        "First multipart part size (at least 5MiB); doubles every 1,000 parts.",
+        "Part size (at least 5MiB); growing parts double every 1,000 (not with "
+        "--s3-equal-parts; partials written in place use one dividing their layout).",
         parse_size,
     )
     s3_parts_in_flight: int = setting(
@@ -74,7 +75,7 @@ class Settings:
         parse_int,
     )
     s3_memory: int = setting(
-        512 * 1024 * 1024,
+        64 * 1024 * 1024,
         "Memory for parts on their way to S3, across every upload of the node; an upload waits "
         "for room (a part larger than this goes alone).",
         parse_size,

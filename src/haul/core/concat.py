@@ -111,19 +111,21 @@ class Concatenation:
         layout = [0]
         for part in parts:
             layout.append(layout[-1] + (part.length or 0))
-        for index, part in enumerate(parts):
-            if part.complete or part.expected_sha256 or not part.length:
-                continue
+        candidates = [i for i, part in enumerate(parts)
+                 if not (part.complete or part.expected_sha256 or not part.length)]  # fmt: skip
+
+        async def place_one(index: int) -> None:
+            part = parts[index]
             try:
                 # Not the usual lock wait: a partial being written holds bytes, so it stays out.
                 async with self.life.locker.lock(part.id, PLACE_LOCK_WAIT):
-                    if await storage.offset(part.stored_as) != 0:
-                        continue
-                    placed = await storage.place(part.stored_as, final.stored_as, layout, index)
+                    if await storage.offset(part.stored_as) == 0:
+                        await storage.place(part.stored_as, final.stored_as, layout, index)
             except Locked:  # a request is writing to it: it holds bytes already
-                continue
-            if not placed:  # at offset 0 under its lock: the layout allows none
-                return
+                pass
+
+        # A few at a time: each placement is a handful of small store round trips.
+        await each(candidates, place_one)
 
     async def _same_final(
         self, part_ids: Sequence[str], owner: str, expected_sha256: str | None
@@ -146,6 +148,11 @@ class Concatenation:
             task = asyncio.create_task(self._assemble_quietly(final.id))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Let the assemblies under way finish (on shutdown, before the backends close)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _assemble_quietly(self, final_id: str) -> None:
         try:
@@ -195,6 +202,17 @@ class Concatenation:
         else:
             await each(ids, lambda part_id: self._retire(part_id, UploadState.CONSUMED))
         return final
+
+    async def final_terminated(self, final: Upload) -> None:
+        """A final upload deleted before its assembly takes its partials with it where they
+        may have been written in place: their bytes were the final's (on S3, parts of its
+        multipart upload, which the deletion aborted), and a partial kept would report bytes no
+        longer stored. Its client sees them gone (404) and sends them again."""
+        storage = self.life.storage
+        if not final.parts or self.life.limits.keep_partials:
+            return
+        if isinstance(storage, InPlaceConcat):
+            await each(final.parts, lambda part_id: self._retire(part_id, UploadState.TERMINATED))
 
     async def _retire(self, part_id: str, state: UploadState) -> None:
         await self.life.retire(part_id, state)

@@ -58,11 +58,6 @@ class Digests:
     def forget(self, upload_id: str) -> None:
         self._running.pop(upload_id, None)
 
-    async def of(self, upload: Upload, parts: Sequence[Upload] = ()) -> str:
-        """The hex SHA-256 of the upload's stored bytes (a final upload comes with its parts)."""
-        known = await self.cheap(upload, parts)
-        return known if known is not None else await self.read_back(upload)
-
     async def cheap(self, upload: Upload, parts: Sequence[Upload] = ()) -> str | None:
         """The digest when no byte needs reading back: the running state of this process, or
         partials hashed in order as they arrived. None: only a read-back can tell."""

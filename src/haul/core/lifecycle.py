@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from haul.core.digests import Digests
 from haul.core.events import Event, Events, snapshot
@@ -55,12 +56,15 @@ def is_upload_id(text: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
-async def each(ids: Sequence[str], work: Callable[[str], Awaitable[None]]) -> None:
+T = TypeVar("T")
+
+
+async def each(ids: Sequence[T], work: Callable[[T], Awaitable[None]]) -> None:
     """``work`` for every id, a few at a time, so that their waits (locks, records, disk)
     overlap: a final upload of 1,000 partials retires them in ~0.5 s instead of ~0.8 s."""
     at_once = asyncio.Semaphore(4)
 
-    async def one(item: str) -> None:
+    async def one(item: T) -> None:
         async with at_once:
             await work(item)
 

@@ -76,6 +76,7 @@ class UploadService:
 
     async def close(self) -> None:
         """Release every backend's connections (on shutdown), even when one of them fails."""
+        await self._concat.drain()
         try:
             await self.store.close()
         finally:
@@ -90,6 +91,7 @@ class UploadService:
         log.info("upload %s terminated", upload_id)
         if retired is not None:
             await self._life.tell(events.Terminated, retired)
+            await self._concat.final_terminated(retired)
 
     async def collect_garbage(self, *, now: float | None = None, batch: int = 500) -> GcReport:
         return await self._collector.collect(now=now, batch=batch)

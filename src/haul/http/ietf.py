@@ -177,6 +177,10 @@ class IetfEndpoint:
         complete = self._complete(request, draft)
         content_length = _header_integer(request, "content-length")
         length = self._length(request, draft, complete, content_length, 0)
+        cap = self.settings.ietf_max_append_size
+        if cap and draft.version >= 9 and content_length is not None and content_length > cap:
+            # Refused before anything is made: no upload, no 104, nothing left to expire.
+            raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
         metadata: dict[str, bytes] = {}
         disposition = request.headers.get("content-disposition")
         name = ietf.filename_from_disposition(disposition) if disposition else None

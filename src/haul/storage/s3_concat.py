@@ -17,6 +17,7 @@ falls back to the final's bytes.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 from collections.abc import Sequence
@@ -84,7 +85,8 @@ async def concatenate_placed(
     those not placed into their ranges); False when none of them is placed here."""
     final = await storage._load_state(final_name)
     key = storage._key(final_name)
-    states = [await storage._load_state(name) for name in part_names]
+    # At once: the client's connection pool (max_pool_connections) bounds how many.
+    states = await asyncio.gather(*(storage._load_state(name) for name in part_names))
     placed = [s for s in states if s is not None and s.placed and s.placed.key == key]
     if final is None:
         # Completed by an earlier attempt that died before the partials were retired.
@@ -98,8 +100,10 @@ async def concatenate_placed(
     layout = [0]
     for size in sizes:
         layout.append(layout[-1] + size)
-    if unit_for(tuple(layout), storage.part_size) != unit:
-        return False  # the lengths are not what they were placed for
+    if not unit or any(at % unit for at in layout[1:-1]):
+        # The lengths are not what they were placed for. (The unit placed with is checked, not
+        # one chosen again: --s3-part-size may have changed since, or differ between nodes.)
+        return False
     s3 = await storage._s3()
     parts: list[dict[str, Any]] = []
     for index, (name, state) in enumerate(pairs):
