@@ -76,6 +76,29 @@ def test_cli_direct_upload_never_sends_the_bytes_through_haul(
     assert head.headers["repr-digest"] == f"sha-256=:{expected}:"
 
 
+def test_cli_says_when_the_server_has_not_verified_the_digest_yet(
+    make_server: Callable[..., HaulServer], rgw: str, s3_bucket: str, tmp_path: Path
+) -> None:
+    # A node that leaves verification to others: the digest stays pending, deterministically.
+    server = make_server(*s3_options(rgw, s3_bucket), "--verify-interval", "0")
+    source = random_file(tmp_path / "pending.bin", 9 * MiB, seed=53)
+    env = {**env_without_proxy(), "HAUL_STATE_DIR": str(tmp_path / "state")}
+    command = [HAUL, "upload", str(source), "--server", server.url, "--direct"]
+    done = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"] is True
+    assert result["digest_pending"] is True
+    with httpx.Client(trust_env=False, timeout=60) as client:
+        head = client.head(result["url"], headers=TUS)
+    assert head.headers["haul-digest-pending"] == "?1"
+    assert "repr-digest" not in head.headers
+    spoken = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert spoken.returncode == 0, spoken.stderr
+    assert "verified by the server in the background" in spoken.stdout + spoken.stderr
+
+
 def stored_parts(rgw: str, bucket: str) -> list[int]:
     """Sizes of the parts the store holds for the bucket's one unfinished multipart upload."""
 

@@ -220,15 +220,16 @@ def _report_success(console: Console, as_json: bool, result: Any) -> None:
             "path": str(result.path), "url": result.url, "size": result.size,
             "sha256": result.sha256, "parallel": result.parallel, "resumed": result.resumed,
             "sent": result.sent, "seconds": round(result.elapsed, 3), "instant": result.instant,
-            "ok": True,
+            "digest_pending": result.digest_pending, "ok": True,
         }))  # fmt: skip
     elif result.instant:
         console.print(f"[cyan]≡[/] {result.path} → {result.url} (already on server, nothing sent)")
     else:
         how = "resumed, " if result.resumed else ""
-        console.print(
-            f"[green]✓[/] {result.path} → {result.url} ({how}sha256 {result.sha256[:16]}…)"
-        )
+        # Complete either way; a pending digest fails the upload later should it not match.
+        later = ", verified by the server in the background" if result.digest_pending else ""
+        digest = f"sha256 {result.sha256[:16]}…{later}"
+        console.print(f"[green]✓[/] {result.path} → {result.url} ({how}{digest})")
 
 
 def _report_failure(console: Console, as_json: bool, path: Path, exc: Exception) -> None:

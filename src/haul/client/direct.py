@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from haul.client.errors import HaulClientError, NotSupported, UploadGone
-from haul.client.instant import verified_digest
+from haul.client.instant import reported_digest
 from haul.client.retry import Transient
 from haul.client.session import Session, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
@@ -113,15 +113,16 @@ class DirectUpload:
         complete = {"parts": parts, "sha256": sha256}
         done = await self._api("POST", f"/{upload_id}/complete", params={"key": key}, json=complete)
         location = _field(done, "location", str)
-        # The server verifies the declared digest in the background: its answer is awaited.
-        stored = await verified_digest(lambda: self.session.request("HEAD", location), location)
+        # An object store's server verifies the declared digest in the background (pending).
+        stored, pending = await reported_digest(lambda: self.session.request("HEAD", location))
         if stored is not None and stored != sha256:
             raise HaulClientError(f"the server stored sha-256 {stored}, the file is {sha256}")
         if self.state is not None:
             self.state.remove(state_key)
         return UploadResult(url=location, path=self.path, size=self.size, sha256=sha256,
                             parallel=self.parallel, resumed=resumed, sent=self.sent,
-                            elapsed=time.monotonic() - started)  # fmt: skip
+                            elapsed=time.monotonic() - started,
+                            digest_pending=pending)  # fmt: skip
 
     def _count(self) -> int:
         return max(1, -(-self.size // self.chunk))

@@ -34,7 +34,7 @@ from haul.client.headers import (
     header_int,
     required_header,
 )
-from haul.client.instant import verified_digest
+from haul.client.instant import reported_digest
 from haul.client.retry import Transient
 from haul.client.session import Session, failure, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
@@ -153,11 +153,12 @@ class IetfUpload:
                 await self._append(draft, url, offset, limits)
         finally:
             os.close(self._fd)
-        await self._confirm(draft, url, digest)
+        pending = await self._confirm(draft, url, digest)
         self.state.remove(key)
         return UploadResult(
             url=url, path=self.path, size=size, sha256=digest, parallel=1, resumed=resumed,
             sent=self.sent_bytes, elapsed=time.monotonic() - started, instant=instant,
+            digest_pending=pending,
         )  # fmt: skip
 
     # -- the steps ------------------------------------------------------------------------
@@ -289,21 +290,22 @@ class IetfUpload:
             )
         self._report(size)
 
-    async def _confirm(self, draft: ietf.Draft, url: str, digest: str) -> None:
+    async def _confirm(self, draft: ietf.Draft, url: str, digest: str) -> bool:
         """End-to-end check: the digest the server reports for what it stored (RFC 9530
         Repr-Digest; haul reports it) must be the file's. A server that reports none has had
-        the declared digest to check itself."""
+        the declared digest to check itself. True while the server verifies it later."""
 
         def head() -> Awaitable[httpx.Response]:
             return self.session.policy.run(
                 lambda: self._request(draft, "HEAD", url, {}, ok=(200, 204)), what=f"HEAD {url}"
             )
 
-        stored = await verified_digest(head, url)
+        stored, pending = await reported_digest(head)
         if stored is not None and stored != digest:
             raise HaulClientError(
                 f"the server stored sha-256 {stored} for {self.path}, which hashes to {digest}"
             )
+        return pending
 
     # -- helpers --------------------------------------------------------------------------
 

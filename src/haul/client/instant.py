@@ -14,19 +14,17 @@ import contextlib
 import hashlib
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 
-from haul.client.errors import HaulClientError, ServerRejected, UploadGone
+from haul.client.errors import HaulClientError, ServerRejected
 from haul.client.headers import format_repr_digest, header_int, reported_sha256
 from haul.client.transfer import OCTETS, Transfer
 from haul.wire.possession import Challenge, answer
 
 HASH_BLOCK = 4 << 20
-VERIFY_WAIT = 600.0  # seconds a server verifying in the background is waited for
 
 
 class WholeFileHash:
@@ -104,40 +102,29 @@ async def prove(transfer: Transfer, url: str, header: str) -> int:
     return header_int(response, "upload-offset") or 0
 
 
-async def confirm(transfer: Transfer, url: str, digest: str) -> None:
+async def confirm(transfer: Transfer, url: str, digest: str) -> bool:
     """End-to-end check: a server that reports the digest of what it stored (haul does, as
-    Repr-Digest) must report ours."""
-    stored = await verified_digest(lambda: transfer.session.request("HEAD", url), url)
+    Repr-Digest) must report ours. True when the server is still verifying it (see
+    :func:`reported_digest`)."""
+    stored, pending = await reported_digest(lambda: transfer.session.request("HEAD", url))
     # None: a server that does not say; per-request checksums guarded the transfer.
     if stored is not None and stored != digest:
         raise HaulClientError(
             f"the server stored sha-256 {stored} for {transfer.path}, which hashes to {digest}"
         )
+    return pending
 
 
-async def verified_digest(head: Callable[[], Awaitable[httpx.Response]], url: str) -> str | None:
-    """The SHA-256 the server reports for what it stored at ``url``, once it has verified it.
-    A haul server verifying in the background (``Haul-Digest-Pending: ?1``, no Repr-Digest
-    yet) is asked again until it has: an upload is only reported done once verified."""
-    deadline = time.monotonic() + VERIFY_WAIT
-    delay = 0.25
-    while True:
-        try:
-            response = await head()
-        except UploadGone as gone:  # failed by the verification: the bytes did not match
-            raise HaulClientError(
-                f"the server dropped {url} while verifying its sha-256: {gone}"
-            ) from gone
-        stored = reported_sha256(response.headers.get("repr-digest"))
-        if stored is not None or response.headers.get("haul-digest-pending") != "?1":
-            return stored
-        if time.monotonic() >= deadline:
-            raise HaulClientError(
-                f"the server had not verified the sha-256 of {url} after {VERIFY_WAIT:.0f} s "
-                "(a server with --verify-interval 0 leaves that to other nodes)"
-            )
-        await asyncio.sleep(delay)
-        delay = min(2 * delay, 5.0)
+async def reported_digest(
+    head: Callable[[], Awaitable[httpx.Response]],
+) -> tuple[str | None, bool]:
+    """The SHA-256 the server reports for what it stored, and whether it is still verifying
+    the declared one in the background (``Haul-Digest-Pending: ?1``, no Repr-Digest yet: the
+    upload is complete, its digest is checked at the store's read speed without the client
+    waiting, and a mismatch fails the upload then)."""
+    response = await head()
+    stored = reported_sha256(response.headers.get("repr-digest"))
+    return stored, stored is None and response.headers.get("haul-digest-pending") == "?1"
 
 
 async def discard(transfer: Transfer, urls: list[str]) -> None:

@@ -61,6 +61,9 @@ class UploadResult:
     sent: int  # body bytes sent in this run
     elapsed: float
     instant: bool = False  # the server already had the content: the transfer stopped early
+    # The server verifies the declared SHA-256 in the background (its object store): the upload
+    # is complete, and fails later should the stored bytes not hash to it.
+    digest_pending: bool = False
 
 
 @dataclass
@@ -164,7 +167,7 @@ class FileUpload(Transfer):
             await asyncio.gather(*(t for t in (transfer, check) if t), return_exceptions=True)
             await hashing.stop()
             os.close(self.fd)
-        await confirm(self, url, digest)
+        pending = await confirm(self, url, digest)
         self.state.remove(key)
         return UploadResult(
             url=url,
@@ -175,6 +178,7 @@ class FileUpload(Transfer):
             resumed=resumed,
             sent=self.sent_bytes,
             elapsed=time.monotonic() - started,
+            digest_pending=pending,
         )
 
     async def _transfer(
@@ -210,10 +214,11 @@ class FileUpload(Transfer):
             await discard(self, [entry.final])
         await discard(self, [u for u in entry.parts if u is not None])
         digest = await hashing.result()
-        await confirm(self, url, digest)
+        pending = await confirm(self, url, digest)
         self.state.remove(key)
         return UploadResult(url, self.path, self.size, digest, 1, False, self.sent_bytes,
-                            time.monotonic() - started, instant=True)  # fmt: skip
+                            time.monotonic() - started, instant=True,
+                            digest_pending=pending)  # fmt: skip
 
     # -- sequential -----------------------------------------------------------------------
 
