@@ -15,14 +15,13 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from haul.client.errors import HaulClientError, NotSupported, UploadGone
 from haul.client.headers import format_repr_digest
 from haul.client.instant import WholeFileHash, confirm, discard, probe
-from haul.client.parallel import send_parallel
+from haul.client.parallel import DigestReady, send_parallel
 from haul.client.retry import Transient
 from haul.client.session import Capabilities, Session
 from haul.client.state import FileIdentity, StateStore, UploadEntry
@@ -46,8 +45,6 @@ TARGET_PARTS = 1000  # keeps the final upload's Upload-Concat header around 40 K
 SEQUENTIAL_REQUEST = 64 * MiB
 # A partial is held in memory while it is sent (its checksum covers the whole request).
 PARTIAL_MEMORY = 32 * MiB
-
-DigestReady = Callable[[], Awaitable[str]]
 
 
 @dataclass
