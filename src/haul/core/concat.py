@@ -30,6 +30,7 @@ from haul.errors import (
 
 log = logging.getLogger("haul")
 PLACE_LOCK_WAIT = 1.0  # seconds a final's creation waits for one partial's lock to place it
+DRAIN_WAIT = 30.0  # seconds a shutdown waits for the assemblies under way
 
 
 class Concatenation:
@@ -111,8 +112,11 @@ class Concatenation:
         layout = [0]
         for part in parts:
             layout.append(layout[-1] + (part.length or 0))
-        candidates = [i for i, part in enumerate(parts)
-                 if not (part.complete or part.expected_sha256 or not part.length)]  # fmt: skip
+        candidates = [
+            index
+            for index, part in enumerate(parts)
+            if part.length and not (part.complete or part.expected_sha256)
+        ]
 
         async def place_one(index: int) -> None:
             part = parts[index]
@@ -150,9 +154,11 @@ class Concatenation:
             task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Let the assemblies under way finish (on shutdown, before the backends close)."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Let the assemblies under way finish (on shutdown, before the backends close). One
+        that takes too long (a hung store) is left: the final still waits, and the next
+        request for it assembles it."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=DRAIN_WAIT)
 
     async def _assemble_quietly(self, final_id: str) -> None:
         try:
