@@ -95,32 +95,3 @@ def test_an_unreachable_store_is_503_not_an_internal_error() -> None:
 
     asyncio.run(scenario())
 
-
-def test_another_owners_request_does_not_take_an_upload_over() -> None:
-    """Taking over is for the upload's owner: anyone else's PATCH is a 404 that leaves the
-    writer alone, stuck on the storage or not."""
-    from haul.errors import NotFound
-    from tests.inprocess import body, memory_service
-
-    async def scenario() -> None:
-        service = memory_service()
-        upload = await service.create(length=5, owner="alice")
-        takeovers = service._life.writers  # the registry the service's appends go through
-        entered = asyncio.Event()
-
-        async def stuck() -> str:
-            async with takeovers.writing(upload.id):
-                entered.set()
-                await asyncio.sleep(3600)  # a store that never answers
-            return "finished"
-
-        writer = asyncio.create_task(stuck())
-        await entered.wait()
-        with pytest.raises(NotFound):
-            await service.append(upload.id, 0, body(b"hello"), owner="mallory")
-        await asyncio.wait([writer], timeout=3 * STUCK_AFTER)
-        assert not writer.done()  # still writing: nobody asked it to stop
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
-
-    asyncio.run(scenario())

@@ -61,8 +61,6 @@ class Writing:
                 )
         # A newer request takes over from one still writing (often one whose client left
         # unnoticed while the store hung): it would hold the lock until the store answered.
-        # Only the upload's owner's: another's request must not disturb it (404 as ever).
-        await life.live(upload_id, owner)
         life.writers.ask_to_stop(upload_id)
         async with life.lock(upload_id), life.writers.writing(upload_id) as body_phase:
             upload = await life.live(upload_id, owner)

@@ -6,14 +6,13 @@ holds: the parts committed so far (number, size, ETag) and the tail, the last by
 to be a part yet. The offset is what that state says, so a node that dies between sending a
 part and recording it can only under-report, never lie upward: the client sends those bytes
 again. Part sizes grow with the part number (doubling every 1,000 parts from ``part_size``),
-so 10,000 parts always reach S3's 5 TiB object limit, or, for stores that need
-it, are all one size (see s3_parts). A request's full parts go up in the
-background while its next bytes arrive (s3_writer: at most ``parts_in_flight`` per upload,
-``memory`` bytes in flight per node).
+so 10,000 parts always reach S3's 5 TiB object limit, or, for stores that need it, are all one
+size (see s3_parts). A request's full parts go up in the background while its next bytes
+arrive (s3_writer: at most ``parts_in_flight`` per upload, ``memory`` bytes in flight per node).
 
-Finished, the multipart upload is completed (the tail joins as the last part) and the object
-is read with ranged GETs. Concatenation and instant-upload
-sharing are server-side copies (UploadPartCopy): no byte of them passes through haul.
+Finished, the multipart upload is completed (the tail joins as the last part) and the object is
+read with ranged GETs. Concatenation and instant-upload sharing are server-side copies
+(UploadPartCopy, or partials placed into the final's upload: s3_concat): no byte passes haul.
 """
 
 from __future__ import annotations
@@ -33,13 +32,10 @@ from haul.core.interfaces import StoredBytesMissing
 from haul.errors import BadRequest, OffsetMismatch
 from haul.storage import s3_concat
 from haul.storage.s3_config import ReportingClient, client_config
-from haul.storage.s3_parts import copy_equal, equal_size, growing_size
+from haul.storage.s3_parts import MAX_PART, MIN_PART, MiB, copy_equal, equal_size, growing_size
 from haul.storage.s3_state import Part, S3State
 from haul.storage.s3_writer import ByteBudget, S3Writer, cut
 
-MiB = 1 << 20
-MIN_PART = 5 * MiB  # S3's smallest part but the last
-MAX_COPY = 5 * 1024 * MiB  # S3's largest single copy (and part)
 MPU_CACHE = 4096  # multipart ids remembered (see multipart_id)
 _ID = re.compile(r"[0-9a-f]{32}")
 # What the stores answer for an object or multipart upload that is not there (AWS, MinIO and
@@ -333,9 +329,9 @@ class S3Storage:
         under 5 MiB (allowed only last) pass through haul instead."""
         s3 = await self._s3()
         ranges = [
-            (key, first, min(size, first + MAX_COPY), size)
+            (key, first, min(size, first + MAX_PART), size)
             for key, size in sources
-            for first in range(0, size, MAX_COPY)
+            for first in range(0, size, MAX_PART)
         ]
         if not ranges:  # nothing but empty uploads
             await self._put(target, b"")
@@ -441,19 +437,14 @@ class S3Storage:
     # -- direct (presigned) uploads -------------------------------------------------------
 
     async def multipart_id(self, upload_id: str) -> str | None:
-        # An upload's multipart id never changes (its state is written once with it, and
-        # upload ids are never reused), so a direct upload's signing asks the store once,
-        # not for every part: under load each GET of the state costs 30-150 ms on RGW.
-        known = self._mpus.get(upload_id)
-        if known is not None:
-            return known
-        state = await self._load_state(upload_id)
-        if state is None:
-            return None
-        if len(self._mpus) >= MPU_CACHE:
-            del self._mpus[next(iter(self._mpus))]  # the oldest
-        self._mpus[upload_id] = state.mpu
-        return state.mpu
+        # Fixed for an upload's life: read once, not for every part a direct upload signs.
+        if upload_id not in self._mpus:
+            if (state := await self._load_state(upload_id)) is None:
+                return None
+            if len(self._mpus) >= MPU_CACHE:
+                del self._mpus[next(iter(self._mpus))]  # the oldest
+            self._mpus[upload_id] = state.mpu
+        return self._mpus[upload_id]
 
     async def presign_part(
         self, upload_id: str, part_number: int, ttl: int, *, md5: str | None = None

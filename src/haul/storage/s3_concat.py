@@ -25,15 +25,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from haul.core.interfaces import StoredBytesMissing
+from haul.storage.s3_parts import MAX_PART, MAX_PARTS, MIN_PART
 from haul.storage.s3_state import Placement, S3State
 
 if TYPE_CHECKING:
     from haul.storage.s3 import S3Storage
-
-MiB = 1 << 20
-MIN_PART = 5 * MiB
-MAX_PART = 5 * 1024 * MiB
-MAX_PARTS = 10_000
 
 
 @functools.lru_cache(maxsize=256)

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from haul.storage.s3 import S3Storage
 
+# S3's limits, the same on every implementation: the one place that says them.
 MiB = 1 << 20
+MIN_PART = 5 * MiB  # the smallest part but the last
+MAX_PART = 5 * 1024 * MiB  # the largest part (and single copy)
 MAX_PARTS = 10_000
-MAX_PART = 5 * 1024 * MiB  # S3's largest part
 
 
 def growing_size(base: int, number: int) -> int:
