@@ -94,4 +94,3 @@ def test_an_unreachable_store_is_503_not_an_internal_error() -> None:
             await storage.close()
 
     asyncio.run(scenario())
-
