@@ -60,8 +60,7 @@ class ParallelUpload:
         if entry.final is not None and await self._final_complete(entry.final):
             await self._declare(entry.final, digest_ready)
             return entry.final
-        await self._each(self._probe, [i for i, u in enumerate(entry.parts) if u is not None])
-        missing = [i for i, u in enumerate(entry.parts) if u is None]
+        missing = await self._probe_all()
         if not self.final_first:
             await self._send_all()
             return await self._create_final(await digest_ready())
@@ -70,8 +69,7 @@ class ParallelUpload:
             # wrote partials in place ends them with it (their bytes were the final's): ask.
             await self._delete(entry.final)
             entry.final = None
-            await self._each(self._probe, [i for i, u in enumerate(entry.parts) if u is not None])
-            missing = [i for i, u in enumerate(entry.parts) if u is None]
+            missing = await self._probe_all()
         await self._each(lambda index: self._create_partial(index, save=False), missing)
         if entry.final is None:
             entry.final = await self._create_final(None)  # saves the partials' URLs too
@@ -93,6 +91,11 @@ class ParallelUpload:
                 await job(index)
 
         await asyncio.gather(*(limited(i) for i in indexes))
+
+    async def _probe_all(self) -> list[int]:
+        """Ask the server for every known partial's offset; the indexes with none on it."""
+        await self._each(self._probe, [i for i, u in enumerate(self.entry.parts) if u is not None])
+        return [i for i, u in enumerate(self.entry.parts) if u is None]
 
     async def _probe(self, index: int) -> None:
         url = self.entry.parts[index]

@@ -178,9 +178,8 @@ class IetfEndpoint:
         content_length = _header_integer(request, "content-length")
         length = self._length(request, draft, complete, content_length, 0)
         cap = self.settings.ietf_max_append_size
-        if cap and draft.version >= 9 and content_length is not None and content_length > cap:
-            # Refused before anything is made: no upload, no 104, nothing left to expire.
-            raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+        if cap and draft.version >= 9:  # refused before anything is made: no upload, no 104
+            _refuse_declared(content_length, cap)
         metadata: dict[str, bytes] = {}
         disposition = request.headers.get("content-disposition")
         name = ietf.filename_from_disposition(disposition) if disposition else None
@@ -433,14 +432,23 @@ async def _capped(
 ) -> AsyncIterator[bytes]:
     """The body, refused (413) once it is longer than ``cap``: at once when Content-Length
     says so, else when the byte past it arrives (the core then keeps none of the request)."""
-    if content_length is not None and content_length > cap:
-        raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+    _refuse_declared(content_length, cap)
     received = 0
     async for piece in body:
         received += len(piece)
         if received > cap:
-            raise AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
+            raise _too_large(cap)
         yield piece
+
+
+def _refuse_declared(content_length: int | None, cap: int) -> None:
+    """413 at once for a request whose Content-Length is over ``cap``."""
+    if content_length is not None and content_length > cap:
+        raise _too_large(cap)
+
+
+def _too_large(cap: int) -> AppendTooLarge:
+    return AppendTooLarge(f"a request may carry at most {cap} bytes (max-append-size)")
 
 
 async def _nothing() -> AsyncIterator[bytes]:
