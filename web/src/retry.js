@@ -5,6 +5,9 @@ import { NetworkError, ServerError } from "./errors.js";
 export const MAX_ATTEMPTS = 8; // per chunk; waiting while offline does not count
 export const MAX_FINAL_ATTEMPTS = 3; // the final concatenation: the server hashes the whole file
 const MAX_DELAY = 30_000; // ms
+const KiB = 1024;
+export const MAX_PIECE = 4096 * KiB; // the most one checksummed PATCH carries
+const MIN_PIECE = 256 * KiB;
 
 /** Conflicts, locks, overload, 5xx: worth trying again (after re-reading the offset).
  * @param {number} status */
@@ -41,6 +44,27 @@ export function backoff(attempt, retryAfter, random = Math.random) {
   const base = Math.min(MAX_DELAY, 500 * 2 ** attempt);
   return Math.max(retryAfter ? retryAfter * 1000 : 0, base / 2 + random() * (base / 2));
 }
+
+/** The failures in a row of one chunk. Only those count: a failure after the chunk moved on
+ * is the first again (as in tus-js-client), or a long chunk on a bumpy line runs out of tries. */
+export class Attempts {
+  count = 0;
+  #offset = -1;
+
+  /** @param {number} offset where the chunk stood when it failed @param {boolean} counted
+   * false while offline: waiting for the network is not a try */
+  failed(offset, counted = true) {
+    if (offset > this.#offset) this.count = 0;
+    this.#offset = offset;
+    if (counted) this.count += 1;
+  }
+}
+
+/** The most a chunk's next checksummed PATCH carries: halved after a failure, since on a line
+ * that cuts requests a smaller all-or-nothing piece still gets through; doubled after a success.
+ * @param {number} piece @param {boolean} succeeded */
+export const nextPiece = (piece, succeeded) =>
+  succeeded ? Math.min(MAX_PIECE, piece * 2) : Math.max(MIN_PIECE, piece / 2);
 
 const stopped = () => new DOMException("stopped", "AbortError");
 

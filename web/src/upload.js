@@ -9,8 +9,8 @@
 //
 // Each PATCH also carries `Upload-Checksum` (the cheapest algorithm the server offers, computed
 // in the worker), so a piece damaged on the way is refused (460) and only it is sent again. The
-// server keeps all of a checksummed PATCH or none of it, so PATCHes are at most PIECE bytes: a
-// request cut off costs at most that much to send again.
+// server keeps all of a checksummed PATCH or none of it, so PATCHes are at most 4 MiB (less
+// after a failure, see retry.nextPiece): a request cut off costs at most that much again.
 import { algorithmFor, checksumHeader } from "./checksum.js";
 import { NetworkError, ServerError } from "./errors.js";
 import * as finals from "./finals.js";
@@ -41,6 +41,7 @@ import { reportedDigest } from "./verifying.js";
  * @property {number} inflight bytes of the running PATCH sent so far
  * @property {import("./states.js").ChunkStateName} state
  * @property {string | null} creationKey the Idempotency-Key of its creation while it retries
+ * @property {number} piece the most its next checksummed PATCH carries
  */
 
 const MiB = 1 << 20;
@@ -48,7 +49,6 @@ const UNIT = 8 * MiB; // chunks are a multiple of this (S3 parts of the final ob
 const MIN_CHUNK = UNIT;
 const MAX_CHUNK = 8 * UNIT;
 const TARGET_CHUNKS = 1000; // keeps the final request's header list short
-const PIECE = 4 * MiB; // the most one checksummed PATCH carries
 
 /** At most about TARGET_CHUNKS chunks, each a multiple of 8 MiB within [8 MiB, 64 MiB].
  * @param {number} size */
@@ -235,7 +235,8 @@ export class FileUpload extends EventTarget {
       const start = index * size;
       const end = Math.min(this.file.size, start + size);
       const length = end - start;
-      return { index, start, length, url, offset: 0, inflight: 0, state: ChunkState.WAITING, creationKey: null };
+      const state = ChunkState.WAITING;
+      return { index, start, length, url, offset: 0, inflight: 0, state, creationKey: null, piece: retry.MAX_PIECE };
     });
     this.#emit();
   }
@@ -297,7 +298,7 @@ export class FileUpload extends EventTarget {
 
   /** @param {Chunk} chunk @param {AbortSignal} signal @param {boolean} createOnly */
   async #sendChunk(chunk, signal, createOnly) {
-    let attempts = 0;
+    const attempts = new retry.Attempts();
     let resync = false;
     for (;;) {
       try {
@@ -312,13 +313,14 @@ export class FileUpload extends EventTarget {
         return;
       } catch (error) {
         chunk.inflight = 0;
+        chunk.piece = retry.nextPiece(chunk.piece, false);
         if (signal.aborted || retry.isAbort(error)) {
           chunk.state = ChunkState.WAITING;
           throw error;
         }
         const offline = error instanceof NetworkError && !navigator.onLine;
-        if (!offline) attempts += 1;
-        if (!retry.isTransient(error) || attempts >= retry.MAX_ATTEMPTS) {
+        attempts.failed(chunk.offset, !offline);
+        if (!retry.isTransient(error) || attempts.count >= retry.MAX_ATTEMPTS) {
           chunk.state = ChunkState.FAILED;
           this.#emit();
           throw error;
@@ -331,7 +333,7 @@ export class FileUpload extends EventTarget {
           await retry.waitOnline(signal);
           this.offline = false;
         } else {
-          await retry.sleep(retry.backoff(attempts, retry.retryAfterOf(error)), signal);
+          await retry.sleep(retry.backoff(attempts.count, retry.retryAfterOf(error)), signal);
         }
       }
     }
@@ -368,7 +370,7 @@ export class FileUpload extends EventTarget {
     const from = chunk.start + chunk.offset;
     const rest = chunk.length - chunk.offset;
     // Unchecked, a cut-off PATCH keeps what arrived: then one PATCH sends the whole rest.
-    const size = this.algorithm ? Math.min(PIECE, rest) : rest;
+    const size = this.algorithm ? Math.min(chunk.piece, rest) : rest;
     const body = this.file.slice(from, from + size);
     /** @type {Record<string, string>} */
     const headers = { "Upload-Offset": String(chunk.offset), "Content-Type": tus.OCTETS };
@@ -389,6 +391,7 @@ export class FileUpload extends EventTarget {
       signal,
     });
     chunk.inflight = 0;
+    chunk.piece = retry.nextPiece(chunk.piece, true);
     chunk.offset = tus.offsetOf(answer, chunk.offset + size);
     this.#noteExpiry(answer);
   }

@@ -3,9 +3,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { NetworkError, ServerError } from "../src/errors.js";
 import {
+  Attempts,
   backoff,
   isAbort,
   isTransient,
+  MAX_PIECE,
+  nextPiece,
   retryAfterOf,
   retryAfterSeconds,
   sleep,
@@ -14,6 +17,29 @@ import {
 
 const lowest = () => 0;
 const highest = () => 1 - Number.EPSILON;
+
+test("only failures in a row count: progress since the last failure starts afresh", () => {
+  const attempts = new Attempts();
+  attempts.failed(0);
+  attempts.failed(0);
+  assert.equal(attempts.count, 2);
+  attempts.failed(4096); // a PATCH got through in between
+  assert.equal(attempts.count, 1);
+  attempts.failed(4096, false); // offline: not a try
+  assert.equal(attempts.count, 1);
+  attempts.failed(4096);
+  assert.equal(attempts.count, 2);
+});
+
+test("a failed PATCH halves the next piece down to 256 KiB; a success doubles it back", () => {
+  let piece = MAX_PIECE;
+  for (let i = 0; i < 10; i += 1) piece = nextPiece(piece, false);
+  assert.equal(piece, 256 * 1024);
+  piece = nextPiece(piece, true);
+  assert.equal(piece, 512 * 1024);
+  for (let i = 0; i < 10; i += 1) piece = nextPiece(piece, true);
+  assert.equal(piece, MAX_PIECE);
+});
 
 test("backoff doubles per attempt, half of it random", () => {
   assert.equal(backoff(1, null, lowest), 500);
