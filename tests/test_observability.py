@@ -71,6 +71,18 @@ def test_json_logs_name_the_request_upload_and_owner(make_server, client: httpx.
     assert access[0]["upload_id"] == upload_id
     assert access[0]["owner"] == "alice"
     assert access[0]["duration"] >= 0
+    assert "error_code" not in access[0]  # only a refusal names one
+    wrong = client.patch(url, content=b"!", headers={**TUS, **auth, "Content-Type": OCTETS,
+                                                     "Upload-Offset": "0",
+                                                     "X-Request-Id": "patch-2"})  # fmt: skip
+    assert wrong.status_code == 409
+    while not any(line.get("request_id") == "patch-2" for line in json_lines()):
+        assert time.monotonic() < deadline, "no access line for the second PATCH"
+        time.sleep(0.05)
+    refused = [line for line in json_lines() if line.get("request_id") == "patch-2"
+               and line["logger"] == "haul.access"]  # fmt: skip
+    assert refused[0]["error_code"] == "ERR_MISMATCHED_OFFSET"
+    assert refused[0]["message"].endswith(" 409 ERR_MISMATCHED_OFFSET")
     completed = [line for line in by_request["patch-1"] if "complete (" in line["message"]]
     assert completed[0]["upload_id"] == upload_id
     assert key not in server.log_path.read_text()  # credentials never reach a log

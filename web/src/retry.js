@@ -60,8 +60,9 @@ export class Attempts {
   }
 }
 
-/** The most a chunk's next checksummed PATCH carries: halved after a failure, since on a line
- * that cuts requests a smaller all-or-nothing piece still gets through; doubled after a success.
+/** The most a chunk's next checksummed PATCH carries: halved after a request was cut off, since
+ * on a line that cuts requests a smaller all-or-nothing piece still gets through; doubled after
+ * a success.
  * @param {number} piece @param {boolean} succeeded */
 export const nextPiece = (piece, succeeded) =>
   succeeded ? Math.min(MAX_PIECE, piece * 2) : Math.max(MIN_PIECE, piece / 2);

@@ -313,7 +313,7 @@ export class FileUpload extends EventTarget {
         return;
       } catch (error) {
         chunk.inflight = 0;
-        chunk.piece = retry.nextPiece(chunk.piece, false);
+        if (error instanceof NetworkError) chunk.piece = retry.nextPiece(chunk.piece, false);
         if (signal.aborted || retry.isAbort(error)) {
           chunk.state = ChunkState.WAITING;
           throw error;

@@ -350,8 +350,8 @@ class Settings:
     )
     access_log: bool = setting(
         False,
-        "Log every HTTP request (one line each: method, path, status, bytes sent, duration, "
-        "request id).",
+        "Log every HTTP request (one line each: method, path, status, a refusal's error code, "
+        "bytes sent, duration, request id).",
         parse_bool,
     )
     log_format: str = setting(

@@ -30,7 +30,7 @@ from haul.http.chunks import ChunkApi
 from haul.http.direct import DirectEndpoint
 from haul.http.flow import FlowEndpoint
 from haul.http.guard import ClientGuard
-from haul.http.logs import RequestContext
+from haul.http.logs import RequestContext, tag
 from haul.http.metrics import Metrics, RequestMetrics
 from haul.http.middleware import CancelWhenClientGone, MethodOverride, StrictTransportSecurity
 from haul.http.routing import ExactRoute
@@ -137,6 +137,7 @@ class HookRequestContext:
 
 async def _haul_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HaulError)
+    tag(error_code=exc.code)  # the access line says why, not only the status
     headers = dict(exc.headers)
     if isinstance(exc, VersionUnsupported):
         headers["Tus-Version"] = TUS_VERSION

@@ -12,6 +12,7 @@ from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from haul.errors import RateLimited
+from haul.http.logs import tag
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ClientGuard:
             if self.rates is not None:
                 self.rates.take(client)
         except RateLimited as limited:
+            tag(error_code=limited.code)
             response = PlainTextResponse(limited.render(), 429, headers=limited.headers)
             await response(scope, receive, send)
             return

@@ -1,7 +1,8 @@
 """Logs a machine can read: every line of a request carries that request's id (the client's
 X-Request-Id when it sent a sane one, returned in the answer either way), and, once known, the
 upload id and the owner. ``--log-format json`` writes one JSON object a line; ``--access-log``
-adds one line per request with its status, bytes received and sent, and duration.
+adds one line per request with its status, the error code of a refusal, bytes received and
+sent, and duration.
 Credentials never reach a log: only the owner's name does."""
 
 from __future__ import annotations
@@ -70,13 +71,16 @@ class RequestContext:
             await self.app(scope, counting if self.access_log else receive, answer)
         finally:
             if self.access_log:
+                code = record.get("error_code", "")
                 access.info(
-                    "%s %s %d",
+                    "%s %s %d%s",
                     scope["method"],
                     scope["path"],
                     status,
+                    f" {code}" if code else "",
                     extra={
                         "status": status,
+                        "error_code": code or None,
                         "bytes_received": received,
                         "bytes_sent": sent,
                         "duration": round(time.perf_counter() - started, 6),
@@ -97,7 +101,7 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    EXTRA = (*_FIELDS, "status", "bytes_received", "bytes_sent", "duration")
+    EXTRA = (*_FIELDS, "status", "error_code", "bytes_received", "bytes_sent", "duration")
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -106,7 +110,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        line.update({k: getattr(record, k) for k in self.EXTRA if hasattr(record, k)})
+        line.update({k: v for k in self.EXTRA if (v := getattr(record, k, None)) is not None})
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
