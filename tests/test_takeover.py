@@ -13,10 +13,11 @@ from haul.errors import StoreUnavailable, TakenOver
 
 pytestmark = pytest.mark.fast
 ID = "0" * 32
+OWNER = "alice"
 
 
 async def _writer(takeovers: Takeovers, on_storage: bool, entered: asyncio.Event) -> str:
-    async with takeovers.writing(ID) as phase:
+    async with takeovers.writing(ID, OWNER) as phase:
         if not on_storage:
             phase.waiting_on_storage(False)
         entered.set()
@@ -24,12 +25,12 @@ async def _writer(takeovers: Takeovers, on_storage: bool, entered: asyncio.Event
     return "finished"
 
 
-async def _run(on_storage: bool) -> tuple[asyncio.Task[str], Takeovers]:
+async def _run(on_storage: bool, asker: str = OWNER) -> tuple[asyncio.Task[str], Takeovers]:
     takeovers = Takeovers()
     entered = asyncio.Event()
     task = asyncio.create_task(_writer(takeovers, on_storage, entered))
     await entered.wait()
-    takeovers.ask_to_stop(ID)
+    takeovers.ask_to_stop(ID, asker)
     await asyncio.wait([task], timeout=3 * STUCK_AFTER)  # stuck only once the wait lasts
     return task, takeovers
 
@@ -41,7 +42,18 @@ def test_a_writer_stuck_on_the_storage_is_taken_over() -> None:
         with pytest.raises(TakenOver):
             task.result()
         assert task.cancelling() == 0  # the stop is consumed, not left pending
-        takeovers.ask_to_stop(ID)  # nobody is writing any more: nothing happens
+        takeovers.ask_to_stop(ID, OWNER)  # nobody is writing any more: nothing happens
+
+    asyncio.run(scenario())
+
+
+def test_another_owners_request_stops_no_writer() -> None:
+    async def scenario() -> None:
+        task, _ = await _run(on_storage=True, asker="mallory")  # refused with 404 later on
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
     asyncio.run(scenario())
 
@@ -63,7 +75,7 @@ def test_a_writer_past_its_body_phase_is_not_stopped() -> None:
         ended = asyncio.Event()
 
         async def writer() -> str:
-            async with takeovers.writing(ID) as phase:
+            async with takeovers.writing(ID, OWNER) as phase:
                 phase.end()  # committing: runs to its end
                 ended.set()
                 await asyncio.sleep(0.1)
@@ -71,7 +83,7 @@ def test_a_writer_past_its_body_phase_is_not_stopped() -> None:
 
         task = asyncio.create_task(writer())
         await ended.wait()
-        takeovers.ask_to_stop(ID)
+        takeovers.ask_to_stop(ID, OWNER)
         assert await task == "committed"
 
     asyncio.run(scenario())

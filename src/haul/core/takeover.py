@@ -5,10 +5,11 @@ notice (a client's close stays unseen while reading is paused behind a store tha
 holds the upload's lock until the store answers, so the retry would be refused with 423 for as
 long. As in tusd, the retry asks the writer to stop: it is cancelled where it waits, drops
 what it had not saved (the client sends it again from the offset the store holds) and lets go
-of the lock; if its client is still there, it hears 423 ERR_UPLOAD_TAKEN_OVER. Only a writer
-waiting on the storage before its commit can be stopped: one waiting for its own client's
-bytes is alive (and has the body timeout), and once the bytes are being committed, the
-request runs to its end.
+of the lock; if its client is still there, it hears 423 ERR_UPLOAD_TAKEN_OVER. Only a request
+of the same owner stops a writer (another owner's is refused with 404 and stops nothing), and
+only a writer waiting on the storage before its commit: one waiting for its own client's bytes
+is alive (and has the body timeout), and once the bytes are being committed, the request runs
+to its end.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ STUCK_AFTER = 1.0
 
 
 class _Writer:
-    def __init__(self, takeovers: Takeovers, upload_id: str) -> None:
+    def __init__(self, takeovers: Takeovers, upload_id: str, owner: str) -> None:
         self.takeovers = takeovers
         self.upload_id = upload_id
+        self.owner = owner
         self.task = asyncio.current_task()
         self.loop = asyncio.get_running_loop()
         self.stopped = False
@@ -70,18 +72,19 @@ class Takeovers:
     def __init__(self) -> None:
         self._writing: dict[str, _Writer] = {}
 
-    def ask_to_stop(self, upload_id: str) -> None:
-        """Stop the request writing to ``upload_id`` in this process, if there is one and it
-        is stuck on the storage (now, or once its current wait has lasted STUCK_AFTER)."""
+    def ask_to_stop(self, upload_id: str, owner: str) -> None:
+        """Stop the request of ``owner`` writing to ``upload_id`` in this process, if there is
+        one and it is stuck on the storage (now, or once its current wait has lasted
+        STUCK_AFTER)."""
         writer = self._writing.get(upload_id)
-        if writer is not None:
+        if writer is not None and writer.owner == owner:
             writer.stop_when_stuck()
 
     @contextlib.asynccontextmanager
-    async def writing(self, upload_id: str) -> AsyncIterator[_Writer]:
-        """The body phase of a request on ``upload_id``, until ``end()``: a newer request
-        may stop it while it waits on the storage."""
-        me = self._writing[upload_id] = _Writer(self, upload_id)
+    async def writing(self, upload_id: str, owner: str) -> AsyncIterator[_Writer]:
+        """The body phase of a request of ``owner`` on ``upload_id``, until ``end()``: a
+        newer request of the same owner may stop it while it waits on the storage."""
+        me = self._writing[upload_id] = _Writer(self, upload_id, owner)
         try:
             yield me
         except asyncio.CancelledError:

@@ -61,8 +61,8 @@ class Writing:
                 )
         # A newer request takes over from one still writing (often one whose client left
         # unnoticed while the store hung): it would hold the lock until the store answered.
-        life.writers.ask_to_stop(upload_id)
-        async with life.lock(upload_id), life.writers.writing(upload_id) as body_phase:
+        life.writers.ask_to_stop(upload_id, owner)
+        async with life.lock(upload_id), life.writers.writing(upload_id, owner) as body_phase:
             upload = await life.live(upload_id, owner)
             if upload.is_final:
                 return await self._declare_final(
