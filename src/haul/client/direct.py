@@ -26,6 +26,7 @@ from haul.client.instant import reported_digest
 from haul.client.retry import Transient
 from haul.client.session import Session, transport_failure
 from haul.client.state import FileIdentity, StateStore, UploadEntry
+from haul.client.tasks import all_or_none
 from haul.client.upload import Progress, ProgressCallback, UploadResult, choose_chunk_size
 
 
@@ -85,18 +86,31 @@ class DirectUpload:
         self.store = httpx.AsyncClient(
             timeout=self.session.http.timeout, verify=self.verify, trust_env=False
         )
+        # Parts are read, hashed and signed ahead, in order, while up to `parallel` are on
+        # their way to the store: a sender never waits for its next part's MD5 or signature.
+        senders = min(self.parallel, count)
+        ready: asyncio.Queue[tuple[int, bytes, str, Any] | None] = asyncio.Queue(senders)
         try:
 
-            async def worker() -> None:
+            async def prepare() -> None:
                 for number in numbers:
                     start = (number - 1) * self.chunk
                     data, md5 = await asyncio.to_thread(_read_part, fd, self._length(number), start)
-                    etags[number] = await self._send_part(key, upload_id, number, data, md5)
+                    await ready.put(
+                        (number, data, md5, await self._sign(key, upload_id, number, md5))
+                    )
+                for _ in range(senders):
+                    await ready.put(None)
+
+            async def send() -> None:
+                while (part := await ready.get()) is not None:
+                    number, data, md5, signed = part
+                    etags[number] = await self._send_part(key, upload_id, number, data, md5, signed)
                     self.sent += len(data)
                     if self.on_progress is not None:
                         self.on_progress(Progress(self.path, done_before + self.sent, self.size))
 
-            await asyncio.gather(*(worker() for _ in range(min(self.parallel, count))))
+            await all_or_none(prepare(), *(send() for _ in range(senders)))
         except BaseException:
             if self.state is None:  # nothing will resume it: free the store's space now
                 with contextlib.suppress(HaulClientError, Transient):
@@ -165,14 +179,20 @@ class DirectUpload:
                 stored[number] = str(part["ETag"])
         return stored
 
-    async def _send_part(self, key: str, upload_id: str, number: int, data: bytes, md5: str) -> str:
-        """PUT one part to the store, its URL signed afresh for every attempt (so an expired
-        or refused signature is no reason to give up) with the part's MD5, which the store
-        checks the bytes against; the part's ETag."""
-        params = {"key": key, "md5": md5}
+    async def _sign(self, key: str, upload_id: str, number: int, md5: str) -> Any:
+        """The server's presigned PUT of one part, bound to the part's MD5."""
+        return await self._api("GET", f"/{upload_id}/{number}", params={"key": key, "md5": md5})
+
+    async def _send_part(
+        self, key: str, upload_id: str, number: int, data: bytes, md5: str, signed: Any
+    ) -> str:
+        """PUT one part to the store with the part's MD5, which the store checks the bytes
+        against; the part's ETag. The first attempt uses ``signed``, each later one a URL
+        signed afresh (so an expired or refused signature is no reason to give up)."""
+        first = [signed]
 
         async def attempt() -> str:
-            signed = await self._api("GET", f"/{upload_id}/{number}", params=params)
+            signed = first.pop() if first else await self._sign(key, upload_id, number, md5)
             headers = signed.get("headers") if isinstance(signed, dict) else None
             if not isinstance(headers, dict) or headers.get("Content-MD5") != md5:
                 raise HaulClientError("the server signed the part without its Content-MD5")

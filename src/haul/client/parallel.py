@@ -30,6 +30,7 @@ from haul.client.headers import (
 )
 from haul.client.session import Capabilities
 from haul.client.state import UploadEntry
+from haul.client.tasks import all_or_none
 from haul.client.transfer import OCTETS, Rewind, Transfer
 
 DigestReady = Callable[[], Awaitable[str]]
@@ -165,15 +166,7 @@ class ParallelUpload:
             for index in indexes:
                 await self._send_one(index)
 
-        count = min(self.parallel, len(self.entry.parts))
-        tasks = [asyncio.create_task(worker()) for _ in range(count)]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        await all_or_none(*(worker() for _ in range(min(self.parallel, len(self.entry.parts)))))
 
     async def _send_one(self, index: int) -> None:
         length = self.length(index)
