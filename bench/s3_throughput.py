@@ -19,6 +19,7 @@ figures under bench/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -81,7 +82,10 @@ def empty_bucket(endpoint: str, conf: Path) -> None:
         if keys:
             client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys})
     for upload in client.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []):
-        client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"], UploadId=upload["UploadId"])
+        # One may end between the listing and its abort (a partial retired in the background).
+        with contextlib.suppress(client.exceptions.NoSuchUpload):
+            client.abort_multipart_upload(Bucket=BUCKET, Key=upload["Key"],
+                                          UploadId=upload["UploadId"])  # fmt: skip
     command = ["radosgw-admin", "-c", str(conf), "-n", "client.rgw", "gc", "process",
                "--include-all"]  # fmt: skip
     subprocess.run(command, capture_output=True, timeout=300, check=True)

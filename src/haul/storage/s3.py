@@ -109,18 +109,11 @@ class S3Storage:
                 addressing=self.addressing, timeout=self.timeout, retries=self.retries
             )
             # Credentials: given ones, else the usual AWS sources (environment, profile, role).
-            self._client = ReportingClient(
-                await self._stack.enter_async_context(
-                    get_session().create_client(
-                        "s3",
-                        endpoint_url=self.endpoint,
-                        region_name=self.region,
-                        aws_access_key_id=self.access_key,
-                        aws_secret_access_key=self.secret_key,
-                        config=config,
-                    )
-                )
-            )
+            client = get_session().create_client(
+                "s3", endpoint_url=self.endpoint, region_name=self.region, config=config,
+                aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+            )  # fmt: skip
+            self._client = ReportingClient(await self._stack.enter_async_context(client))
         return self._client
 
     async def close(self) -> None:
@@ -202,13 +195,16 @@ class S3Storage:
         _JUST_READ.set((self, upload_id, state))
         return state.held
 
-    async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
-        just_read, state = _JUST_READ.get(), None
+    async def _state_just_read(self, upload_id: str) -> S3State | None:
+        """The state this task's offset() just read (taken once), else a fresh read."""
+        just_read = _JUST_READ.get()
         _JUST_READ.set(None)
         if just_read is not None and just_read[:2] == (self, upload_id):
-            state = just_read[2]
-        else:
-            state = await self._load_state(upload_id)
+            return just_read[2]
+        return await self._load_state(upload_id)
+
+    async def open_writer(self, upload_id: str, offset: int, *, atomic: bool) -> S3Writer:
+        state = await self._state_just_read(upload_id)
         if state is None:
             raise OffsetMismatch(f"upload {upload_id} is already complete")
         current = state.held

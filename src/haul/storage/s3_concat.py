@@ -60,11 +60,13 @@ async def place(
     unit = unit_for(tuple(layout), storage.part_size)
     if unit is None:
         return False
-    final = await storage._load_state(final_name)
-    part = await storage._load_state(part_name)
-    if final is None or part is None or part.held:
+    # Two round trips a partial: the final's multipart id is read once for all its partials,
+    # and the partial's state is the one its offset was just read from (under its lock).
+    final_mpu = await storage.multipart_id(final_name)
+    part = await storage._state_just_read(part_name)
+    if final_mpu is None or part is None or part.held:
         return False  # too late: bytes went to the partial's own upload
-    target = Placement(storage._key(final_name), final.mpu, layout[index] // unit + 1, unit)
+    target = Placement(storage._key(final_name), final_mpu, layout[index] // unit + 1, unit)
     earlier = part.placed
     # Another final upload of the same partials came first: it keeps them while it lives.
     if earlier and earlier != target and await storage._object_size(earlier.key + ".state"):
