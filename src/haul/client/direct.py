@@ -29,6 +29,8 @@ from haul.client.state import FileIdentity, StateStore, UploadEntry
 from haul.client.tasks import all_or_none
 from haul.client.upload import Progress, ProgressCallback, UploadResult, choose_chunk_size
 
+PREPARED = 32 << 20  # bytes of parts read, hashed and signed ahead of the senders
+
 
 class DirectUpload:
     def __init__(
@@ -86,19 +88,23 @@ class DirectUpload:
         self.store = httpx.AsyncClient(
             timeout=self.session.http.timeout, verify=self.verify, trust_env=False
         )
-        # Parts are read, hashed and signed ahead, in order, while up to `parallel` are on
-        # their way to the store: a sender never waits for its next part's MD5 or signature.
+        # Parts are read, hashed and signed ahead (two at a time, so that MD5s use both cores
+        # and signing round trips overlap) while up to `parallel` are on their way to the
+        # store: a sender never waits for its next part. At most PREPARED bytes wait ready.
         senders = min(self.parallel, count)
-        ready: asyncio.Queue[tuple[int, bytes, str, Any] | None] = asyncio.Queue(senders)
+        preparers = max(1, min(2, senders, PREPARED // self.chunk))
+        ready: asyncio.Queue[tuple[int, bytes, str, Any] | None] = asyncio.Queue(preparers)
         try:
 
             async def prepare() -> None:
                 for number in numbers:
                     start = (number - 1) * self.chunk
                     data, md5 = await asyncio.to_thread(_read_part, fd, self._length(number), start)
-                    await ready.put(
-                        (number, data, md5, await self._sign(key, upload_id, number, md5))
-                    )
+                    signed = await self._sign(key, upload_id, number, md5)
+                    await ready.put((number, data, md5, signed))
+
+            async def prepare_all() -> None:
+                await all_or_none(*(prepare() for _ in range(preparers)))
                 for _ in range(senders):
                     await ready.put(None)
 
@@ -110,7 +116,7 @@ class DirectUpload:
                     if self.on_progress is not None:
                         self.on_progress(Progress(self.path, done_before + self.sent, self.size))
 
-            await all_or_none(prepare(), *(send() for _ in range(senders)))
+            await all_or_none(prepare_all(), *(send() for _ in range(senders)))
         except BaseException:
             if self.state is None:  # nothing will resume it: free the store's space now
                 with contextlib.suppress(HaulClientError, Transient):

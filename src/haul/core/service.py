@@ -102,6 +102,11 @@ class UploadService:
         """The upload as it is now; changes nothing (see :meth:`reconcile`)."""
         return await self._life.status(upload_id, owner)
 
+    async def record(self, upload_id: str, *, owner: str = "") -> Upload:
+        """The caller's live upload as its record says, without asking the storage for its
+        offset (for checks that need only whose it is and whether it is complete)."""
+        return await self._life.live(upload_id, owner)
+
     async def reconcile(self, upload_id: str, *, owner: str = "") -> Upload:
         """The upload as it should be: completes one whose bytes all landed while the process
         died before its record said so, and assembles a final upload whose partials are all

@@ -124,7 +124,8 @@ class DirectEndpoint:
     async def _owned(self, request: Request, principal: Principal) -> Upload:
         """The upload named by ?key=, which must be the caller's, with this multipart id."""
         key = request.query_params.get("key", "")
-        upload = await self.service.status(key, owner=principal.owner)  # 404 for others
+        # The record, not the store: a signature per part must not cost a store round trip.
+        upload = await self.service.record(key, owner=principal.owner)  # 404 for others
         if (
             upload.complete
             or await self.storage.multipart_id(upload.stored_as) != request.path_params["upload_id"]
@@ -180,7 +181,7 @@ class DirectEndpoint:
         parts = _parts(body.get("parts"))
         declared = _sha256(body.get("sha256"))
         key = request.query_params.get("key", "")
-        upload = await self.service.status(key, owner=principal.owner)  # 404 for others
+        upload = await self.service.record(key, owner=principal.owner)  # 404 for others
         if not upload.complete:
             upload = await self._owned(request, principal)
             upload = await self.service.complete_direct(

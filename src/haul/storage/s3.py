@@ -17,6 +17,7 @@ read with ranged GETs. Concatenation and instant-upload sharing are server-side 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections import deque
@@ -471,12 +472,16 @@ class S3Storage:
         return parts
 
     async def complete_parts(self, upload_id: str, parts: Sequence[tuple[int, str]]) -> int:
-        state = await self._load_state(upload_id)
-        if state is None:
-            raise BadRequest(f"upload {upload_id} has no parts to complete")
-        received = {int(str(p["PartNumber"])): p for p in await self.list_parts(upload_id)}
-        if not parts:
-            raise BadRequest("name at least one part")
+        key, mpu = self._key(upload_id), await self.multipart_id(upload_id)
+        try:
+            listed = await self.list_parts(upload_id) if mpu else []
+        except ClientError as exc:
+            if not _is_missing(exc):
+                raise
+            listed = []  # ended meanwhile, by another node
+        received = {int(str(p["PartNumber"])): p for p in listed}
+        if not received or not parts:
+            raise BadRequest(f"upload {upload_id} has no parts to complete, or none were named")
         size = 0
         for number, etag in parts:
             got = received.get(number)
@@ -485,11 +490,10 @@ class S3Storage:
             size += int(str(got["Size"]))
         chosen = [{"PartNumber": n, "ETag": str(received[n]["ETag"])} for n, _ in parts]
         await (await self._s3()).complete_multipart_upload(
-            Bucket=self.bucket, Key=self._key(upload_id), UploadId=state.mpu,
-            MultipartUpload={"Parts": chosen},
-        )  # fmt: skip
-        await self._delete_key(self._key(upload_id) + ".state")
-        stored = await self._object_size(self._key(upload_id))
+            Bucket=self.bucket, Key=key, UploadId=mpu, MultipartUpload={"Parts": chosen}
+        )
+        self._mpus.pop(upload_id, None)
+        _, stored = await asyncio.gather(self._delete_key(key + ".state"), self._object_size(key))
         if stored != size:  # what the store holds is the truth
             raise BadRequest(f"the store holds {stored} bytes, the parts add up to {size}")
         return size
