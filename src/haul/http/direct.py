@@ -121,17 +121,23 @@ class DirectEndpoint:
             raise BadRequest("the body must be a JSON object")
         return body
 
-    async def _owned(self, request: Request, principal: Principal) -> Upload:
-        """The upload named by ?key=, which must be the caller's, with this multipart id."""
-        key = request.query_params.get("key", "")
-        # The record, not the store: a signature per part must not cost a store round trip.
-        upload = await self.service.record(key, owner=principal.owner)  # 404 for others
+    async def _named(self, request: Request, principal: Principal) -> Upload:
+        """The upload named by ?key=, which must be the caller's (404 for others). Its record,
+        not the store: a signature per part must not cost a store round trip."""
+        return await self.service.record(request.query_params.get("key", ""), owner=principal.owner)
+
+    async def _in_progress(self, request: Request, upload: Upload) -> Upload:
+        """``upload``, unless it is complete or not this multipart upload's."""
         if (
             upload.complete
             or await self.storage.multipart_id(upload.stored_as) != request.path_params["upload_id"]
         ):
             raise NotFound("no such multipart upload in progress")
         return upload
+
+    async def _owned(self, request: Request, principal: Principal) -> Upload:
+        """The upload named by ?key=, the caller's, with this multipart id in progress."""
+        return await self._in_progress(request, await self._named(request, principal))
 
     async def create(self, request: Request) -> Response:
         principal = self._principal(request)
@@ -180,10 +186,9 @@ class DirectEndpoint:
         body = await self._json(request)
         parts = _parts(body.get("parts"))
         declared = _sha256(body.get("sha256"))
-        key = request.query_params.get("key", "")
-        upload = await self.service.record(key, owner=principal.owner)  # 404 for others
+        upload = await self._named(request, principal)
         if not upload.complete:
-            upload = await self._owned(request, principal)
+            upload = await self._in_progress(request, upload)
             upload = await self.service.complete_direct(
                 upload.id, parts, owner=principal.owner, declared_sha256=declared
             )
