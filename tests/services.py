@@ -217,7 +217,7 @@ pid file = {root}/run/$name.pid
 mon data = {root}/mon.$id
 osd data = {root}/osd.$id
 [client.rgw]
-rgw frontends = beast endpoint=127.0.0.1:{s3}
+rgw frontends = beast endpoint=127.0.0.1:{s3} tcp_nodelay=1
 """
 S3_ACCESS, S3_SECRET = "HAULACCESS", "HAULSECRET"
 

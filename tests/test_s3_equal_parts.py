@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from haul.storage.s3_parts import MAX_PARTS, Segment, equal_size, growing_size, windows
+from haul.storage.s3_copy import Segment, windows
+from haul.storage.s3_parts import MAX_PARTS, equal_size, growing_size
 from haul.storage.s3_state import S3State
 from tests.helpers import TUS, HaulServer, create, patch
 from tests.services import run_async, s3_client

@@ -1,5 +1,6 @@
-"""A parallel upload: each chunk of the file a partial upload, up to ``parallel`` of them on the
-wire at once, joined by a final upload (concatenation).
+"""A parallel upload: the file cut into partial uploads (one per stream unless asked
+otherwise), up to ``parallel`` of them on the wire at once, each sent as a sequential upload
+is (PATCHes streamed from the file), joined by a final upload (concatenation).
 
 Where the server takes a final upload before its partials are complete
 (``concatenation-unfinished``), the plan is: every partial created with its length, then the
@@ -31,7 +32,7 @@ from haul.client.headers import (
 from haul.client.session import Capabilities
 from haul.client.state import UploadEntry
 from haul.client.tasks import all_or_none
-from haul.client.transfer import OCTETS, Rewind, Transfer
+from haul.client.transfer import OCTETS, REQUEST, FileRange, Rewind, Transfer
 
 DigestReady = Callable[[], Awaitable[str]]
 
@@ -47,6 +48,7 @@ class ParallelUpload:
         self.final_first = "concatenation-unfinished" in caps.extensions
         self.parallel = parallel
         self.offsets = [0] * len(entry.parts)
+        self.first: dict[int, FileRange] = {}  # prepared first requests, see run()
         self.limit = asyncio.Semaphore(parallel * 2)  # requests that carry no body
         # Each partial says where it belongs, so the server can hash the file while it arrives.
         self.group = secrets.token_urlsafe(12)
@@ -71,20 +73,34 @@ class ParallelUpload:
             await self._delete(entry.final)
             entry.final = None
             missing = await self._probe_all()
-        await self._each(lambda index: self._create_partial(index, save=False), missing)
-        if entry.final is None:
-            entry.final = await self._create_final(None)  # saves the partials' URLs too
-        declaring = asyncio.create_task(self._declare(entry.final, digest_ready))
+        self._prepare_first()
         try:
-            await self._send_all()
-            await declaring
+            await self._each(lambda index: self._create_partial(index, save=False), missing)
+            if entry.final is None:
+                entry.final = await self._create_final(None)  # saves the partials' URLs too
+            declaring = asyncio.create_task(self._declare(entry.final, digest_ready))
+            try:
+                await self._send_all()
+                await declaring
+            finally:
+                if not declaring.done():
+                    declaring.cancel()
+                    await asyncio.gather(declaring, return_exceptions=True)
         finally:
-            if not declaring.done():
-                declaring.cancel()
-                await asyncio.gather(declaring, return_exceptions=True)
+            for unused in self.first.values():
+                unused.cancel()
         # The last partial's completion assembles the final; asking for it waits for that.
         await self.t.session.offset(entry.final)
         return entry.final
+
+    def _prepare_first(self) -> None:
+        """Have the first requests' checksums computed while the uploads are created."""
+        for index in range(min(self.parallel, len(self.entry.parts))):
+            if self.offsets[index] < self.length(index):
+                self.first[index] = self.t.request_range(
+                    index * self.entry.chunk_size, self.offsets[index], self.length(index),
+                    REQUEST, self.algorithm,
+                )  # fmt: skip
 
     async def _each(self, job: Callable[[int], Awaitable[None]], indexes: list[int]) -> None:
         async def limited(index: int) -> None:
@@ -170,20 +186,23 @@ class ParallelUpload:
 
     async def _send_one(self, index: int) -> None:
         length = self.length(index)
+        base = index * self.entry.chunk_size
         url = self.entry.parts[index]
         if url is not None and self.offsets[index] >= length:
-            self.t.report(index, length)
+            self.t.report(base, length)
             return  # already on the server: not even read
-        data = await self.t.read(index * self.entry.chunk_size, length)
         if url is None:  # created as it goes (a server that takes the final last)
             await self._create_partial(index)
             url = self.entry.parts[index]
             assert url is not None
-        try:
-            await self.t.send(url, 0, data, self.offsets[index], index, self.algorithm)
-        except Rewind as rewind:
-            self.offsets[index] = rewind.offset
-            await self.t.send(url, 0, data, rewind.offset, index, self.algorithm)
+        while True:
+            try:
+                first = self.first.pop(index, None)
+                await self.t.send_file(url, base, self.offsets[index], length, self.algorithm,
+                                       REQUEST, first=first)  # fmt: skip
+                return
+            except Rewind as rewind:
+                self.offsets[index] = rewind.offset
 
     async def _delete(self, url: str) -> None:
         # Gone already, or no longer ours to remove: a new final replaces it either way.

@@ -11,7 +11,7 @@ import mimetypes
 import os
 import secrets
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -25,6 +25,9 @@ from haul.client.session import Session
 from haul.client.state import StateStore, UploadEntry
 
 SEND_SLICE = 256 * 1024
+# The most one PATCH carries when sending from the file: large, as each one waits for its
+# answer (and the server's commit), but small enough that a failed one costs little to resend.
+REQUEST = 64 * 1024 * 1024
 OCTETS = "application/offset+octet-stream"
 
 
@@ -228,6 +231,57 @@ class Transfer:
             at = await self.session.policy.run(attempt, what=f"PATCH {url}", between=resync)
         self.report(index, length)
 
+    async def send_file(
+        self,
+        url: str,
+        base: int,
+        offset: int,
+        length: int,
+        algorithm: str | None,
+        request: int,
+        last: Callable[[], Awaitable[dict[str, str]]] | None = None,
+        first: FileRange | None = None,
+    ) -> None:
+        """Send bytes ``[offset, length)`` of an upload that holds the file's ``[base, base +
+        length)``: one PATCH per ``request`` bytes, each streamed from the file, the next one's
+        checksum computed while the one before it is on the wire. ``last`` gives the headers
+        of the request that ends the upload; ``first``, the first request's range if it was
+        prepared earlier (request_range). Rewind if the server lost bytes it had taken."""
+        for stale in [key for key in self._progress if base <= key < base + length]:
+            del self._progress[stale]  # after a rewind, this range's progress starts afresh
+        self.report(base, offset)  # what the server holds already
+
+        def ahead(at: int) -> FileRange | None:
+            return self.request_range(base, at, length, request, algorithm) if at < length else None
+
+        fits = first is not None and (first.start, first.length) == (
+            base + offset, min(request, length - offset))  # fmt: skip
+        if first is not None and not fits:
+            first.cancel()  # prepared for another offset
+        current = first if fits else ahead(offset)
+        try:
+            while current is not None:
+                at = current.start - base
+                following = ahead(at + current.length)
+                extra = await last() if last is not None and following is None else None
+                try:
+                    await self.send(url, at, current, at, current.start, algorithm, extra)
+                finally:
+                    current.cancel()
+                current = following
+        finally:
+            if current is not None:
+                current.cancel()
+
+    def request_range(
+        self, base: int, offset: int, length: int, request: int, algorithm: str | None
+    ) -> FileRange:
+        """The range of send_file()'s request from upload offset ``offset`` on, its checksum
+        started now, so that it is ready by the time the request can go."""
+        upcoming = FileRange(self, base + offset, min(request, length - offset))
+        upcoming.prepare(algorithm)
+        return upcoming
+
     def _body(self, piece: memoryview, index: int, base: int) -> Callable[[], AsyncIterator[bytes]]:
         async def stream() -> AsyncIterator[bytes]:
             done = 0
@@ -259,9 +313,6 @@ class Transfer:
         if self.on_progress is not None:
             sent = sum(self._progress.values())
             self.on_progress(Progress(self.path, sent, self.size))
-
-    def forget_progress(self) -> None:
-        self._progress.clear()
 
     def metadata(self) -> str:
         values = {"filename": self.path.name}

@@ -25,7 +25,7 @@ from haul.client.parallel import DigestReady, send_parallel
 from haul.client.retry import Transient
 from haul.client.session import Capabilities, Session
 from haul.client.state import FileIdentity, StateStore, UploadEntry
-from haul.client.transfer import FileRange, Progress, ProgressCallback, Rewind, Transfer
+from haul.client.transfer import REQUEST, Progress, ProgressCallback, Rewind, Transfer
 
 __all__ = [
     "FileUpload",
@@ -40,11 +40,6 @@ MiB = 1 << 20
 MIN_CHUNK = 8 * MiB
 MAX_CHUNK = 64 * MiB
 TARGET_PARTS = 1000  # keeps the final upload's Upload-Concat header around 40 KB at most
-# A sequential upload's PATCH: large, as each one waits for its answer (and the server's
-# commit), but small enough that a failed one costs little to send again.
-SEQUENTIAL_REQUEST = 64 * MiB
-# A partial is held in memory while it is sent (its checksum covers the whole request).
-PARTIAL_MEMORY = 32 * MiB
 
 
 @dataclass
@@ -83,13 +78,13 @@ def choose_chunk_size(size: int, requested: int | None) -> int:
 
 
 def choose_partial_size(size: int, parallel: int, requested: int | None) -> int:
-    """A parallel upload's partial: about two per stream (each partial costs the server a
-    creation, a placement and a retirement; two per stream still even out a slow one), at most
-    PARTIAL_MEMORY unless the file needs more to stay within TARGET_PARTS partials."""
+    """A parallel upload's partial: one per stream, each sent as a sequential upload is (large
+    PATCHes streamed from the file). Every partial costs the server a creation, a placement
+    and a retirement, and every request's end drains its pipeline of parts to the store."""
     if requested:
         return max(1, requested)
-    least = choose_chunk_size(size, None)
-    return max(least, _in_units(size / (2 * parallel), PARTIAL_MEMORY))
+    # Whole multiples of MIN_CHUNK, so a server on object storage can write them in place.
+    return max(choose_chunk_size(size, None), math.ceil(size / parallel / MIN_CHUNK) * MIN_CHUNK)
 
 
 def _in_units(wanted: float, most: int) -> int:
@@ -131,7 +126,7 @@ class FileUpload(Transfer):
             if use_parallel:
                 chunk = choose_partial_size(size, parallel, self.options.chunk_size)
             elif not self.options.chunk_size:
-                chunk = max(chunk, SEQUENTIAL_REQUEST)  # streamed from the file: no memory cost
+                chunk = max(chunk, REQUEST)  # streamed from the file: no memory cost
             count = math.ceil(size / chunk) if use_parallel else 1
             entry = UploadEntry(self.endpoint, identity, chunk, [None] * count, use_parallel)
         elif entry.parallel and "concatenation" not in caps.extensions:
@@ -242,42 +237,12 @@ class FileUpload(Transfer):
             return url
         while True:
             try:
-                await self._send_from(url, server_offset, entry.chunk_size, algorithm, digest_ready)
+                await self.send_file(url, 0, server_offset, size, algorithm, entry.chunk_size,
+                                     last=lambda: self._declaration(digest_ready))  # fmt: skip
                 return url
             except Rewind as rewind:
                 server_offset = rewind.offset
 
-    async def _send_from(
-        self, url: str, offset: int, chunk: int, algorithm: str | None, digest_ready: DigestReady
-    ) -> None:
-        """Send the file from ``offset`` on, one PATCH per ``chunk`` bytes, each streamed from
-        the file (its checksum computed while the one before it is on the wire). The request
-        that completes the upload declares the whole-file digest."""
-        size = self.size
-        self.forget_progress()
-        self.report(-1, offset)  # what the server already holds
-
-        def piece(at: int) -> FileRange | None:
-            if at >= size:
-                return None
-            upcoming = FileRange(self, at, min(chunk, size - at))
-            upcoming.prepare(algorithm)
-            return upcoming
-
-        current = piece(offset)
-        try:
-            while current is not None:
-                after = current.start + current.length
-                following = piece(after)
-                extra = None
-                if after == size:
-                    extra = {"Repr-Digest": format_repr_digest(await digest_ready())}
-                try:
-                    await self.send(url, current.start, current, current.start, current.start,
-                                    algorithm, extra)  # fmt: skip
-                finally:
-                    current.cancel()
-                current = following
-        finally:
-            if current is not None:
-                current.cancel()
+    async def _declaration(self, digest_ready: DigestReady) -> dict[str, str]:
+        """The request that completes the upload declares the whole-file digest."""
+        return {"Repr-Digest": format_repr_digest(await digest_ready())}

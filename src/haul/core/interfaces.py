@@ -93,6 +93,10 @@ class Storage(Protocol):
         every upload with bytes in the storage, with the time it last changed."""
         ...
 
+    async def open(self) -> None:
+        """Connect (on startup), so the first upload does not wait for it."""
+        ...
+
     async def close(self) -> None:
         """Release connections (on shutdown)."""
         ...

@@ -73,6 +73,7 @@ class UploadService:
 
     async def open(self) -> None:
         await self.store.open()
+        await self.storage.open()
 
     async def close(self) -> None:
         """Release every backend's connections (on shutdown), even when one of them fails."""

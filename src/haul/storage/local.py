@@ -289,6 +289,9 @@ class LocalStorage:
     async def finish(self, upload_id: str) -> None:
         """A file is readable as it grows: nothing to do."""
 
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
     async def close(self) -> None:
         """Nothing to release."""
 

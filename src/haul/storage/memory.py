@@ -124,5 +124,8 @@ class MemoryStorage:
         for upload_id, blob in list(self._blobs.items()):
             yield upload_id, blob.changed
 
+    async def open(self) -> None:
+        """Nothing to connect to."""
+
     async def close(self) -> None:
         """Nothing to release."""

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
-from collections import deque
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from typing import Any
@@ -30,38 +30,25 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from haul.core.interfaces import StoredBytesMissing
-from haul.errors import BadRequest, OffsetMismatch
+from haul.errors import BadRequest, OffsetMismatch, StoreUnavailable
 from haul.storage import s3_concat
-from haul.storage.s3_config import ReportingClient, client_config
-from haul.storage.s3_parts import MAX_PART, MIN_PART, MiB, copy_equal, equal_size, growing_size
+from haul.storage.s3_config import ReportingClient, client_config, is_missing, missing_as_contract
+from haul.storage.s3_copy import copy_together
+from haul.storage.s3_parts import MIN_PART, MiB, equal_size, growing_size
+from haul.storage.s3_signing import prehashed
 from haul.storage.s3_state import Part, S3State
-from haul.storage.s3_writer import ByteBudget, S3Writer, cut
+from haul.storage.s3_writer import ByteBudget, PartBuffers, S3Writer
 
 MPU_CACHE = 4096  # multipart ids remembered (see multipart_id)
+WARM_TIMEOUT = 5.0  # seconds open() waits for the store
+WARM_OPERATIONS = ("GetObject", "PutObject", "CreateMultipartUpload", "UploadPart",
+                   "CompleteMultipartUpload", "HeadObject", "DeleteObject")  # fmt: skip
+log = logging.getLogger("haul")
 _ID = re.compile(r"[0-9a-f]{32}")
-# What the stores answer for an object or multipart upload that is not there (AWS, MinIO and
-# Ceph RGW differ: a HEAD carries no body, so only the status is left as its code).
-_MISSING = frozenset({"NoSuchKey", "NoSuchUpload", "NotFound", "404"})
 # The state a request's offset() just read, for its open_writer() right after (the caller holds
 # the upload's lock in between): one GET of the state per request, not two. Per task, so no
 # other request ever sees it; taken once, and dropped by anything this task changes.
 _JUST_READ: ContextVar[tuple[S3Storage, str, S3State] | None] = ContextVar("s3_state", default=None)
-
-
-def _is_missing(error: ClientError) -> bool:
-    """The one place that reads the store's error codes."""
-    return str(error.response.get("Error", {}).get("Code", "")) in _MISSING
-
-
-@contextlib.contextmanager
-def _missing_as_contract(what: str) -> Iterator[None]:
-    """A missing object or multipart upload becomes the storage contract's error."""
-    try:
-        yield
-    except ClientError as exc:
-        if _is_missing(exc):
-            raise StoredBytesMissing(f"{what} is not in the store") from None
-        raise
 
 
 class S3Storage:
@@ -94,8 +81,10 @@ class S3Storage:
         self.part_size = max(MIN_PART, part_size)
         self.parts_in_flight = max(1, parts_in_flight)
         self.budget = ByteBudget(memory)
+        self.buffers = PartBuffers(memory)
         self.equal_parts = equal_parts
         self.timeout = timeout
+        self.tls = not (endpoint or "https:").startswith("http:")  # no endpoint: AWS, over TLS
         self.retries = retries
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
@@ -107,8 +96,9 @@ class S3Storage:
         if self._client is None:
             self._stack = AsyncExitStack()
             config = client_config(
-                addressing=self.addressing, timeout=self.timeout, retries=self.retries
-            )
+                addressing=self.addressing, timeout=self.timeout, retries=self.retries,
+                tls=self.tls,
+            )  # fmt: skip
             # Credentials: given ones, else the usual AWS sources (environment, profile, role).
             client = get_session().create_client(
                 "s3", endpoint_url=self.endpoint, region_name=self.region, config=config,
@@ -116,6 +106,19 @@ class S3Storage:
             )  # fmt: skip
             self._client = ReportingClient(await self._stack.enter_async_context(client))
         return self._client
+
+    async def open(self) -> None:
+        """Make the client and its first connection now: botocore builds a client from its
+        service model, and its first call of each operation from that operation's, which held
+        a fresh server's first requests on the event loop for ~0.1 s. Best effort: a store
+        that does not answer now is asked again by each request."""
+        s3 = await self._s3()
+        for operation in WARM_OPERATIONS:
+            s3.meta.service_model.operation_model(operation)
+        try:
+            await asyncio.wait_for(s3.head_bucket(Bucket=self.bucket), WARM_TIMEOUT)
+        except (ClientError, StoreUnavailable, TimeoutError) as exc:
+            log.warning("the object store did not answer at startup: %s", exc)
 
     async def close(self) -> None:
         if self._stack is not None:
@@ -146,10 +149,14 @@ class S3Storage:
 
     async def upload_part(self, key: str, mpu: str, number: int, body: bytes | bytearray) -> str:
         """Send part ``number`` of ``key``'s multipart upload ``mpu``; its ETag."""
-        answer = await (await self._s3()).upload_part(
-            Bucket=self.bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body,
-            ContentLength=len(body),
-        )  # fmt: skip
+        s3 = await self._s3()
+        # Over TLS the body goes unsigned (with its CRC32): nothing to hash beforehand.
+        signing = prehashed(body) if not self.tls else contextlib.nullcontext()
+        async with signing:
+            answer = await s3.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=mpu, PartNumber=number, Body=body,
+                ContentLength=len(body),
+            )  # fmt: skip
         return str(answer["ETag"])
 
     async def _load_state(self, upload_id: str) -> S3State | None:
@@ -158,7 +165,7 @@ class S3Storage:
                 Bucket=self.bucket, Key=self._key(upload_id) + ".state"
             )
         except ClientError as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 return None
             raise
         async with answer["Body"] as body:
@@ -171,7 +178,7 @@ class S3Storage:
         try:
             head = await (await self._s3()).head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 return None
             raise
         return int(head["ContentLength"])
@@ -213,7 +220,7 @@ class S3Storage:
             raise OffsetMismatch(f"the upload's offset is {current}, the request says {offset}")
         tail = state.tail_data
         if state.tail:  # a separate tail (earlier releases): fetched to append to it
-            with _missing_as_contract(f"the tail of upload {upload_id}"):
+            with missing_as_contract(f"the tail of upload {upload_id}"):
                 answer = await (await self._s3()).get_object(Bucket=self.bucket, Key=state.tail.key)
             async with answer["Body"] as body:
                 tail = await body.read()
@@ -256,7 +263,7 @@ class S3Storage:
                 await self._put(key, b"")
         except ClientError as exc:
             # Completed by an earlier attempt that died before removing its state.
-            if not _is_missing(exc) or await self._object_size(key) is None:
+            if not is_missing(exc) or await self._object_size(key) is None:
                 raise
         await self._forget_state(upload_id, state)
 
@@ -285,7 +292,7 @@ class S3Storage:
     async def read(self, upload_id: str, start: int, end: int) -> AsyncIterator[bytes]:
         if start >= end:
             return
-        with _missing_as_contract(f"upload {upload_id}"):
+        with missing_as_contract(f"upload {upload_id}"):
             answer = await (await self._s3()).get_object(
                 Bucket=self.bucket, Key=self._key(upload_id), Range=f"bytes={start}-{end - 1}"
             )
@@ -308,7 +315,8 @@ class S3Storage:
                 size = 0
             sizes.append(size)
         await self._discard_progress(upload_id)
-        await self._copy_together(
+        await copy_together(
+            self,
             [(self._key(part), size) for part, size in zip(part_ids, sizes, strict=True)],
             self._key(upload_id),
         )
@@ -318,84 +326,8 @@ class S3Storage:
         if size is None:
             return False
         await self._discard_progress(upload_id)
-        await self._copy_together([(self._key(source_id), size)], self._key(upload_id))
+        await copy_together(self, [(self._key(source_id), size)], self._key(upload_id))
         return True
-
-    async def _copy_together(self, sources: list[tuple[str, int]], target: str) -> None:
-        """``target`` becomes the sources' bytes in order, copied inside the store. Pieces
-        under 5 MiB (allowed only last) pass through haul instead."""
-        s3 = await self._s3()
-        ranges = [
-            (key, first, min(size, first + MAX_PART), size)
-            for key, size in sources
-            for first in range(0, size, MAX_PART)
-        ]
-        if not ranges:  # nothing but empty uploads
-            await self._put(target, b"")
-            return
-        small_inside = any(stop - first < MIN_PART for _, first, stop, _ in ranges[:-1])
-        if len(ranges) == 1 and ranges[0][1:3] == (0, ranges[0][3]):
-            source = {"Bucket": self.bucket, "Key": ranges[0][0]}
-            with _missing_as_contract(ranges[0][0]):
-                await s3.copy_object(Bucket=self.bucket, Key=target, CopySource=source)
-            return
-        mpu = (await s3.create_multipart_upload(Bucket=self.bucket, Key=target))["UploadId"]
-        try:
-            parts = []
-            if self.equal_parts:
-                total = sum(size for _, size in sources)
-                with _missing_as_contract("a source of the copy"):
-                    parts = await copy_equal(
-                        self, sources, target, mpu, equal_size(self.part_size, total)
-                    )
-            elif small_inside:
-                parts = await self._copy_through(sources, target, mpu)
-            else:
-                for number, (key, first, stop, _) in enumerate(ranges, start=1):
-                    with _missing_as_contract(key):
-                        copied = await s3.upload_part_copy(
-                            Bucket=self.bucket, Key=target, UploadId=mpu, PartNumber=number,
-                            CopySource={"Bucket": self.bucket, "Key": key},
-                            CopySourceRange=f"bytes={first}-{stop - 1}",
-                        )  # fmt: skip
-                    parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
-            await s3.complete_multipart_upload(
-                Bucket=self.bucket, Key=target, UploadId=mpu, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await s3.abort_multipart_upload(Bucket=self.bucket, Key=target, UploadId=mpu)
-            raise
-
-    async def _copy_through(
-        self, sources: list[tuple[str, int]], target: str, mpu: str
-    ) -> list[dict[str, Any]]:
-        """Re-part small pieces: stream them through memory into parts of ``part_size``."""
-        s3 = await self._s3()
-        parts: list[dict[str, Any]] = []
-        pieces: deque[bytes | memoryview] = deque()
-        held = 0
-
-        async def send(size: int) -> None:
-            number = len(parts) + 1
-            etag = await self.upload_part(target, mpu, number, cut(pieces, size))
-            parts.append({"PartNumber": number, "ETag": etag})
-
-        for key, size in sources:
-            if not size:
-                continue
-            with _missing_as_contract(key):
-                answer = await s3.get_object(Bucket=self.bucket, Key=key)
-            async with answer["Body"] as body:
-                while block := await body.read(MiB):
-                    pieces.append(block)
-                    held += len(block)
-                    if held >= (full := self.part_size_for(len(parts) + 1, None)):
-                        await send(full)
-                        held -= full
-        if held or not parts:
-            await send(held)
-        return parts
 
     async def _discard_progress(self, upload_id: str) -> None:
         """Forget an unfinished multipart upload (and its tail) of ``upload_id``."""
@@ -476,7 +408,7 @@ class S3Storage:
         try:
             listed = await self.list_parts(upload_id) if mpu else []
         except ClientError as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
             listed = []  # ended meanwhile, by another node
         received = {int(str(p["PartNumber"])): p for p in listed}

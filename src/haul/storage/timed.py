@@ -75,6 +75,9 @@ class TimedStorage:
     def stored_ids(self) -> AsyncIterator[tuple[str, float]]:
         return self.inner.stored_ids()
 
+    async def open(self) -> None:
+        await self.inner.open()
+
     async def close(self) -> None:
         await self.inner.close()
 

@@ -1,0 +1,160 @@
+"""Copies inside the store: concatenations of finished uploads and shared content, by
+UploadPartCopy where the parts allow it; small pieces (S3 takes parts under 5 MiB only last),
+and parts of stores that need equal sizes spanning two sources, pass through haul."""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from haul.storage.s3_config import missing_as_contract
+from haul.storage.s3_parts import MAX_PART, MIN_PART, MiB, equal_size
+from haul.storage.s3_writer import cut
+
+if TYPE_CHECKING:
+    from haul.storage.s3 import S3Storage
+
+
+async def copy_together(storage: S3Storage, sources: list[tuple[str, int]], target: str) -> None:
+    """``target`` becomes the sources' bytes in order, copied inside the store. Pieces
+    under 5 MiB (allowed only last) pass through haul instead."""
+    s3 = await storage._s3()
+    ranges = [
+        (key, first, min(size, first + MAX_PART), size)
+        for key, size in sources
+        for first in range(0, size, MAX_PART)
+    ]
+    if not ranges:  # nothing but empty uploads
+        await storage._put(target, b"")
+        return
+    small_inside = any(stop - first < MIN_PART for _, first, stop, _ in ranges[:-1])
+    if len(ranges) == 1 and ranges[0][1:3] == (0, ranges[0][3]):
+        source = {"Bucket": storage.bucket, "Key": ranges[0][0]}
+        with missing_as_contract(ranges[0][0]):
+            await s3.copy_object(Bucket=storage.bucket, Key=target, CopySource=source)
+        return
+    mpu = (await s3.create_multipart_upload(Bucket=storage.bucket, Key=target))["UploadId"]
+    try:
+        parts = []
+        if storage.equal_parts:
+            total = sum(size for _, size in sources)
+            with missing_as_contract("a source of the copy"):
+                parts = await copy_equal(
+                    storage, sources, target, mpu, equal_size(storage.part_size, total)
+                )
+        elif small_inside:
+            parts = await _copy_through(storage, sources, target, mpu)
+        else:
+            for number, (key, first, stop, _) in enumerate(ranges, start=1):
+                with missing_as_contract(key):
+                    copied = await s3.upload_part_copy(
+                        Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                        CopySource={"Bucket": storage.bucket, "Key": key},
+                        CopySourceRange=f"bytes={first}-{stop - 1}",
+                    )  # fmt: skip
+                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+        await s3.complete_multipart_upload(
+            Bucket=storage.bucket, Key=target, UploadId=mpu, MultipartUpload={"Parts": parts}
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await s3.abort_multipart_upload(Bucket=storage.bucket, Key=target, UploadId=mpu)
+        raise
+
+
+async def _copy_through(
+    storage: S3Storage, sources: list[tuple[str, int]], target: str, mpu: str
+) -> list[dict[str, Any]]:
+    """Re-part small pieces: stream them through memory into parts of ``part_size``."""
+    s3 = await storage._s3()
+    parts: list[dict[str, Any]] = []
+    pieces: deque[bytes | memoryview] = deque()
+    held = 0
+
+    async def send(size: int) -> None:
+        number = len(parts) + 1
+        etag = await storage.upload_part(target, mpu, number, cut(pieces, size))
+        parts.append({"PartNumber": number, "ETag": etag})
+
+    for key, size in sources:
+        if not size:
+            continue
+        with missing_as_contract(key):
+            answer = await s3.get_object(Bucket=storage.bucket, Key=key)
+        async with answer["Body"] as body:
+            while block := await body.read(MiB):
+                pieces.append(block)
+                held += len(block)
+                if held >= (full := storage.part_size_for(len(parts) + 1, None)):
+                    await send(full)
+                    held -= full
+    if held or not parts:
+        await send(held)
+    return parts
+
+
+@dataclass(frozen=True)
+class Segment:
+    key: str
+    first: int
+    stop: int
+
+
+def windows(sources: list[tuple[str, int]], size: int) -> list[list[Segment]]:
+    """The concatenation of ``sources`` (key, length) cut into parts of ``size`` bytes (the
+    last one shorter), each part as the source ranges it covers, in order."""
+    parts: list[list[Segment]] = []
+    current: list[Segment] = []
+    room = size
+    for key, length in sources:
+        first = 0
+        while first < length:
+            take = min(room, length - first)
+            current.append(Segment(key, first, first + take))
+            first, room = first + take, room - take
+            if not room:
+                parts.append(current)
+                current, room = [], size
+    if current:
+        parts.append(current)
+    return parts
+
+
+async def copy_equal(
+    storage: S3Storage, sources: list[tuple[str, int]], target: str, mpu: str, size: int
+) -> list[dict[str, Any]]:
+    """Fill multipart upload ``mpu`` of ``target`` with the sources' bytes in equal parts: a
+    part inside one source is copied by the store (UploadPartCopy); only a part spanning two
+    sources passes through haul, read by ranged GETs."""
+    s3 = await storage._s3()
+    done: list[dict[str, Any]] = []
+    for number, segments in enumerate(windows(sources, size), start=1):
+        if len(segments) == 1:
+            piece = segments[0]
+            copied = await s3.upload_part_copy(
+                Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                CopySource={"Bucket": storage.bucket, "Key": piece.key},
+                CopySourceRange=f"bytes={piece.first}-{piece.stop - 1}",
+            )  # fmt: skip
+            etag = str(copied["CopyPartResult"]["ETag"])
+        else:
+            etag = await _send_through(storage, segments, target, mpu, number)
+        done.append({"PartNumber": number, "ETag": etag})
+    return done
+
+
+async def _send_through(
+    storage: S3Storage, segments: list[Segment], target: str, mpu: str, number: int
+) -> str:
+    s3 = await storage._s3()
+    body = bytearray()  # at most one part: the sizes of parts that span two sources
+    for piece in segments:
+        answer = await s3.get_object(
+            Bucket=storage.bucket, Key=piece.key, Range=f"bytes={piece.first}-{piece.stop - 1}"
+        )
+        async with answer["Body"] as stream:
+            while block := await stream.read(MiB):
+                body += block
+    return await storage.upload_part(target, mpu, number, body)
