@@ -84,7 +84,8 @@ class S3Storage:
         self.buffers = PartBuffers(memory)
         self.equal_parts = equal_parts
         self.timeout = timeout
-        self.tls = not (endpoint or "https:").startswith("http:")  # no endpoint: AWS, over TLS
+        # No endpoint: AWS, over TLS.
+        self.tls = not (endpoint or "https:").lower().startswith("http:")
         self.retries = retries
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
