@@ -1,5 +1,6 @@
 """What a part costs on its way to S3: signed with a digest computed off the event loop, its
-body sent without a copy, its buffer reused; and the client made at startup."""
+body sent without a copy, its buffer reused, its room in the node's budget taken before its
+first byte is copied in; and the client made at startup."""
 
 from __future__ import annotations
 
@@ -113,3 +114,33 @@ async def test_open_makes_the_client_and_tolerates_a_store_that_does_not_answer(
         assert "did not answer at startup" in caplog.text
     finally:
         await down.close()
+
+
+async def test_a_part_being_filled_holds_its_room_in_the_node_budget(
+    rgw: str, s3_bucket: str
+) -> None:
+    """Bytes wait for their part in the part's own buffer, whose room is taken first: with
+    room for two parts, two uploads stopped in the middle of a part hold it, and a third
+    waits before it takes a byte, until one of them ends."""
+    storage = S3Storage(bucket=s3_bucket, endpoint=rgw, region="us-east-1",
+                        access_key=S3_ACCESS, secret_key=S3_SECRET, part_size=5 * MiB,
+                        memory=10 * MiB)  # fmt: skip
+    try:
+        ids = ["b" * 32, "c" * 32, "d" * 32]
+        for upload_id in ids:
+            await storage.create(upload_id)
+        first, second, third = [await storage.open_writer(i, 0, atomic=False) for i in ids]
+        await first.write([b"x" * (3 * MiB)])
+        await second.write([b"y" * (2 * MiB)])
+        assert storage.budget.used == 10 * MiB  # two parts' room, though 5 MiB arrived
+        waiting = asyncio.create_task(third.write([b"z" * MiB]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # no room: it takes nothing more from its request
+        assert await first.commit() == 3 * MiB  # the first request ends: its room is free
+        await asyncio.wait_for(waiting, 5)
+        assert await second.commit() == 2 * MiB
+        assert await third.commit() == MiB
+        assert storage.budget.used == 0
+        assert await storage.offset(ids[0]) == 3 * MiB  # its tail kept, the buffer reused
+    finally:
+        await storage.close()

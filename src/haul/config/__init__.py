@@ -76,8 +76,8 @@ class Settings:
     )
     s3_memory: int = setting(
         64 * 1024 * 1024,
-        "Memory for parts on their way to S3, across every upload of the node; an upload waits "
-        "for room (a part larger than this goes alone).",
+        "Memory for part bodies (being filled or on their way to S3), across every upload of "
+        "the node; an upload waits for room (a part larger than this goes alone).",
         parse_size,
     )
     s3_equal_parts: bool = setting(

@@ -8,7 +8,7 @@ part and recording it can only under-report, never lie upward: the client sends 
 again. Part sizes grow with the part number (doubling every 1,000 parts from ``part_size``),
 so 10,000 parts always reach S3's 5 TiB object limit, or, for stores that need it, are all one
 size (see s3_parts). A request's full parts go up in the background while its next bytes
-arrive (s3_writer: at most ``parts_in_flight`` per upload, ``memory`` bytes in flight per node).
+arrive (s3_writer: at most ``parts_in_flight`` per upload, ``memory`` bytes of parts per node).
 
 Finished, the multipart upload is completed (the tail joins as the last part) and the object is
 read with ranged GETs. Concatenation and instant-upload sharing are server-side copies

@@ -5,13 +5,11 @@ and parts of stores that need equal sizes spanning two sources, pass through hau
 from __future__ import annotations
 
 import contextlib
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from haul.storage.s3_config import missing_as_contract
 from haul.storage.s3_parts import MAX_PART, MIN_PART, MiB, equal_size
-from haul.storage.s3_writer import cut
 
 if TYPE_CHECKING:
     from haul.storage.s3 import S3Storage
@@ -70,12 +68,13 @@ async def _copy_through(
     """Re-part small pieces: stream them through memory into parts of ``part_size``."""
     s3 = await storage._s3()
     parts: list[dict[str, Any]] = []
-    pieces: deque[bytes | memoryview] = deque()
-    held = 0
+    pending = bytearray()
 
     async def send(size: int) -> None:
         number = len(parts) + 1
-        etag = await storage.upload_part(target, mpu, number, cut(pieces, size))
+        body = pending[:size]
+        del pending[:size]
+        etag = await storage.upload_part(target, mpu, number, body)
         parts.append({"PartNumber": number, "ETag": etag})
 
     for key, size in sources:
@@ -85,13 +84,11 @@ async def _copy_through(
             answer = await s3.get_object(Bucket=storage.bucket, Key=key)
         async with answer["Body"] as body:
             while block := await body.read(MiB):
-                pieces.append(block)
-                held += len(block)
-                if held >= (full := storage.part_size_for(len(parts) + 1, None)):
+                pending += block
+                if len(pending) >= (full := storage.part_size_for(len(parts) + 1, None)):
                     await send(full)
-                    held -= full
-    if held or not parts:
-        await send(held)
+    if pending or not parts:
+        await send(len(pending))
     return parts
 
 

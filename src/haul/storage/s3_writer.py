@@ -1,12 +1,14 @@
-"""Appending to an unfinished S3 upload, pipelined: as soon as a part is full it is handed to a
-background upload while the request's next bytes keep arriving, with at most ``parts_in_flight``
-parts of one upload on their way at once. What is left when the request ends is the new tail,
-kept inside the state object.
+"""Appending to an unfinished S3 upload, pipelined: bytes are copied into the part being filled
+as they arrive; as soon as it is full it is handed to a background upload while the request's
+next bytes keep arriving, with at most ``parts_in_flight`` parts of one upload on their way at
+once. What is left when the request ends is the new tail, kept inside the state object.
 
-Memory: per upload, the part being filled plus at most ``parts_in_flight`` parts in flight
-(K x part size); across the node, parts in flight take from one byte budget (``memory``): an
-upload waits for room before sending one more, so the node's parts in flight never exceed the
-budget (or one part, if larger). Waiting slows the request's reading, so its sender slows.
+Memory: every part body, being filled or in flight, takes its room from one byte budget per
+node (``memory``) before its first byte is copied in: an upload waits for room before it reads
+on, so its sender slows, and the node's part bodies never exceed the budget (or one part, if
+larger). A request's bytes wait nowhere else (uvicorn pauses reading a socket after a few MiB),
+so the node's memory stays flat with the number of uploads. A client that stalls in the middle
+of a part holds that part's room until its request ends (the server's idle timeout).
 Part bodies are reused (PartBuffers): a fresh 8 MiB buffer costs its zeroing and a page fault
 per page, which profiled at a tenth of the event loop's time.
 
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 
 class ByteBudget:
-    """Bytes of parts in flight across every upload of a node."""
+    """Bytes of part bodies (being filled or in flight) across every upload of a node."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -39,9 +40,9 @@ class ByteBudget:
         self._waiting: list[asyncio.Future[None]] = []
 
     async def take(self, size: int) -> None:
-        """Wait for room for ``size`` bytes. With nothing in flight on the node a part goes
-        whatever its size (so a part larger than the budget still goes, and nobody waits
-        for ever: while anything is in flight, it ends and makes room)."""
+        """Wait for room for ``size`` bytes. With nothing held on the node a part goes whatever
+        its size (so a part larger than the budget still goes, and nobody waits for ever:
+        whatever is held is sent, or given back when its request ends, and makes room)."""
         while self.used and self.used + size > self.limit:
             waiter = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
@@ -92,24 +93,6 @@ class PartBuffers:
         self._kept = 0
 
 
-def cut(pieces: deque[bytes | memoryview], size: int, into: bytearray | None = None) -> bytearray:
-    """Take exactly ``size`` bytes off the front of ``pieces`` as one part body (``into``, of
-    that size, or a new one): one copy. A bytearray, not bytes: botocore wraps a bytes body in
-    a BytesIO, which aiohttp then copies once more (getbuffer() unshares it) on the event loop."""
-    body = into if into is not None else bytearray(size)
-    at = 0
-    while at < size:
-        first = pieces[0]
-        take = min(len(first), size - at)
-        body[at : at + take] = memoryview(first)[:take] if take < len(first) else first
-        if take < len(first):
-            pieces[0] = memoryview(first)[take:]  # the rest stays where it is, uncopied
-        else:
-            pieces.popleft()
-        at += take
-    return body
-
-
 class S3Writer:
     def __init__(
         self, storage: S3Storage, upload_id: str, state: S3State, tail: bytes, atomic: bool
@@ -127,8 +110,9 @@ class S3Writer:
         self.expected = state.next_number  # of the part that continues the unbroken run
         self.finished: dict[int, Part] = {}  # finished out of order, waiting for a gap
         self.old_tail: str | None = state.tail.key if state.tail else None
-        self.pieces: deque[bytes | memoryview] = deque([tail] if tail else [])
-        self.buffered = len(tail)
+        self.tail = tail  # the stored tail, copied into the first part being filled
+        self.filling: bytearray | None = None  # the part being filled; its room is taken
+        self.filled = 0
         self.in_flight: set[asyncio.Task[None]] = set()
         self.room = asyncio.Semaphore(max(1, storage.parts_in_flight))
         self.failure: BaseException | None = None
@@ -140,30 +124,49 @@ class S3Writer:
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         self._raise_failure()
+        if self.tail:
+            pieces, self.tail = [self.tail, *pieces], b""
         for piece in pieces:
-            self.pieces.append(piece)
-            self.buffered += len(piece)
-        while self.buffered >= (size := self._size(self.number)):
-            await self._send(size)
-            self.buffered -= size
+            view = memoryview(piece)
+            while view:
+                if self.filling is None:
+                    size = self._size(self.number)
+                    await self.storage.budget.take(size)
+                    self.filling, self.filled = self.storage.buffers.get(size), 0
+                body, at = self.filling, self.filled
+                take = min(len(view), len(body) - at)
+                body[at : at + take] = view[:take]
+                self.filled += take
+                view = view[take:]
+                if self.filled == len(body):
+                    await self._send()
 
     def _raise_failure(self) -> None:
         if self.failure is not None:
             raise self.failure
 
-    async def _send(self, size: int) -> None:
-        """Hand the next ``size`` bytes to a background upload as one part, once there is room."""
+    async def _send(self) -> None:
+        """Hand the full part to a background upload, once fewer than K are in flight."""
         await self.room.acquire()
-        try:
-            await self.storage.budget.take(size)
-        except BaseException:
-            self.room.release()
-            raise
-        body = cut(self.pieces, size, self.storage.buffers.get(size))
+        body, self.filling = self.filling, None
+        assert body is not None
         number, self.number = self.number, self.number + 1
         task = asyncio.create_task(self._upload(number, body))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+
+    def _held_tail(self) -> bytes:
+        """The bytes after the last full part."""
+        if self.filling is None:
+            return self.tail
+        return bytes(memoryview(self.filling)[: self.filled])
+
+    def _release(self) -> None:
+        """Give back the part being filled: nothing but this writer ever saw it."""
+        if self.filling is not None:
+            self.storage.budget.give(len(self.filling))
+            self.storage.buffers.give(self.filling)
+            self.filling = None
 
     async def _upload(self, number: int, body: bytearray) -> None:
         try:
@@ -217,14 +220,14 @@ class S3Writer:
                     with contextlib.suppress(Exception):
                         await self._save(self.state.with_parts(tuple(self.parts)))
                 raise self.failure
-            state = self.state.with_parts(tuple(self.parts), b"".join(self.pieces))
+            state = self.state.with_parts(tuple(self.parts), self._held_tail())
             await self._save(state)
             return state.held
         finally:
-            self.pieces.clear()
+            self._release()
 
     async def discard(self) -> None:
         for task in list(self.in_flight):
             task.cancel()
         await asyncio.shield(self._settle())
-        self.pieces.clear()
+        self._release()
