@@ -4,6 +4,7 @@ final upload, then the partials' bytes land straight in the final's multipart up
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from haul.storage.s3_copy import COPIES_AT_ONCE, few_at_a_time
 from tests.helpers import OCTETS, TUS, HaulServer
 from tests.services import run_async, s3_client
 from tests.test_s3_server import bucket_listing, patch_at, s3_options
@@ -198,3 +200,32 @@ def test_a_second_final_of_the_same_partials_does_not_take_them_from_the_first(
         assert client.get(first).content == b"".join(pieces)
         # The partials were consumed by the first one, as with copying.
         assert client.head(second, headers=TUS).status_code == 410
+
+
+@pytest.mark.fast
+async def test_copies_inside_the_store_run_a_few_at_a_time_and_fail_as_they_failed() -> None:
+    """A concatenation's UploadPartCopy calls overlap (one after another, four partials took
+    four times one), at most COPIES_AT_ONCE together, their results in part order; the first
+    failure stops the rest and arrives as itself (a missing source is told by its type)."""
+    running, most = 0, 0
+
+    def job(number: int, fail: bool = False) -> Callable[[], Any]:
+        async def run() -> int:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            try:
+                await asyncio.sleep(0.01 * (10 - number))  # later parts finish first
+                if fail:
+                    raise LookupError(f"part {number}'s source is gone")
+                return number
+            finally:
+                running -= 1
+
+        return run
+
+    assert await few_at_a_time([job(n) for n in range(10)]) == list(range(10))
+    assert most == COPIES_AT_ONCE
+    with pytest.raises(LookupError, match="part 3's source is gone"):
+        await few_at_a_time([job(n, fail=n == 3) for n in range(10)])
+    assert running == 0  # nothing left running behind the failure

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from haul.core.interfaces import StoredBytesMissing
+from haul.storage.s3_copy import few_at_a_time
 from haul.storage.s3_parts import MAX_PART, MAX_PARTS, MIN_PART
 from haul.storage.s3_state import Placement, S3State
 
@@ -104,6 +105,19 @@ async def concatenate_placed(
         return False
     s3 = await storage._s3()
     parts: list[dict[str, Any]] = []
+    copies: list[Callable[[], Awaitable[dict[str, Any]]]] = []
+
+    def copy(number: int, name: str, start: int, stop: int) -> Callable[[], Awaitable[Any]]:
+        async def job() -> dict[str, Any]:
+            copied = await s3.upload_part_copy(
+                Bucket=storage.bucket, Key=key, UploadId=final.mpu, PartNumber=number,
+                CopySource={"Bucket": storage.bucket, "Key": storage._key(name)},
+                CopySourceRange=f"bytes={start}-{stop - 1}",
+            )  # fmt: skip
+            return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]}
+
+        return job
+
     for index, (name, state) in enumerate(pairs):
         first = layout[index] // unit + 1
         if state is not None and state.placed and state.placed.key == key:
@@ -114,13 +128,8 @@ async def concatenate_placed(
             parts += [{"PartNumber": p.number, "ETag": p.etag} for p in state.parts]
             continue
         for number, start in enumerate(range(0, sizes[index], unit), start=first):
-            stop = min(sizes[index], start + unit)
-            copied = await s3.upload_part_copy(
-                Bucket=storage.bucket, Key=key, UploadId=final.mpu, PartNumber=number,
-                CopySource={"Bucket": storage.bucket, "Key": storage._key(name)},
-                CopySourceRange=f"bytes={start}-{stop - 1}",
-            )  # fmt: skip
-            parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+            copies.append(copy(number, name, start, min(sizes[index], start + unit)))
+    parts = sorted([*parts, *await few_at_a_time(copies)], key=lambda p: int(p["PartNumber"]))
     if not parts:
         return False  # nothing but empty partials: the plain path writes the empty object
     await s3.complete_multipart_upload(

@@ -4,15 +4,43 @@ and parts of stores that need equal sizes spanning two sources, pass through hau
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from haul.storage.s3_config import missing_as_contract
 from haul.storage.s3_parts import MAX_PART, MIN_PART, MiB, equal_size
 
 if TYPE_CHECKING:
     from haul.storage.s3 import S3Storage
+
+# Parts copied inside the store at once: one UploadPartCopy keeps a gateway's thread busy and
+# waits on its disks, so a concatenation of four partials copied one after another took ~4x
+# the time of one (1.4 s for 256 MiB on one Ceph RGW).
+COPIES_AT_ONCE = 4
+
+T = TypeVar("T")
+
+
+async def few_at_a_time(jobs: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """The jobs' results in order, COPIES_AT_ONCE of them running at once. The first failure
+    cancels the rest and is raised as it is (callers tell a missing source by its type)."""
+    at_once = asyncio.Semaphore(COPIES_AT_ONCE)
+
+    async def one(job: Callable[[], Awaitable[T]]) -> T:
+        async with at_once:
+            return await job()
+
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def copy_together(storage: S3Storage, sources: list[tuple[str, int]], target: str) -> None:
@@ -45,14 +73,22 @@ async def copy_together(storage: S3Storage, sources: list[tuple[str, int]], targ
         elif small_inside:
             parts = await _copy_through(storage, sources, target, mpu)
         else:
-            for number, (key, first, stop, _) in enumerate(ranges, start=1):
-                with missing_as_contract(key):
-                    copied = await s3.upload_part_copy(
-                        Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
-                        CopySource={"Bucket": storage.bucket, "Key": key},
-                        CopySourceRange=f"bytes={first}-{stop - 1}",
-                    )  # fmt: skip
-                parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+
+            def copy(number: int, key: str, first: int, stop: int) -> Callable[[], Awaitable[Any]]:
+                async def job() -> dict[str, Any]:
+                    with missing_as_contract(key):
+                        copied = await s3.upload_part_copy(
+                            Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                            CopySource={"Bucket": storage.bucket, "Key": key},
+                            CopySourceRange=f"bytes={first}-{stop - 1}",
+                        )  # fmt: skip
+                    return {"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]}
+
+                return job
+
+            parts = await few_at_a_time(
+                [copy(n, key, first, stop) for n, (key, first, stop, _) in enumerate(ranges, 1)]
+            )
         await s3.complete_multipart_upload(
             Bucket=storage.bucket, Key=target, UploadId=mpu, MultipartUpload={"Parts": parts}
         )
@@ -126,20 +162,28 @@ async def copy_equal(
     part inside one source is copied by the store (UploadPartCopy); only a part spanning two
     sources passes through haul, read by ranged GETs."""
     s3 = await storage._s3()
-    done: list[dict[str, Any]] = []
-    for number, segments in enumerate(windows(sources, size), start=1):
-        if len(segments) == 1:
-            piece = segments[0]
-            copied = await s3.upload_part_copy(
-                Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
-                CopySource={"Bucket": storage.bucket, "Key": piece.key},
-                CopySourceRange=f"bytes={piece.first}-{piece.stop - 1}",
-            )  # fmt: skip
-            etag = str(copied["CopyPartResult"]["ETag"])
-        else:
-            etag = await _send_through(storage, segments, target, mpu, number)
-        done.append({"PartNumber": number, "ETag": etag})
-    return done
+    through = asyncio.Semaphore(1)  # a part passing through haul is held in memory whole
+
+    def part(number: int, segments: list[Segment]) -> Callable[[], Awaitable[dict[str, Any]]]:
+        async def job() -> dict[str, Any]:
+            if len(segments) == 1:
+                piece = segments[0]
+                copied = await s3.upload_part_copy(
+                    Bucket=storage.bucket, Key=target, UploadId=mpu, PartNumber=number,
+                    CopySource={"Bucket": storage.bucket, "Key": piece.key},
+                    CopySourceRange=f"bytes={piece.first}-{piece.stop - 1}",
+                )  # fmt: skip
+                etag = str(copied["CopyPartResult"]["ETag"])
+            else:
+                async with through:
+                    etag = await _send_through(storage, segments, target, mpu, number)
+            return {"PartNumber": number, "ETag": etag}
+
+        return job
+
+    return await few_at_a_time(
+        [part(number, segments) for number, segments in enumerate(windows(sources, size), 1)]
+    )
 
 
 async def _send_through(
