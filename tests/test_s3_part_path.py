@@ -144,3 +144,38 @@ async def test_a_part_being_filled_holds_its_room_in_the_node_budget(
         assert await storage.offset(ids[0]) == 3 * MiB  # its tail kept, the buffer reused
     finally:
         await storage.close()
+
+
+async def test_a_write_cut_short_while_it_waits_for_room_loses_and_doubles_nothing(
+    rgw: str, s3_bucket: str
+) -> None:
+    """An upload with a stored tail whose next write is cancelled while it waits for room:
+    committed anyway, it keeps its tail exactly once (none of it lost, none of it doubled)."""
+    storage = S3Storage(bucket=s3_bucket, endpoint=rgw, region="us-east-1",
+                        access_key=S3_ACCESS, secret_key=S3_SECRET, part_size=5 * MiB,
+                        memory=5 * MiB)  # fmt: skip
+    try:
+        kept, other = "e" * 32, "f" * 32
+        for upload_id in (kept, other):
+            await storage.create(upload_id)
+        tail = os.urandom(MiB)
+        first = await storage.open_writer(kept, 0, atomic=False)
+        await first.write([tail])
+        assert await first.commit() == MiB  # a tail, stored in the state object
+        holder = await storage.open_writer(other, 0, atomic=False)
+        await holder.write([b"h" * MiB])  # holds the node's only part's room
+        cut_short = await storage.open_writer(kept, MiB, atomic=False)
+        waiting = asyncio.create_task(cut_short.write([os.urandom(2 * MiB)]))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert await cut_short.commit() == MiB
+        assert await holder.commit() == MiB
+        await storage.finish(kept)
+        stored = b"".join([chunk async for chunk in storage.read(kept, 0, MiB)])
+        assert stored == tail
+        assert storage.budget.used == 0
+    finally:
+        await storage.close()

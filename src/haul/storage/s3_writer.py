@@ -110,7 +110,7 @@ class S3Writer:
         self.expected = state.next_number  # of the part that continues the unbroken run
         self.finished: dict[int, Part] = {}  # finished out of order, waiting for a gap
         self.old_tail: str | None = state.tail.key if state.tail else None
-        self.tail = tail  # the stored tail, copied into the first part being filled
+        self.tail = memoryview(tail)  # the stored tail, copied into the first part filled
         self.filling: bytearray | None = None  # the part being filled; its room is taken
         self.filled = 0
         self.in_flight: set[asyncio.Task[None]] = set()
@@ -124,42 +124,55 @@ class S3Writer:
 
     async def write(self, pieces: Sequence[bytes]) -> None:
         self._raise_failure()
-        if self.tail:
-            pieces, self.tail = [self.tail, *pieces], b""
+        # The stored tail first. A view is advanced by what was copied before anything else is
+        # awaited, so a write cut short (cancelled while it waits for room) loses and doubles
+        # nothing: the tail held is the part being filled, then what was not copied yet.
+        while self.tail:
+            await self._take_room()
+            self.tail = self.tail[self._fill(self.tail) :]
+            await self._hand_over_if_full()
         for piece in pieces:
             view = memoryview(piece)
             while view:
-                if self.filling is None:
-                    size = self._size(self.number)
-                    await self.storage.budget.take(size)
-                    self.filling, self.filled = self.storage.buffers.get(size), 0
-                body, at = self.filling, self.filled
-                take = min(len(view), len(body) - at)
-                body[at : at + take] = view[:take]
-                self.filled += take
-                view = view[take:]
-                if self.filled == len(body):
-                    await self._send()
+                await self._take_room()
+                view = view[self._fill(view) :]
+                await self._hand_over_if_full()
 
-    def _raise_failure(self) -> None:
-        if self.failure is not None:
-            raise self.failure
+    async def _take_room(self) -> None:
+        """Start the next part, once the node's budget has room for it."""
+        if self.filling is None:
+            size = self._size(self.number)
+            await self.storage.budget.take(size)
+            self.filling, self.filled = self.storage.buffers.get(size), 0
 
-    async def _send(self) -> None:
-        """Hand the full part to a background upload, once fewer than K are in flight."""
+    def _fill(self, view: memoryview) -> int:
+        """Copy the start of ``view`` into the part being filled; how many bytes were copied."""
+        assert self.filling is not None
+        body, at = self.filling, self.filled
+        take = min(len(view), len(body) - at)
+        body[at : at + take] = view[:take]
+        self.filled += take
+        return take
+
+    async def _hand_over_if_full(self) -> None:
+        """A full part goes to a background upload, once fewer than K are in flight."""
+        if self.filling is None or self.filled < len(self.filling):
+            return
         await self.room.acquire()
         body, self.filling = self.filling, None
-        assert body is not None
         number, self.number = self.number, self.number + 1
         task = asyncio.create_task(self._upload(number, body))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
 
+    def _raise_failure(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
     def _held_tail(self) -> bytes:
-        """The bytes after the last full part."""
-        if self.filling is None:
-            return self.tail
-        return bytes(memoryview(self.filling)[: self.filled])
+        """The bytes after the last part handed over."""
+        filled = memoryview(self.filling)[: self.filled] if self.filling is not None else b""
+        return bytes(filled) + bytes(self.tail)
 
     def _release(self) -> None:
         """Give back the part being filled: nothing but this writer ever saw it."""
